@@ -31,7 +31,7 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy>=1.26", "pyyaml", "tqdm", *SIM],
-    extras_require={"ros": ROS, "test": ["pytest"]},
+    extras_require={"ros": ROS, "test": ["pytest", "colcon-common-extensions"]},
     zip_safe=True,
     maintainer="hybrid_policy developers",
     maintainer_email="hybrid-policy@example.org",
