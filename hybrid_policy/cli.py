@@ -8,10 +8,11 @@ import sys
 from typing import Callable, Sequence
 
 from sim_envs import SimEnvError
+from hybrid_policy.errors import HybridPolicyError
 
 log = logging.getLogger("hybrid_policy")
 
-USER_ERRORS: tuple[type[Exception], ...] = (SimEnvError,)
+USER_ERRORS: tuple[type[Exception], ...] = (SimEnvError, HybridPolicyError)
 
 
 def _positive_int(text: str) -> int:
@@ -51,6 +52,56 @@ def cmd_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sim_envs import task_spec
+    from hybrid_policy.policies.build import ensure_tokenizer, load_task_data, train_role
+    from hybrid_policy.policies.training import role_training
+
+    task_spec(args.task)
+    ds, data_file = load_task_data(args.data, args.task)
+    out = Path(args.out)
+    tok = ensure_tokenizer(Path(args.tokenizer) if args.tokenizer else out.parent / "tokenizer",
+                           ds, data_file)
+    path = train_role(out, args.role, ds, data_file, tok, role_training(args.role, args.epochs))
+    log.info("wrote %s", path)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from sim_envs import task_spec
+    from hybrid_policy.core import evaluator
+    from hybrid_policy.core.modes import make_mode, parse_modes
+    from hybrid_policy.policies import check_pair, load_policy
+    from hybrid_policy.policies.build import ensure_default_models
+
+    task_spec(args.task)
+    names = parse_modes(args.modes)
+    torch.set_num_threads(1)  # batch-1 inference: threads only add overhead
+    draft_path, target_path = args.draft, args.target
+    if draft_path is None or target_path is None:
+        models = ensure_default_models(args.task, Path(args.models))
+        draft_path = draft_path or models.draft
+        target_path = target_path or models.target
+    draft = load_policy(draft_path, role="draft", task=args.task)
+    target = load_policy(target_path, role="target", task=args.task)
+    check_pair(draft, target)
+    modes = [make_mode(n, draft, target) for n in names]
+    results = evaluator.evaluate(args.task, modes, args.episodes, args.seed)
+    doc = evaluator.report(args.task, results, {
+        "seed": args.seed, "draft": str(draft_path), "target": str(target_path)})
+    print(evaluator.format_table(doc))
+    if args.json:
+        evaluator.write_json(doc, args.json)
+        log.info("wrote %s", args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybrid-policy",
@@ -75,6 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace another task's data set found in the output directory")
     p.set_defaults(func=cmd_demos)
+
+    p = sub.add_parser("train", help="train a draft or target policy on demonstrations",
+                       description="Fit the task's action tokenizer (once: reused if it exists "
+                       "at --tokenizer, default OUT/../tokenizer) and train one policy. Writes "
+                       "OUT/model.safetensors and OUT/config.json.")
+    p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
+    p.add_argument("--role", required=True, choices=("draft", "target"))
+    p.add_argument("--data", required=True, help="data set file or directory (from `demos`)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--tokenizer", help="tokenizer checkpoint directory (default OUT/../tokenizer)")
+    p.add_argument("--epochs", type=_positive_int, help="override the role's epoch count")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="closed-loop evaluation of inference modes (no ROS)",
+                       description="Run each mode on the same seeded episodes in process and "
+                       "print success rates. Without --draft/--target, default models under "
+                       "--models/<task> are used, trained first if missing or stale.")
+    p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
+    p.add_argument("--modes", default="all", help="comma-separated modes, or 'all' (default)")
+    p.add_argument("--episodes", type=_positive_int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draft", help="draft checkpoint directory")
+    p.add_argument("--target", help="target checkpoint directory")
+    p.add_argument("--models", default="models", help="root of the default models (default models/)")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

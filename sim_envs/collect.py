@@ -13,9 +13,15 @@ from sim_envs.registry import expert_name, make_expert, make_task, task_spec
 log = logging.getLogger(__name__)
 
 
-def episode_seeds(seed: int, episodes: int) -> np.ndarray:
+# Demonstrations and evaluations draw reset seeds from disjoint ranges, so a policy is
+# never evaluated on a scene it was trained on.
+_SPLIT_RANGES = {"train": (0, 2**30), "eval": (2**30, 2**31 - 1)}
+
+
+def episode_seeds(seed: int, episodes: int, split: str = "train") -> np.ndarray:
     """Per-episode reset seeds drawn from ``seed``; a longer run extends a shorter one."""
-    return np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes, dtype=np.int64)
+    low, high = _SPLIT_RANGES[split]
+    return np.random.default_rng(seed).integers(low, high, size=episodes, dtype=np.int64)
 
 
 def collect_demos(task: str, episodes: int, seed: int, progress: bool | None = None) -> DemoDataset:

@@ -40,8 +40,10 @@ def test_same_seed_same_bytes(tmp_path):
     assert a.read_bytes() != c.read_bytes()
 
 
-def test_episode_seeds_extend():
+def test_episode_seeds_extend_and_splits_are_disjoint():
     assert np.array_equal(episode_seeds(0, 5), episode_seeds(0, 9)[:5])
+    train, evals = episode_seeds(0, 1000), episode_seeds(0, 1000, split="eval")
+    assert train.max() < evals.min()
 
 
 def test_truncated_file_names_the_file(tmp_path, reach_demos):
