@@ -66,7 +66,8 @@ class FetchTask(ManipulationTask):
 class FetchReach(FetchTask):
     env_id = "FetchReach-v4"
     task_spec = TaskSpec(
-        name="fetch_reach", source=env_id, difficulty=1, max_steps=50, obs_fields=REACH_FIELDS,
+        name="fetch_reach", source=env_id, difficulty=1, max_steps=50, control_period_ms=40.0,
+        obs_fields=REACH_FIELDS,
         description="move the gripper to a goal point",
     )
 
@@ -74,7 +75,8 @@ class FetchReach(FetchTask):
 class FetchPush(FetchTask):
     env_id = "FetchPush-v4"
     task_spec = TaskSpec(
-        name="fetch_push", source=env_id, difficulty=2, max_steps=50, obs_fields=OBJECT_FIELDS,
+        name="fetch_push", source=env_id, difficulty=2, max_steps=50, control_period_ms=40.0,
+        obs_fields=OBJECT_FIELDS,
         description="push a block to a goal on the table",
     )
 
@@ -82,7 +84,7 @@ class FetchPush(FetchTask):
 class FetchPickPlace(FetchTask):
     env_id = "FetchPickAndPlace-v4"
     task_spec = TaskSpec(
-        name="fetch_pick_place", source=env_id, difficulty=3, max_steps=50,
+        name="fetch_pick_place", source=env_id, difficulty=3, max_steps=50, control_period_ms=40.0,
         obs_fields=OBJECT_FIELDS,
         description="grasp a block and place it at a goal, often in the air",
     )

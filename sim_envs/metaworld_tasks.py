@@ -63,6 +63,7 @@ class MetaWorldPickPlace(MetaWorldTask):
     env_name = "pick-place-v3"
     task_spec = TaskSpec(
         name="mw_pick_place", source=f"metaworld MT1 {env_name}", difficulty=4, max_steps=150,
+        control_period_ms=12.5,
         obs_fields=METAWORLD_FIELDS, description="Sawyer: pick a puck and place it at a goal",
     )
 
@@ -71,6 +72,7 @@ class MetaWorldPegInsert(MetaWorldTask):
     env_name = "peg-insert-side-v3"
     task_spec = TaskSpec(
         name="mw_peg_insert", source=f"metaworld MT1 {env_name}", difficulty=5, max_steps=300,
+        control_period_ms=12.5,
         obs_fields=METAWORLD_FIELDS,
         description="Sawyer: grasp a peg and insert it sideways into a hole",
     )

@@ -8,7 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-ACTION_DIM = 4  # dx, dy, dz of the end effector and the gripper command, all in [-1, 1]
+# Every task's action: end-effector displacement and the gripper command, all in [-1, 1].
+ACTION_FIELDS = ("dx", "dy", "dz", "gripper")
+ACTION_DIM = len(ACTION_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class TaskSpec:
     source: str  # the upstream environment it wraps
     difficulty: int  # 1 (easiest) .. 5, to order tasks from easy to hard
     max_steps: int  # episode length: the episode is truncated after this many steps
+    control_period_ms: float  # simulated time per step (the upstream env's dt)
     obs_fields: tuple[str, ...]  # one name per element of the flat observation vector
     description: str
 

@@ -1,8 +1,13 @@
-import os
 import sys
 from pathlib import Path
 
 import pytest
+
+from hybrid_policy.policies.build import ensure_tokenizer, train_role
+from hybrid_policy.policies.tokenizer import TokenizerConfig
+from hybrid_policy.policies.training import TrainConfig, data_record
+from sim_envs import dataset
+from sim_envs.collect import collect_demos
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +25,23 @@ def cli() -> list[str]:
 def _quiet_tqdm(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     yield
+
+
+SMALL_TOK = TokenizerConfig(levels=2, codebook_size=8, steps=200)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny fetch_reach data set, its tokenizer, and a draft + target trained on it."""
+    root = tmp_path_factory.mktemp("models")
+    ds = collect_demos("fetch_reach", episodes=30, seed=0, progress=False)
+    data_file = dataset.write_to_dir(ds, root / "demos", overwrite=False)
+    record = data_record(ds, data_file)
+    tok = ensure_tokenizer(root / "tokenizer", ds, record, SMALL_TOK)
+    train = TrainConfig(epochs=8, lr=3e-3)
+    draft = train_role(root / "draft", "draft", ds, record, tok, train, progress=False)
+    target = train_role(root / "target", "target", ds, record, tok, train, progress=False)
+    return {"root": root, "ds": ds, "data": data_file, "tok": tok, "draft": draft,
+            "target": target}
+
+

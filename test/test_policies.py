@@ -8,29 +8,10 @@ import torch
 
 from hybrid_policy.errors import CheckpointError, HybridPolicyError, ObservationError
 from hybrid_policy.policies import check_pair, load_policy
-from hybrid_policy.policies.build import ensure_tokenizer, load_task_data, train_role
+from hybrid_policy.policies.build import load_task_data, train_role
 from hybrid_policy.policies.model import ObsHistory
 from hybrid_policy.policies.tokenizer import TokenizerConfig, fit_tokenizer
-from hybrid_policy.policies.training import TrainConfig, file_digest, history_windows
-from sim_envs import dataset
-from sim_envs.collect import collect_demos
-
-SMALL_TOK = TokenizerConfig(levels=2, codebook_size=8, steps=200)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny fetch_reach data set, its tokenizer, and a draft + target trained on it."""
-    root = tmp_path_factory.mktemp("models")
-    ds = collect_demos("fetch_reach", episodes=30, seed=0, progress=False)
-    data_file = dataset.write_to_dir(ds, root / "demos", overwrite=False)
-    tok = ensure_tokenizer(root / "tokenizer", ds, data_file, SMALL_TOK)
-    train = TrainConfig(epochs=8, lr=3e-3)
-    draft = train_role(root / "draft", "draft", ds, data_file, tok, train, progress=False)
-    target = train_role(root / "target", "target", ds, data_file, tok, train, progress=False)
-    return {"root": root, "ds": ds, "data": data_file, "tok": tok, "draft": draft,
-            "target": target}
-
+from hybrid_policy.policies.training import TrainConfig, data_record, file_digest, history_windows
 
 def test_tokenizer_codes_and_decodes_close_to_the_data(tiny):
     tok, ds = tiny["tok"], tiny["ds"]
@@ -133,10 +114,10 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tiny, tmp_path):
 
 
 def test_tokenizer_mismatch_is_refused(tiny, tmp_path):
-    ds, data_file = tiny["ds"], tiny["data"]
+    ds = tiny["ds"]
     other_tok = fit_tokenizer(ds.actions, TokenizerConfig(levels=2, codebook_size=8, steps=200,
                                                           seed=1))
-    other = train_role(tmp_path / "target", "target", ds, data_file, other_tok,
+    other = train_role(tmp_path / "target", "target", ds, data_record(ds, tiny["data"]), other_tok,
                        TrainConfig(epochs=1), progress=False)
     with pytest.raises(CheckpointError, match="different action tokenizers"):
         check_pair(load_policy(tiny["draft"]), load_policy(other))

@@ -77,3 +77,9 @@ def test_gymnasium_make_ids():
     obs, _ = env.reset(seed=3)
     direct, _ = sim_envs.make_task("fetch_reach").reset(seed=3)
     assert np.array_equal(obs, direct)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_control_period_matches_the_simulator(name):
+    env = sim_envs.make_task(name)
+    assert env.task_spec.control_period_ms == pytest.approx(env._env.dt * 1e3)

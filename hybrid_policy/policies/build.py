@@ -34,19 +34,18 @@ DEFAULT_DEMO_EPISODES = {"fetch_reach": 200, "fetch_push": 1000, "fetch_pick_pla
 DEFAULT_DEMO_SEED = 0
 
 
-def load_task_data(path: str | Path, task: str) -> tuple[DemoDataset, Path]:
-    """Load the data set at ``path`` and refuse one recorded for another task."""
+def load_task_data(path: str | Path, task: str) -> tuple[DemoDataset, dict[str, Any]]:
+    """Load the data set at ``path`` (refusing one of another task) and its provenance."""
     ds = dataset.load(path)
     if ds.task != task:
         raise HybridPolicyError(f"{path}: holds demonstrations of {ds.task!r}, not {task!r}")
     file = Path(path) if Path(path).is_file() else dataset.dataset_path(path, ds.task)
-    return ds, file
+    return ds, data_record(ds, file)
 
 
-def ensure_tokenizer(path: Path, ds: DemoDataset, data_file: Path,
+def ensure_tokenizer(path: Path, ds: DemoDataset, record: dict[str, Any],
                      cfg: TokenizerConfig = TokenizerConfig()) -> ActionTokenizer:
-    """The task's tokenizer at ``path``: loaded if it fits ``ds`` and ``cfg``, else fitted."""
-    record = data_record(ds, data_file)
+    """The task's tokenizer at ``path``: loaded if it fits the data and ``cfg``, else fitted."""
     if (path / "config.json").exists():
         tok, info = load_tokenizer(path)
         if info["task"] != ds.task:
@@ -61,12 +60,12 @@ def ensure_tokenizer(path: Path, ds: DemoDataset, data_file: Path,
     return tok
 
 
-def train_role(out: Path, role: str, ds: DemoDataset, data_file: Path, tok: ActionTokenizer,
-               train: TrainConfig, progress: bool | None = None) -> Path:
+def train_role(out: Path, role: str, ds: DemoDataset, record: dict[str, Any],
+               tok: ActionTokenizer, train: TrainConfig, progress: bool | None = None) -> Path:
     cfg = policy_config(role, ds.observations.shape[1], tok)
     model, losses = train_policy(ds, tok, cfg, train, desc=f"train {ds.task} {role}",
                                  progress=progress)
-    extra: dict[str, Any] = {"data": data_record(ds, data_file), "train": asdict(train),
+    extra: dict[str, Any] = {"data": record, "train": asdict(train),
                              "losses": losses}
     return save_policy(out, model, tok, role, ds.task, extra)
 
@@ -110,12 +109,12 @@ def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
         log.info("generating %d expert demonstrations of %s", episodes, task)
         ds = collect_demos(task, episodes, DEFAULT_DEMO_SEED, progress=progress)
         dataset.write_to_dir(ds, paths.data, overwrite=True)
-    tok = ensure_tokenizer(paths.tokenizer, ds, data_file)
-    sha = data_record(ds, data_file)["sha256"]
+    record = data_record(ds, data_file)
+    tok = ensure_tokenizer(paths.tokenizer, ds, record)
     for role, out in (("draft", paths.draft), ("target", paths.target)):
         train = role_training(role)
-        if _up_to_date(out, role, sha, tok, train, ds.observations.shape[1]):
+        if _up_to_date(out, role, record["sha256"], tok, train, ds.observations.shape[1]):
             log.info("%s: up to date", out)
         else:
-            train_role(out, role, ds, data_file, tok, train, progress)
+            train_role(out, role, ds, record, tok, train, progress)
     return paths

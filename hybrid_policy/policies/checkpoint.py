@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from hybrid_policy.errors import CheckpointError
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig
-from hybrid_policy.policies.runtime import Policy
+from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE, Policy
 from hybrid_policy.policies.tokenizer import ActionTokenizer, TokenizerConfig
 
 FORMAT = "hybrid_policy.checkpoint"
@@ -114,7 +114,8 @@ def save_policy(path: str | os.PathLike, policy: BCPolicy, tok: ActionTokenizer,
 
 
 def load_policy(path: str | os.PathLike, role: str | None = None,
-                task: str | None = None) -> Policy:
+                task: str | None = None,
+                temperature: float = DEFAULT_TEMPERATURE) -> Policy:
     """Load a draft or target checkpoint; ``role``/``task`` given → refuse any other."""
     path = Path(path)
     cfg = read_config(path)
@@ -133,14 +134,41 @@ def load_policy(path: str | os.PathLike, role: str | None = None,
     weights = _read_weights(path)
     _load_module(model, {k[7:]: v for k, v in weights.items() if k.startswith("policy.")}, path)
     _load_module(tok, {k[10:]: v for k, v in weights.items() if k.startswith("tokenizer.")}, path)
-    loaded = Policy(model=model, tokenizer=tok, role=cfg["role"], task=cfg["task"], info=cfg)
+    loaded = Policy(model=model, tokenizer=tok, role=cfg["role"], task=cfg["task"],
+                    info={**cfg, "checkpoint": str(path)}, temperature=temperature)
     if loaded.tokenizer_id != cfg.get("tokenizer_id"):
         raise CheckpointError(f"{path}: tokenizer weights do not match the recorded identity "
                               f"{cfg.get('tokenizer_id')} (corrupt checkpoint)")
     return loaded
 
 
-def check_pair(draft: Policy, target: Policy) -> None:
+@dataclass(frozen=True)
+class PolicyCard:
+    """What the robot side needs to know of the target without loading its weights."""
+
+    task: str
+    role: str
+    history: int
+    obs_dim: int
+    tokenizer_id: str
+
+
+def read_policy_card(path: str | os.PathLike, role: str | None = None,
+                     task: str | None = None) -> PolicyCard:
+    """The card of a draft or target checkpoint, from its ``config.json`` alone."""
+    cfg = read_config(path)
+    if role is not None and cfg.get("role") != role:
+        raise CheckpointError(f"{path}: is a {cfg.get('role')} checkpoint, expected {role}")
+    if task is not None and cfg.get("task") != task:
+        raise CheckpointError(f"{path}: was trained for task {cfg.get('task')!r}, not {task!r}")
+    try:
+        return PolicyCard(cfg["task"], cfg["role"], int(cfg["policy"]["history"]),
+                          int(cfg["policy"]["obs_dim"]), cfg["tokenizer_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{Path(path) / CONFIG}: incomplete config ({exc})") from None
+
+
+def check_pair(draft: Policy | PolicyCard, target: Policy | PolicyCard) -> None:
     """Refuse a draft and target that cannot verify each other."""
     if draft.task != target.task:
         raise CheckpointError(f"draft was trained for task {draft.task!r} but target for "

@@ -38,7 +38,7 @@ class PolicyConfig:
 # Sizes of the two roles. The draft must fit a robot CPU budget (<= ~100k parameters,
 # <= 1 ms a step); the target is >= 10x larger and sees a longer history.
 ROLE_SIZES: dict[str, dict[str, int]] = {
-    "draft": {"history": 2, "d_model": 32, "layers": 1, "heads": 2, "ffn_mult": 2},
+    "draft": {"history": 2, "d_model": 24, "layers": 1, "heads": 2, "ffn_mult": 2},
     "target": {"history": 4, "d_model": 128, "layers": 4, "heads": 4, "ffn_mult": 4},
 }
 

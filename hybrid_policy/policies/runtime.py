@@ -7,7 +7,10 @@ speculative verification can walk the levels without re-encoding.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,11 @@ import torch
 
 from hybrid_policy.policies.model import BCPolicy, check_observation
 from hybrid_policy.policies.tokenizer import ActionTokenizer
+
+
+# Codes are sampled at temperature 0.5 by default: sharper code distributions make both
+# policies more successful and make them agree more often (docs/method.md has the figures).
+DEFAULT_TEMPERATURE = 0.5
 
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> int:
@@ -30,11 +38,22 @@ class Policy:
     role: str
     task: str
     info: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json
+    temperature: float = DEFAULT_TEMPERATURE  # softmax temperature of the code distributions
 
     def __post_init__(self) -> None:
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         self.model.eval()
         self.tokenizer.eval()
         self.tokenizer_id = self.tokenizer.identity()
+
+    def identity(self) -> str:
+        """A short hash of the weights (policy and tokenizer): equal iff they act alike."""
+        h = hashlib.sha256(self.tokenizer_id.encode())
+        for name, value in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(value.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def obs_dim(self) -> int:
@@ -51,6 +70,17 @@ class Policy:
     @property
     def codebook_size(self) -> int:
         return self.model.cfg.codebook_size
+
+    @cached_property
+    def code_table(self) -> np.ndarray:
+        """Decoded action of every code tuple, lexicographic order: [K**levels, action_dim]."""
+        combos = itertools.product(range(self.codebook_size), repeat=self.levels)
+        with torch.inference_mode():
+            return self.tokenizer.decode(torch.tensor(list(combos))).numpy().astype(np.float64)
+
+    def decode(self, codes: tuple[int, ...]) -> np.ndarray:
+        """The tokenizer's action for ``codes`` (no offset)."""
+        return self.code_table[np.ravel_multi_index(codes, (self.codebook_size,) * self.levels)]
 
     @torch.inference_mode()
     def begin(self, obs_history: np.ndarray) -> "PolicyStep":
@@ -73,20 +103,43 @@ class PolicyStep:
         self.policy, self._h = policy, h
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
-    @torch.inference_mode()
     def probs(self, prefix: tuple[int, ...]) -> np.ndarray:
         """Categorical over the codes of level ``len(prefix)`` given the earlier codes."""
         prefix = tuple(int(c) for c in prefix)
         if prefix not in self._cache:
-            level = len(prefix)
-            codes = torch.tensor([list(prefix) + [0] * (self.policy.levels - level)])
-            logits = self.policy.model.level_logits(self._h, codes, level)
-            self._cache[prefix] = torch.softmax(logits.double(), -1)[0].numpy()
+            self.probs_batch([prefix])
         return self._cache[prefix]
+
+    @torch.inference_mode()
+    def probs_batch(self, prefixes: list[tuple[int, ...]]) -> np.ndarray:
+        """``probs`` of several prefixes of one length, in one model call: [N, K]."""
+        todo = [p for p in prefixes if p not in self._cache]
+        if todo:
+            level = len(todo[0])
+            codes = torch.tensor([list(p) + [0] * (self.policy.levels - level) for p in todo])
+            h = self._h.expand(len(todo), -1)
+            logits = self.policy.model.level_logits(h, codes, level).double()
+            for p, row in zip(todo, torch.softmax(logits / self.policy.temperature, -1).numpy()):
+                self._cache[p] = row
+        return np.stack([self._cache[p] for p in prefixes])
 
     def level_probs(self, codes: tuple[int, ...]) -> np.ndarray:
         """Per-level distributions [levels, K] along the code path ``codes``."""
         return np.stack([self.probs(tuple(codes[:lvl])) for lvl in range(self.policy.levels)])
+
+    def joint(self) -> np.ndarray:
+        """Probabilities of all code tuples, lexicographic order [K**levels]."""
+        prefixes: list[tuple[int, ...]] = [()]
+        weights = np.ones(1)
+        for _ in range(self.policy.levels):
+            probs = self.probs_batch(prefixes)
+            weights = (weights[:, None] * probs).reshape(-1)
+            prefixes = [pre + (c,) for pre in prefixes for c in range(probs.shape[1])]
+        return weights
+
+    def expected_decoded(self) -> np.ndarray:
+        """E_{c~π}[decode(c)]: the policy's mean quantized action this step."""
+        return self.joint() @ self.policy.code_table
 
     def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
         """Codes drawn level by level, each conditioned on the ones before."""
