@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_TASK ?= fetch_push
-DEMO_DIR ?= data/demos/$(DEMO_TASK)
+DEMO_EPISODES ?= 50
 
 .PHONY: setup demo test bench clean
 
@@ -18,15 +18,24 @@ $(STAMP): setup.py setup.cfg package.xml
 	$(BIN)/pip install --quiet -e '.[ros,test]'
 	touch $@
 
+DEMO_LINK ?= 5g_embb
+
+# Default models are trained on first use (a few minutes) and cached under models/.
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
-	$(BIN)/hybrid-policy demos --task $(DEMO_TASK) --episodes 20 --seed 0 --out $(DEMO_DIR)
+	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
+	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes all \
+		--episodes $(DEMO_EPISODES) --seed 0 --json runs/demo/eval_$(DEMO_TASK).json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q test
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_speed.py
+	$(BIN)/python bench/policy_speed.py
+	$(BIN)/python bench/bc_success.py
+	$(BIN)/python bench/deviation_signals.py
+	$(BIN)/python bench/hybrid_results.py
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

@@ -31,7 +31,8 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=["numpy>=1.26", "pyyaml", "tqdm", "torch>=2.3", "safetensors",
-                      "vector-quantize-pytorch==1.32.0", "matplotlib", *SIM],
+                      "vector-quantize-pytorch==1.32.0", "scipy", "matplotlib", "rosbags==0.11.9",
+                      *SIM],
     extras_require={"ros": ROS, "test": ["pytest", "colcon-common-extensions"]},
     zip_safe=True,
     maintainer="hybrid_policy developers",
@@ -41,6 +42,11 @@ setup(
     entry_points={
         "console_scripts": [
             "hybrid-policy = hybrid_policy.cli:main",
+            "sim_node = hybrid_policy.ros.sim_node:main",
+            "draft_node = hybrid_policy.ros.draft_node:main",
+            "target_node = hybrid_policy.ros.target_node:main",
+            "link_node = hybrid_policy.ros.link_node:main",
+            "recorder_node = hybrid_policy.ros.recorder_node:main",
         ],
     },
 )

@@ -15,6 +15,16 @@ log = logging.getLogger("hybrid_policy")
 USER_ERRORS: tuple[type[Exception], ...] = (SimEnvError, HybridPolicyError)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -60,46 +70,234 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hybrid_policy.policies.training import role_training
 
     task_spec(args.task)
-    ds, data_file = load_task_data(args.data, args.task)
+    ds, record = load_task_data(args.data, args.task)
     out = Path(args.out)
     tok = ensure_tokenizer(Path(args.tokenizer) if args.tokenizer else out.parent / "tokenizer",
-                           ds, data_file)
-    path = train_role(out, args.role, ds, data_file, tok, role_training(args.role, args.epochs))
+                           ds, record)
+    path = train_role(out, args.role, ds, record, tok, role_training(args.role, args.epochs))
     log.info("wrote %s", path)
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _models(args: argparse.Namespace):
+    """Draft and target for ``args.task``: explicit paths, else the default models."""
     from pathlib import Path
 
-    import torch
-
-    from sim_envs import task_spec
-    from hybrid_policy.core import evaluator
-    from hybrid_policy.core.modes import make_mode, parse_modes
     from hybrid_policy.policies import check_pair, load_policy
     from hybrid_policy.policies.build import ensure_default_models
 
-    task_spec(args.task)
-    names = parse_modes(args.modes)
-    torch.set_num_threads(1)  # batch-1 inference: threads only add overhead
     draft_path, target_path = args.draft, args.target
     if draft_path is None or target_path is None:
         models = ensure_default_models(args.task, Path(args.models))
         draft_path = draft_path or models.draft
         target_path = target_path or models.target
-    draft = load_policy(draft_path, role="draft", task=args.task)
-    target = load_policy(target_path, role="target", task=args.task)
+    draft = load_policy(draft_path, role="draft", task=args.task, temperature=args.temperature)
+    target = load_policy(target_path, role="target", task=args.task,
+                         temperature=args.temperature)
     check_pair(draft, target)
-    modes = [make_mode(n, draft, target) for n in names]
-    results = evaluator.evaluate(args.task, modes, args.episodes, args.seed)
-    doc = evaluator.report(args.task, results, {
-        "seed": args.seed, "draft": str(draft_path), "target": str(target_path)})
-    print(evaluator.format_table(doc))
+    return draft, target
+
+
+def _setting(args: argparse.Namespace, draft, target):
+    from hybrid_policy.core import compute
+    from hybrid_policy.core.evaluator import Setting
+    from hybrid_policy.core.link import link_profile
+
+    link = link_profile(args.link)
+    model = compute.measure(draft, target, compute.sample_observations(args.task),
+                            device_speed=args.device_speed, server_speed=args.server_speed)
+    log.info("compute model: draft %.3f ms, target %.3f ms a step (speed factors: device "
+             "%.2g, server %.2g); link %s", model.draft(), model.target(), args.device_speed,
+             args.server_speed, link.name)
+    return Setting(target, link, model, args.deadline_ms)
+
+
+def _calibration_path(args: argparse.Namespace):
+    from pathlib import Path
+
+    if getattr(args, "calibration", None):
+        return Path(args.calibration)
+    return Path(args.models) / args.task / "calibration" / f"{args.link}.json"
+
+
+def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes: int):
+    from dataclasses import replace
+
+    from sim_envs import task_spec
+    from hybrid_policy.core import calibration, plots
+
+    cfg = replace(calibration.CalibrationConfig(), episodes=episodes,
+                  quality_weight=args.quality_weight)
+    doc = calibration.calibrate(args.task, draft, target, setting, cfg,
+                                task_spec(args.task).control_period_ms)
+    path = _calibration_path(args)
+    calibration.save(doc, path)
+    plots.deviation_vs_rejection(doc, path.with_name(f"{args.link}_deviation.png"))
+    plots.tradeoff(doc, path.with_name(f"{args.link}_tradeoff.png"))
+    log.info("wrote %s and its plots", path)
+    return doc, path
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    """Refuse an unknown task or link before any model is loaded or trained."""
+    from sim_envs import task_spec
+    from hybrid_policy.core.link import link_profile
+
+    task_spec(args.task)
+    link_profile(args.link)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    _check_model_args(args)
+    torch.set_num_threads(1)
+    draft, target = _models(args)
+    doc, _ = _run_calibration(args, draft, target, _setting(args, draft, target), args.episodes)
+    f, t = doc["fit"], doc["thresholds"]
+    print(f"fit: rejection = {f['intercept']:.4f} + {f['slope']:.4f} * ln(deviation + 1e-3) over "
+          f"{f['samples']} steps; Spearman rho {f['spearman']:.3f}; AUROC {f['auroc']:.3f}")
+    c = doc["costs"]
+    print(f"verification costs {c['verify_ms']:.2f} ms on {doc['link']}; an unverified "
+          f"rejection costs {c['error_cost_ms']:.2f} ms (period {c['control_period_ms']:.1f} ms x "
+          f"correction {c['rejection_error']:.3f} x weight {c['quality_weight']:g}); rejection "
+          f"budget {c['rejection_budget']:.4f}")
+    print(f"tau* = {t['tau']:.4f} (skips {doc['calibration_skip_rate']:.0%} of calibration "
+          f"steps; lowest-cost tau on the empirical curve: {doc['empirical_best_tau']:.4f})")
+    return 0
+
+
+def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | None):
+    """The task's calibrated thresholds for the link; calibrates first when the default
+    calibration is missing or was made for other models or settings."""
+    from dataclasses import replace
+
+    from hybrid_policy.core import calibration
+
+    from hybrid_policy.core.modes import Thresholds
+
+    if tau is not None and getattr(args, "mode", None) == "adahi":
+        return Thresholds(tau, 0.0, 0.0)  # τ given, nothing else needed: no calibration
+    path = _calibration_path(args)
+    try:
+        thresholds = calibration.load_thresholds(path, args.task, args.link, draft, target)
+    except HybridPolicyError as exc:
+        if args.calibration:  # the user named this file: tell them, do not overwrite it
+            raise
+        log.info("%s: calibrating first", exc)
+        _run_calibration(args, draft, target, setting, calibration.CalibrationConfig().episodes)
+        thresholds = calibration.load_thresholds(path, args.task, args.link, draft, target)
+    return thresholds if tau is None else replace(thresholds, tau=tau)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from hybrid_policy.core import evaluator, stepmetrics
+    from hybrid_policy.core.modes import NEEDS_THRESHOLDS, make_mode, parse_modes
+    from hybrid_policy.core.threshold import check_tau
+
+    _check_model_args(args)
+    names = parse_modes(args.modes)
+    tau = None if args.tau is None else check_tau(args.tau)
+    torch.set_num_threads(1)  # batch-1 inference: threads only add overhead
+    draft, target = _models(args)
+    setting = _setting(args, draft, target)
+    thresholds = None
+    if any(n in NEEDS_THRESHOLDS for n in names):
+        thresholds = _thresholds(args, draft, target, setting, tau)
+    modes = [make_mode(n, draft, target, thresholds) for n in names]
+    results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
+    doc = stepmetrics.report(args.task, results, {
+        "seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
+        "thresholds": None if thresholds is None else thresholds.__dict__,
+        "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]})
+    print(stepmetrics.format_table(doc))
     if args.json:
-        evaluator.write_json(doc, args.json)
+        stepmetrics.write_json(doc, args.json)
         log.info("wrote %s", args.json)
     return 0
+
+
+def cmd_bringup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from hybrid_policy.core.modes import NEEDS_THRESHOLDS, parse_modes
+    from hybrid_policy.core.threshold import check_tau
+    from hybrid_policy.ros.bringup import bringup
+    from hybrid_policy.ros.graph import GraphConfig
+
+    _check_model_args(args)
+    parse_modes(args.mode)
+    if args.mode == "all":
+        raise HybridPolicyError("bringup runs one mode at a time (`make demo` runs them all)")
+    tau = None if args.tau is None else check_tau(args.tau)
+    if args.bag and Path(args.bag).exists():
+        raise HybridPolicyError(f"{args.bag}: already exists; give a new directory for the bag")
+    torch.set_num_threads(1)
+    draft, target = _models(args)
+    thresholds = None
+    if args.mode in NEEDS_THRESHOLDS:
+        thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau)
+    cfg = GraphConfig(
+        mode=args.mode, task=args.task, link=args.link, episodes=args.episodes, seed=args.seed,
+        draft=str(Path(draft.info["checkpoint"]).resolve()),
+        target=str(Path(target.info["checkpoint"]).resolve()),
+        tau=thresholds.tau if thresholds else 0.0,
+        uncertainty_tau=thresholds.uncertainty_tau if thresholds else 0.0,
+        random_skip=thresholds.random_skip if thresholds else 0.0,
+        temperature=args.temperature, deadline_ms=args.deadline_ms,
+        bag=str(Path(args.bag).resolve()) if args.bag else "")
+    rc = bringup(cfg, args.timeout)
+    if rc == 0 and args.bag:
+        from hybrid_policy.bag_analysis import analyze
+        from hybrid_policy.core import stepmetrics
+
+        print(stepmetrics.format_table(analyze(args.bag)))
+    return rc
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from hybrid_policy.bag_analysis import analyze, format_counts
+    from hybrid_policy.core import stepmetrics
+
+    docs = [analyze(bag) for bag in args.bags]
+    doc = docs[0] if len(docs) == 1 else stepmetrics.merge(docs)
+    print(stepmetrics.format_table(doc))
+    print(format_counts(doc))
+    if args.json:
+        stepmetrics.write_json(doc, args.json)
+        log.info("wrote %s", args.json)
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from hybrid_policy.core.link import PROFILES
+    from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
+
+    p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
+    p.add_argument("--draft", help="draft checkpoint directory (default: default models)")
+    p.add_argument("--target", help="target checkpoint directory (default: default models)")
+    p.add_argument("--models", default="models",
+                   help="root of the default models and calibrations (default models/)")
+    p.add_argument("--link", default="5g_embb",
+                   help=f"link profile: {', '.join(PROFILES)} (default 5g_embb)")
+    p.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
+                   help="sampling temperature of both policies' code distributions "
+                   f"(default {DEFAULT_TEMPERATURE})")
+    p.add_argument("--device-speed", type=_positive_float, default=1.0,
+                   help="robot CPU speed relative to this machine (default 1)")
+    p.add_argument("--server-speed", type=_positive_float, default=1.0,
+                   help="server speed relative to this machine (default 1)")
+    p.add_argument("--deadline-ms", type=_positive_float, default=100.0,
+                   help="give up on a verification after this long and fall back (default 100)")
+    p.add_argument("--quality-weight", type=_positive_float, default=2.0,
+                   help="control periods an uncorrected rejection costs (the wrong move and "
+                   "its undoing): w in τ* (default 2)")
+    p.add_argument("--calibration", help="calibration JSON to write (calibrate) or read (eval); "
+                   "default MODELS/TASK/calibration/LINK.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,19 +337,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override the role's epoch count")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("calibrate", help="fit deviation vs rejection and derive τ*",
+                       description="Roll out hybrid inference (verify every step), fit the "
+                       "target's rejection probability against the action deviation, derive τ* "
+                       "in closed form from the fit and the link/compute costs, sweep τ for the "
+                       "trade-off plot. Writes MODELS/TASK/calibration/LINK.json and two PNGs.")
+    _add_model_args(p)
+    p.add_argument("--episodes", type=_positive_int, default=40, help="calibration episodes")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("eval", help="closed-loop evaluation of inference modes (no ROS)",
-                       description="Run each mode on the same seeded episodes in process and "
-                       "print success rates. Without --draft/--target, default models under "
-                       "--models/<task> are used, trained first if missing or stale.")
-    p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
+                       description="Run each mode on the same seeded episodes in process, "
+                       "through the modelled link, and print one table. Without --draft/--target "
+                       "the default models are used (trained first if missing or stale); modes "
+                       "that skip use the task's calibration for the link (run first if missing).")
+    _add_model_args(p)
     p.add_argument("--modes", default="all", help="comma-separated modes, or 'all' (default)")
     p.add_argument("--episodes", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--draft", help="draft checkpoint directory")
-    p.add_argument("--target", help="target checkpoint directory")
-    p.add_argument("--models", default="models", help="root of the default models (default models/)")
+    p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",
+                       description="Start sim, draft, link, target and recorder nodes as separate "
+                       "OS processes with the same parameters the launch file gives them, run "
+                       "the episodes in lockstep, then stop every node. With --bag, record an "
+                       "MCAP rosbag2 and print its metrics table.")
+    _add_model_args(p)
+    p.add_argument("--mode", required=True, help="one mode (see `eval --modes`)")
+    p.add_argument("--episodes", type=_positive_int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
+    p.add_argument("--bag", help="record a rosbag2 (MCAP) into this new directory")
+    p.add_argument("--timeout", type=_positive_float, default=3600.0,
+                   help="stop the graph after this many seconds (default 3600)")
+    p.set_defaults(func=cmd_bringup)
+
+    p = sub.add_parser("analyze", help="metrics table of recorded bags (same schema as eval)",
+                       description="Read rosbag2 directories recorded by bringup or the launch "
+                       "file and print the same table and JSON as `eval` (one mode per bag; "
+                       "several bags make one table), plus the counts of fallbacks, rejected "
+                       "messages and link losses.")
+    p.add_argument("bags", nargs="+", help="bag directories")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -46,3 +46,30 @@ def test_bad_inputs_exit_2_with_a_clear_message(cli, tmp_path):
     garbage.write_text("not a directory")
     out = run(cli, "demos", "--task", "fetch_reach", "--episodes", "1", "--out", str(garbage))
     assert out.returncode == 2 and "not a directory" in out.stderr
+
+
+def test_train_then_eval(cli, tiny, tmp_path):
+    out = tmp_path / "m"
+    for role in ("draft", "target"):
+        res = run(cli, "train", "--task", "fetch_reach", "--role", role, "--data",
+                  str(tiny["data"]), "--out", str(out / role), "--epochs", "2")
+        assert res.returncode == 0, res.stderr
+        assert (out / role / "model.safetensors").exists()
+    assert (out / "tokenizer" / "config.json").exists()  # fitted once, shared by both
+    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "draft_only,target_only",
+              "--episodes", "2", "--draft", str(out / "draft"), "--target", str(out / "target"),
+              "--json", str(tmp_path / "e.json"))
+    assert res.returncode == 0, res.stderr
+    assert "target_only" in res.stdout and (tmp_path / "e.json").exists()
+
+
+def test_train_and_eval_bad_inputs(cli, tiny, tmp_path):
+    res = run(cli, "train", "--task", "fetch_push", "--role", "draft", "--data",
+              str(tiny["data"]), "--out", str(tmp_path / "d"))
+    assert res.returncode == 2 and "holds demonstrations of 'fetch_reach'" in res.stderr
+    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "draft_only", "--episodes", "1",
+              "--draft", str(tmp_path / "missing"), "--target", str(tiny["target"]))
+    assert res.returncode == 2 and "missing: no such checkpoint directory" in res.stderr
+    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "teleport", "--episodes", "1",
+              "--draft", str(tiny["draft"]), "--target", str(tiny["target"]))
+    assert res.returncode == 2 and "valid modes: draft_only, target_only" in res.stderr

@@ -1,66 +1,103 @@
-"""In-process closed-loop evaluation: every mode on the same seeded episodes, no ROS."""
+"""In-process closed-loop evaluation: every mode on the same seeded episodes, no ROS.
+
+Per step: the mode plans on the robot; a request crosses the modelled uplink, the server
+answers (``serve``), the response crosses the downlink; a packet lost either way means no
+response, and the robot falls back after ``deadline_ms``. Latency is the modelled
+end-to-end time from observation to executed action.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+import itertools
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 import sim_envs
 from sim_envs.collect import episode_seeds
-from hybrid_policy.core.modes import Mode
+from hybrid_policy.core.compute import ComputeModel
+from hybrid_policy.core.link import LinkProfile, packet_rng
+from hybrid_policy.core.modes import Mode, Plan
+from hybrid_policy.core.protocol import Response
+from hybrid_policy.core.server import serve
+from hybrid_policy.core.stepmetrics import ModeResult
+from hybrid_policy.policies import Policy
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One control step, as logged for calibration and analysis."""
+
+    step: int  # index of the step in its episode
+    plan: Plan
+    action: np.ndarray  # what was executed
+    response: Response | None  # None: no request, or no answer in time (fallback)
+    latency_ms: float
+    server_op: bool  # the target ran for this step
+    lost: bool  # a request was sent but no response came back in time
 
 
-@dataclass
-class ModeResult:
-    mode: str
-    episodes: int = 0
-    successes: int = 0
-    steps: int = 0
-    uplink_tx: int = 0
-    server_ops: int = 0
-    episode_success: list[bool] = field(default_factory=list)
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / self.episodes if self.episodes else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        steps = max(self.steps, 1)
-        return {"success_rate": self.success_rate, "episodes": self.episodes,
-                "steps": self.steps, "uplink_tx_per_step": self.uplink_tx / steps,
-                "server_ops_per_step": self.server_ops / steps}
+@dataclass(frozen=True)
+class Setting:
+    target: Policy
+    link: LinkProfile
+    compute: ComputeModel
+    deadline_ms: float = 100.0  # a response not back by then is given up: fallback
 
 
 def episode_rng(seed: int, episode: int) -> np.random.Generator:
-    """The sampling stream of one episode: the same for every mode, so modes differ only in
-    their decisions, never in their luck."""
+    """The sampling stream of one episode: the same for every mode."""
     return np.random.default_rng([seed, episode])
 
 
-def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int,
-                rng: np.random.Generator, result: ModeResult) -> bool:
+def control_step(mode: Mode, obs: np.ndarray, step: int, rng: np.random.Generator,
+                 s: Setting) -> tuple[np.ndarray, StepRecord]:
+    """One robot step through the modelled link: plan, maybe ask the server, resolve."""
+    plan = mode.plan(obs, rng)
+    latency = s.compute.draft() if plan.draft_action is not None else 0.0
+    response, server_op = None, False
+    if plan.request is not None:
+        rtt = s.deadline_ms
+        link_rng = packet_rng(plan.request.seed)
+        up = s.link.deliver(plan.request.payload_bytes(), True, link_rng)
+        if up is not None:  # the uplink delivered: the server works
+            server_op = True
+            answer = serve(s.target, plan.request)
+            down = s.link.deliver(answer.payload_bytes(), False, link_rng)
+            if down is not None and up + s.compute.target() + down <= s.deadline_ms:
+                response, rtt = answer, up + s.compute.target() + down
+        latency += rtt
+    action = mode.resolve(plan, response)
+    mode.executed(action)
+    lost = plan.request is not None and response is None
+    return action, StepRecord(step, plan, action, response, latency, server_op, lost)
+
+
+def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, seed: int,
+                episode: int, s: Setting, result: ModeResult,
+                on_step: Callable[[StepRecord], None] | None = None) -> bool:
     obs, _ = env.reset(seed=reset_seed)
     mode.reset()
-    while True:
-        decision = mode.step(obs, rng)
-        result.steps += 1
-        result.uplink_tx += decision.uplink
-        result.server_ops += decision.server_op
-        obs, _, terminated, truncated, info = env.step(decision.action)
+    rng = episode_rng(seed, episode)
+    for step in itertools.count():
+        action, rec = control_step(mode, obs, step, rng, s)
+        req = rec.plan.request
+        result.add_step(rec.latency_ms, None if req is None else req.payload_bytes(),
+                        None if rec.response is None or req.kind != "verify"
+                        else not rec.response.accepted, rec.lost)
+        result.server_ops += rec.server_op
+        if on_step is not None:
+            on_step(rec)
+        obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             return bool(info["success"])
 
 
-def evaluate(task: str, modes: list[Mode], episodes: int, seed: int,
-             progress: bool | None = None) -> dict[str, ModeResult]:
+def evaluate(task: str, modes: list[Mode], episodes: int, seed: int, setting: Setting,
+             progress: bool | None = None,
+             on_step: Callable[[str, StepRecord], None] | None = None) -> dict[str, ModeResult]:
     """Run each mode for ``episodes`` episodes with the same reset seeds and rng streams."""
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
@@ -70,41 +107,12 @@ def evaluate(task: str, modes: list[Mode], episodes: int, seed: int,
     try:
         for mode in modes:
             res = results[mode.name] = ModeResult(mode.name)
+            hook = None if on_step is None else (lambda rec, n=mode.name: on_step(n, rec))
             bar = tqdm(seeds, desc=f"eval {mode.name}", unit="ep",
                        disable=None if progress is None else not progress)
             for i, reset_seed in enumerate(bar):
-                ok = run_episode(env, mode, reset_seed, episode_rng(seed, i), res)
-                res.episodes += 1
-                res.successes += ok
-                res.episode_success.append(ok)
+                res.add_episode(run_episode(env, mode, reset_seed, seed, i, setting, res, hook))
                 bar.set_postfix(success=f"{res.success_rate:.0%}")
     finally:
         env.close()
     return results
-
-
-def report(task: str, results: dict[str, ModeResult], meta: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document of an evaluation: per mode under ``modes.<name>``."""
-    modes = {name: r.summary() for name, r in results.items()}
-    target = modes.get("target_only", {}).get("success_rate")
-    for m in modes.values():
-        m["success_vs_target"] = (m["success_rate"] / target) if target else None
-    return {"task": task, **meta, "modes": modes}
-
-
-def format_table(doc: dict[str, Any]) -> str:
-    cols = [("mode", "{}"), ("success_rate", "{:.1%}"), ("success_vs_target", "{:.3f}"),
-            ("uplink_tx_per_step", "{:.3f}"), ("server_ops_per_step", "{:.3f}"),
-            ("episodes", "{}")]
-    rows = [[c for c, _ in cols]]
-    for name, m in doc["modes"].items():
-        vals = {"mode": name, **m}
-        rows.append([fmt.format(vals[c]) if vals.get(c) is not None else "-" for c, fmt in cols])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in
-                               enumerate(zip(r, widths))) for r in rows)
-
-
-def write_json(doc: dict[str, Any], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True))

@@ -1,20 +1,32 @@
-"""Cooperative-inference modes: one per-step decision object each, one interface for all.
+"""Cooperative-inference modes: the robot side's per-step decision, one object per mode.
 
-A mode owns the per-episode state it needs (observation history) and, each control step,
-turns the robot's observation into the action to execute plus what it cost (uplink
-transmission, server operation). The evaluator and the ROS nodes both drive modes through
-``reset`` and ``step``.
+Every mode answers the same three calls each control step:
+
+1. ``plan(obs, rng)``: draft (if the mode has a draft), compute the skip signal, and decide
+   whether to ask the server: returns a ``Plan`` holding the draft action and/or a
+   ``Request``;
+2. ``resolve(plan, response)``: the action to execute given the server's ``Response``, or
+   ``None`` when none came (lost, late, server down): then the draft's own action, or a
+   zero (hold still) action for ``target_only`` which has no draft;
+3. ``executed(action)``: tell the mode what was executed (modes with state of executed
+   actions use it; none of the current ones do).
+
+The in-process evaluator and the ROS draft node both drive modes through these calls; the
+server side is ``hybrid_policy.core.server.serve``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
+from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
+from hybrid_policy.core.protocol import Request, Response
+from hybrid_policy.core.threshold import check_tau
 from hybrid_policy.errors import HybridPolicyError
-from hybrid_policy.policies import ObsHistory, Policy, check_pair
+from hybrid_policy.policies import ObsHistory, Policy, PolicyCard, check_pair
 
 
 class UnknownModeError(HybridPolicyError, KeyError):
@@ -23,59 +35,149 @@ class UnknownModeError(HybridPolicyError, KeyError):
 
 
 @dataclass
-class StepDecision:
-    """What a mode did in one control step."""
-
-    action: np.ndarray
-    uplink: bool  # an uplink packet (observation / draft proposal) was sent to the server
-    server_op: bool  # the target model ran on the server
-
-
-class Mode(Protocol):
-    name: str
-
-    def reset(self) -> None: ...
-
-    def step(self, obs: np.ndarray, rng: np.random.Generator) -> StepDecision: ...
+class Plan:
+    draft_action: np.ndarray | None  # what the draft proposes (None: no draft in this mode)
+    request: Request | None  # what to send up (None: act locally)
+    deviation: float = float("nan")  # Δ(t) of the proposal
+    uncertainty: float = float("nan")  # entropy (nats) of the draft's codes along its path
+    codes: tuple[int, ...] = ()
+    window: np.ndarray | None = None  # the observation history the decision was made on
 
 
-class SinglePolicyMode:
-    """Act with one policy alone: ``draft_only`` on the robot, ``target_only`` on the server
-    (every observation goes up and every action comes down)."""
+@dataclass(frozen=True)
+class SkipRule:
+    """When to execute the draft's proposal without verification."""
 
-    def __init__(self, name: str, policy: Policy, remote: bool) -> None:
-        self.name, self.policy, self.remote = name, policy, remote
-        self._history = ObsHistory(policy.history, policy.obs_dim)
+    kind: str  # "never", "always", "deviation", "uncertainty", "random"
+    tau: float = 0.0  # threshold on Δ or on the entropy; skip probability for "random"
+
+    def skip(self, plan: Plan, rng: np.random.Generator) -> bool:
+        if self.kind == "never":
+            return False
+        if self.kind == "always":
+            return True
+        if self.kind == "deviation":
+            return plan.deviation < self.tau
+        if self.kind == "uncertainty":
+            return plan.uncertainty < self.tau
+        return bool(rng.random() < self.tau)
+
+
+def entropy(rows: np.ndarray) -> float:
+    p = np.clip(rows, 1e-12, 1.0)
+    return float(-(rows * np.log(p)).sum())
+
+
+class DraftMode:
+    """A draft on the robot, verified by the server unless the skip rule says otherwise.
+    ``draft_only`` never asks; ``hybrid`` always asks; ``adahi`` skips when Δ < τ*."""
+
+    def __init__(self, name: str, draft: Policy, target_history: int, rule: SkipRule,
+                 deviation: DeviationConfig = DeviationConfig()) -> None:
+        self.name, self.draft, self.rule = name, draft, rule
+        self.target_history = target_history
+        self._history = ObsHistory(max(draft.history, target_history), draft.obs_dim)
+        self._deviation = ActionDeviation(draft.tokenizer.action_std.numpy(), deviation)
+
+    def reset(self) -> None:
+        self._history.reset()
+        self._deviation.reset()
+
+    def plan(self, obs: np.ndarray, rng: np.random.Generator) -> Plan:
+        window = self._history.push(obs)
+        step = self.draft.begin(window)
+        codes = step.sample(rng)
+        probs = step.level_probs(codes)
+        action = step.action(codes)
+        expected = step.expected_decoded()
+        delta = self._deviation.update(self.draft.decode(codes), expected)
+        plan = Plan(action, None, delta, entropy(probs), codes, window.copy())
+        if not self.rule.skip(plan, rng):
+            plan.request = Request("verify", self._history.last(self.target_history).copy(),
+                                   int(rng.integers(2**31)), codes, probs)
+        return plan
+
+    def resolve(self, plan: Plan, response: Response | None) -> np.ndarray:
+        return plan.draft_action if response is None else response.action
+
+    def executed(self, action: np.ndarray) -> None:
+        pass
+
+
+class TargetOnlyMode:
+    """No draft: every observation goes up, the target samples the action."""
+
+    def __init__(self, target_history: int, obs_dim: int) -> None:
+        self.name = "target_only"
+        self.target_history = target_history
+        self._history = ObsHistory(target_history, obs_dim)
 
     def reset(self) -> None:
         self._history.reset()
 
-    def step(self, obs: np.ndarray, rng: np.random.Generator) -> StepDecision:
-        step = self.policy.begin(self._history.push(obs))
-        action = step.action(step.sample(rng))
-        return StepDecision(action=action, uplink=self.remote, server_op=self.remote)
+    def plan(self, obs: np.ndarray, rng: np.random.Generator) -> Plan:
+        window = self._history.push(obs).copy()
+        return Plan(None, Request("act", window, int(rng.integers(2**31))))
+
+    def resolve(self, plan: Plan, response: Response | None) -> np.ndarray:
+        return np.zeros(4, np.float32) if response is None else response.action
+
+    def executed(self, action: np.ndarray) -> None:
+        pass
 
 
-ModeFactory = Callable[[Policy, Policy], Mode]
+Mode = DraftMode | TargetOnlyMode
 
-MODES: dict[str, ModeFactory] = {
-    "draft_only": lambda draft, target: SinglePolicyMode("draft_only", draft, remote=False),
-    "target_only": lambda draft, target: SinglePolicyMode("target_only", target, remote=True),
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Calibrated thresholds (``hybrid-policy calibrate``): τ* on Δ, and for the comparison
+    modes the entropy threshold and skip probability that skip as often as ADAHI did."""
+
+    tau: float
+    uncertainty_tau: float
+    random_skip: float
+
+    def __post_init__(self) -> None:
+        check_tau(self.tau)
+        check_tau(self.uncertainty_tau)
+        if not 0.0 <= self.random_skip <= 1.0:
+            raise HybridPolicyError(f"random skip rate must be in [0, 1], got {self.random_skip}")
+
+
+MODE_RULES: dict[str, Callable[[Thresholds], SkipRule]] = {
+    "draft_only": lambda t: SkipRule("always"),
+    "hybrid": lambda t: SkipRule("never"),
+    "adahi": lambda t: SkipRule("deviation", t.tau),
+    "uncertainty_skip": lambda t: SkipRule("uncertainty", t.uncertainty_tau),
+    "random_skip": lambda t: SkipRule("random", t.random_skip),
 }
+MODE_NAMES = ("draft_only", "target_only", "hybrid", "adahi", "uncertainty_skip", "random_skip")
+NEEDS_THRESHOLDS = ("adahi", "uncertainty_skip", "random_skip")
 
 
 def parse_modes(text: str) -> list[str]:
     """``"all"`` or a comma-separated list of mode names, checked against the registry."""
-    names = list(MODES) if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in MODES]
+    names = list(MODE_NAMES) if text.strip() == "all" else [
+        m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in MODE_NAMES]
     if bad or not names:
         raise UnknownModeError(
             f"unknown mode(s) {', '.join(map(repr, bad)) or '(none given)'}; valid modes: "
-            f"{', '.join(MODES)} (or 'all')")
+            f"{', '.join(MODE_NAMES)} (or 'all')")
     return names
 
 
-def make_mode(name: str, draft: Policy, target: Policy) -> Mode:
+def make_mode(name: str, draft: Policy, target: Policy | PolicyCard,
+              thresholds: Thresholds | None = None) -> Mode:
+    """The robot side of mode ``name``. It needs the target's history length and identity
+    only (a ``PolicyCard`` will do: the robot never holds the target's weights)."""
     parse_modes(name)
     check_pair(draft, target)
-    return MODES[name](draft, target)
+    if name == "target_only":
+        return TargetOnlyMode(target.history, target.obs_dim)
+    if name in NEEDS_THRESHOLDS and thresholds is None:
+        raise HybridPolicyError(f"mode {name} needs calibrated thresholds: run "
+                                f"`hybrid-policy calibrate --task {draft.task}` first")
+    rule = MODE_RULES[name](thresholds or Thresholds(0.0, 0.0, 0.0))
+    return DraftMode(name, draft, target.history, rule)

@@ -1,0 +1,93 @@
+"""The headline comparison: every mode on each task over several seeds, ADAHI against the
+paper's targets (uplink ≤ 0.60× hybrid, latency ≤ 0.67× hybrid, success ≥ 0.97× target).
+
+Per task: default models (trained if missing), calibration on the link (run if missing or
+stale), then ``hybrid-policy eval``'s evaluation for each seed. Prints mean ± std over the
+seeds and writes ``--out/results.json`` plus the per-seed eval JSONs.
+Usage: ``python bench/hybrid_results.py [--tasks fetch_push,fetch_pick_place,mw_pick_place]
+[--episodes 100] [--seeds 0,1,2] [--link 5g_embb]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_policy.cli import main as cli_main
+
+KEYS = ("success_rate", "success_vs_target", "uplink_tx_per_step", "server_ops_per_step",
+        "latency_ms_mean", "latency_vs_hybrid")
+TARGETS = {"uplink_vs_hybrid": ("<=", 0.60), "latency_vs_hybrid": ("<=", 0.67),
+           "success_vs_target": (">=", 0.97)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="fetch_push,fetch_pick_place,mw_pick_place")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--link", default="5g_embb")
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--out", type=Path, default=Path("runs/hybrid_results"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    summary: dict[str, dict] = {}
+    for task in args.tasks.split(","):
+        docs = []
+        for seed in seeds:
+            out = args.out / f"{task}_seed{seed}.json"
+            rc = cli_main(["eval", "--task", task, "--modes", "all", "--episodes",
+                           str(args.episodes), "--seed", str(seed), "--link", args.link,
+                           "--models", args.models, "--json", str(out)])
+            if rc != 0:
+                raise SystemExit(f"eval of {task} seed {seed} failed ({rc})")
+            docs.append(json.loads(out.read_text()))
+        summary[task] = aggregate(docs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    print_summary(summary, args)
+
+
+def aggregate(docs: list[dict]) -> dict:
+    """Mean and std over seeds of each mode's figures, plus ADAHI's ratios to hybrid."""
+    modes = docs[0]["modes"].keys()
+    out: dict = {"modes": {}, "calibration": docs[0]["thresholds"]}
+    for mode in modes:
+        vals = {k: [d["modes"][mode][k] for d in docs] for k in KEYS}
+        vals["uplink_vs_hybrid"] = [d["modes"][mode]["uplink_tx_per_step"]
+                                    / d["modes"]["hybrid"]["uplink_tx_per_step"] for d in docs]
+        out["modes"][mode] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v)),
+                                  "seeds": v} for k, v in vals.items()}
+    return out
+
+
+def print_summary(summary: dict, args: argparse.Namespace) -> None:
+    print(f"\n{args.episodes} episodes x seeds {args.seeds}, link {args.link}: mean ± std")
+    cols = ("success_rate", "success_vs_target", "uplink_vs_hybrid", "server_ops_per_step",
+            "latency_ms_mean", "latency_vs_hybrid")
+    for task, s in summary.items():
+        print(f"\n{task}  (tau* = {s['calibration']['tau']:.4f})")
+        print(f"  {'mode':17}" + "".join(f"{c:>22}" for c in cols))
+        for mode, m in s["modes"].items():
+            print(f"  {mode:17}" + "".join(
+                f"{m[c]['mean']:>14.3f} ± {m[c]['std']:5.3f}" for c in cols))
+        a = s["modes"]["adahi"]
+        checks = []
+        for key, (op, bound) in TARGETS.items():
+            v = a[key]["mean"]
+            ok = v <= bound if op == "<=" else v >= bound
+            checks.append(f"{key} {v:.3f} {op} {bound} {'met' if ok else 'MISSED'}")
+        r = s["modes"]["random_skip"]
+        checks.append(f"success adahi {a['success_rate']['mean']:.3f} vs random_skip "
+                      f"{r['success_rate']['mean']:.3f} at uplink {a['uplink_vs_hybrid']['mean']:.2f}"
+                      f"/{r['uplink_vs_hybrid']['mean']:.2f}")
+        print("  ADAHI: " + "; ".join(checks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The server's per-step work: sample from the target, or verify the draft's codes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybrid_policy.core.protocol import ProtocolError, Request, Response
+from hybrid_policy.core.speculative import verify
+from hybrid_policy.policies import Policy
+
+
+class _SentDraft:
+    """The draft's distributions along its own path, as the request carried them: all that
+    verification reads (``probs`` of the accepted prefixes of the draft's codes)."""
+
+    def __init__(self, codes: tuple[int, ...], probs: np.ndarray) -> None:
+        self._rows = {codes[:lvl]: probs[lvl] for lvl in range(len(codes))}
+
+    def probs(self, prefix: tuple[int, ...]) -> np.ndarray:
+        return self._rows[prefix]
+
+
+def serve(target: Policy, req: Request) -> Response:
+    """Answer one request. Raises ``ProtocolError`` for a request the target cannot use."""
+    if req.window.shape[1] != target.obs_dim:
+        raise ProtocolError(f"request observations have {req.window.shape[1]} elements, the "
+                            f"target expects {target.obs_dim}")
+    rng = np.random.default_rng(req.seed)
+    step = target.begin(req.window)
+    if req.kind == "act":
+        codes = step.sample(rng)
+        return Response(step.action(codes), codes, True, target.levels, ())
+    if req.draft_probs is None or req.draft_probs.shape != (target.levels, target.codebook_size):
+        raise ProtocolError(f"verify request needs draft probabilities of shape "
+                            f"({target.levels}, {target.codebook_size})")
+    verdict = verify(_SentDraft(req.codes, req.draft_probs), step, req.codes, rng)
+    return Response(step.action(verdict.codes), verdict.codes, verdict.accepted,
+                    verdict.accepted_levels, verdict.level_tv)
