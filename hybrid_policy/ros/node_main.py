@@ -1,0 +1,61 @@
+"""``main()`` shared by every node: init, build, spin, shut down cleanly.
+
+A node whose parameters are invalid refuses to start: it logs what was wrong and what is
+valid and exits with status 2. Ctrl-C (SIGINT), SIGTERM and an external shutdown end the
+spin and exit 0; the node's ``close()`` runs either way, so files are flushed, and the
+summary it returns is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Callable, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+
+from sim_envs import SimEnvError
+from hybrid_policy.errors import HybridPolicyError
+
+
+class Finished(Exception):
+    """Raised inside a callback when the node's job is done (the simulator after its
+    last episode, or giving up): ends the spin with status ``code``."""
+
+    def __init__(self, code: int = 0) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def run(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    rclpy.init(args=list(sys.argv if args is None else args))
+    # SIGTERM ends the spin like Ctrl-C, so the recorder closes its bag on either
+    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    node = None
+    code = 0
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (HybridPolicyError, SimEnvError, ValueError) as exc:
+        (node.get_logger() if node else logging.getLogger("hybrid_policy")).error(
+            f"refusing to start: {exc}" if node is None else str(exc))
+        code = 2
+    except Finished as done:
+        code = done.code
+    except (KeyboardInterrupt, ExternalShutdownException):
+        code = 0
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            summary = close() if close is not None else None
+            if summary:  # the ROS context may be gone (Ctrl-C): log through Python
+                logging.getLogger(node.get_name()).info("%s", summary)
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -1,0 +1,76 @@
+"""Records the graph's topics into a rosbag2 with MCAP storage (``ros2 bag info``, Foxglove).
+
+Subscribes to each topic raw (serialised CDR, as it crossed DDS) and writes the bytes with
+``rosbags``, so no message is re-encoded. The bag is closed on shutdown (SIGINT/SIGTERM)
+and always holds every message received until then. Topics and types come from the graph
+description (``topics``: ``name:type``, names relative to the node's namespace).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rclpy.node import Node
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.ros import qos
+from hybrid_policy.ros.graph import TOPICS
+from hybrid_policy.ros.node_main import run
+from hybrid_policy.ros.params import require, string_list
+
+TYPESTORE = Stores.ROS2_KILTED
+
+
+def message_class(type_name: str):
+    """The rclpy message class of ``pkg/msg/Type``."""
+    import importlib
+
+    pkg, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{pkg}.msg"), name)
+
+
+class RecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder_node")
+        path = Path(require(self, "bag", ""))
+        entries = string_list(self, "topics")
+        if not entries:
+            raise HybridPolicyError("parameter 'topics' is empty: nothing to record")
+        if path.exists():
+            raise HybridPolicyError(f"{path}: already exists; rosbag2 writes a new directory")
+        store = get_typestore(TYPESTORE)
+        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        for item in string_list(self, "run_info"):
+            key, _, value = item.partition("=")
+            self.writer.set_custom_data(f"hybrid_policy.{key}", value)
+        self.count = 0
+        ns = self.get_namespace().rstrip("/")
+        profiles = {role: qos.declare(self, role) for role in qos.ROLES}
+        for entry in entries:
+            name, _, type_name = entry.partition(":")
+            role = TOPICS[name].role if name in TOPICS else "telemetry"
+            conn = self.writer.add_connection(f"{ns}/{name}", type_name, typestore=store)
+            self.create_subscription(message_class(type_name), name,
+                                     lambda raw, c=conn: self._write(c, raw), profiles[role],
+                                     raw=True)
+        self.get_logger().info(f"recording {len(entries)} topics to {path}")
+
+    def _write(self, conn, raw: bytes) -> None:
+        self.writer.write(conn, self.get_clock().now().nanoseconds, raw)
+        self.count += 1
+
+    def close(self) -> str:
+        self.writer.close()
+        return f"closed bag with {self.count} messages"
+
+
+def main(args: list[str] | None = None) -> int:
+    return run(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

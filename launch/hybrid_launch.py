@@ -1,0 +1,58 @@
+"""Launch the hybrid-inference graph for one mode on a machine with ROS 2 installed.
+
+    ros2 launch hybrid_policy hybrid_launch.py mode:=adahi task:=fetch_push link:=6g_hrllc
+
+Settings come from ``config`` (default: the package's config/hybrid.yaml); any launch
+argument given overrides the file. Nodes and their parameters come from
+``hybrid_policy.ros.graph`` — the same description ``hybrid-policy bringup`` uses. The
+launch ends when the simulator has run its episodes.
+"""
+
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from hybrid_policy.ros.graph import PACKAGE, load_config, nodes
+
+# Launch arguments that override config/hybrid.yaml ("" = keep the file's value).
+ARGUMENTS = {
+    "mode": "draft_only | target_only | hybrid | adahi | uncertainty_skip | random_skip",
+    "task": "task name (hybrid-policy tasks)",
+    "link": "link profile: 6g_hrllc | 5g_urllc | 5g_embb | wifi | lossy_wifi | ideal",
+    "episodes": "episodes to run",
+    "seed": "seed of the episodes and of the policies' sampling",
+    "draft": "draft checkpoint directory",
+    "target": "target checkpoint directory",
+    "calibration": "calibration JSON (hybrid-policy calibrate) giving the thresholds",
+    "tau": "override adahi's threshold (>= 0)",
+    "bag": "record a rosbag2 (MCAP) into this new directory",
+}
+
+
+def _graph(context):
+    overrides = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
+    cfg = load_config(LaunchConfiguration("config").perform(context), overrides)
+    actions = []
+    for spec in nodes(cfg):
+        actions.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
+                            namespace=cfg.namespace, parameters=[spec.parameters],
+                            output="screen"))
+    sim = next(a for a, s in zip(actions, nodes(cfg)) if s.name == "sim_node")
+    actions.append(RegisterEventHandler(OnProcessExit(
+        target_action=sim, on_exit=[EmitEvent(event=Shutdown(reason="episodes done"))])))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_config = str(Path(get_package_share_directory(PACKAGE)) / "config" / "hybrid.yaml")
+    args = [DeclareLaunchArgument("config", default_value=default_config,
+                                  description="graph settings YAML (config/hybrid.yaml)")]
+    args += [DeclareLaunchArgument(k, default_value="", description=d)
+             for k, d in ARGUMENTS.items()]
+    return LaunchDescription([*args, OpaqueFunction(function=_graph)])
