@@ -19,13 +19,21 @@ $(STAMP): setup.py setup.cfg package.xml
 	touch $@
 
 DEMO_LINK ?= 5g_embb
+DEMO_ROS_EPISODES ?= 10
+DEMO_RUN := runs/demo/$(DEMO_TASK)
 
 # Default models are trained on first use (a few minutes) and cached under models/.
+# In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
+# own graph of node processes, each recorded to a bag, then one table from the bags.
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
 	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes all \
-		--episodes $(DEMO_EPISODES) --seed 0 --json runs/demo/eval_$(DEMO_TASK).json
+		--episodes $(DEMO_EPISODES) --seed 0 --json $(DEMO_RUN)/eval.json
+	rm -rf $(DEMO_RUN)/bags
+	$(BIN)/hybrid-policy bringup --task $(DEMO_TASK) --link $(DEMO_LINK) --mode all \
+		--episodes $(DEMO_ROS_EPISODES) --seed 0 --bag $(DEMO_RUN)/bags
+	$(BIN)/hybrid-policy analyze $(DEMO_RUN)/bags/* --json $(DEMO_RUN)/ros.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q test

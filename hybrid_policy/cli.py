@@ -127,7 +127,9 @@ def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes:
     from hybrid_policy.core import calibration, plots
 
     cfg = replace(calibration.CalibrationConfig(), episodes=episodes,
-                  quality_weight=args.quality_weight)
+                  quality_weight=args.quality_weight,
+                  sweep_episodes=getattr(args, "sweep_episodes",
+                                         calibration.CalibrationConfig().sweep_episodes))
     doc = calibration.calibrate(args.task, draft, target, setting, cfg,
                                 task_spec(args.task).control_period_ms)
     path = _calibration_path(args)
@@ -160,8 +162,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     c = doc["costs"]
     print(f"verification costs {c['verify_ms']:.2f} ms on {doc['link']}; an unverified "
           f"rejection costs {c['error_cost_ms']:.2f} ms (period {c['control_period_ms']:.1f} ms x "
-          f"correction {c['rejection_error']:.3f} x weight {c['quality_weight']:g}); rejection "
-          f"budget {c['rejection_budget']:.4f}")
+          f"correction {c['rejection_error']:.3f} x weight {c['quality_weight']:g}): link bound "
+          f"L_v/C_e = {c['rejection_budget']:.4f}; quality bound (mean rejection) "
+          f"{c['mean_rejection']:.4f}; r* = {c['r_star']:.4f} ({c['bound']} bound)")
     print(f"tau* = {t['tau']:.4f} (skips {doc['calibration_skip_rate']:.0%} of calibration "
           f"steps; lowest-cost tau on the empirical curve: {doc['empirical_best_tau']:.4f})")
     return 0
@@ -230,33 +233,44 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     from hybrid_policy.ros.graph import GraphConfig
 
     _check_model_args(args)
-    parse_modes(args.mode)
-    if args.mode == "all":
-        raise HybridPolicyError("bringup runs one mode at a time (`make demo` runs them all)")
+    modes = parse_modes(args.mode)
     tau = None if args.tau is None else check_tau(args.tau)
-    if args.bag and Path(args.bag).exists():
+    bag = Path(args.bag).resolve() if args.bag else None
+    if bag is not None and bag.exists():
         raise HybridPolicyError(f"{args.bag}: already exists; give a new directory for the bag")
     torch.set_num_threads(1)
     draft, target = _models(args)
     thresholds = None
-    if args.mode in NEEDS_THRESHOLDS:
+    if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau)
-    cfg = GraphConfig(
-        mode=args.mode, task=args.task, link=args.link, episodes=args.episodes, seed=args.seed,
-        draft=str(Path(draft.info["checkpoint"]).resolve()),
-        target=str(Path(target.info["checkpoint"]).resolve()),
-        tau=thresholds.tau if thresholds else 0.0,
-        uncertainty_tau=thresholds.uncertainty_tau if thresholds else 0.0,
-        random_skip=thresholds.random_skip if thresholds else 0.0,
-        temperature=args.temperature, deadline_ms=args.deadline_ms,
-        bag=str(Path(args.bag).resolve()) if args.bag else "")
-    rc = bringup(cfg, args.timeout)
-    if rc == 0 and args.bag:
-        from hybrid_policy.bag_analysis import analyze
+    bags = []
+    for mode in modes:  # one graph per mode; several modes: one bag each under --bag
+        mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+        cfg = GraphConfig(
+            mode=mode, task=args.task, link=args.link, episodes=args.episodes, seed=args.seed,
+            draft=str(Path(draft.info["checkpoint"]).resolve()),
+            target=str(Path(target.info["checkpoint"]).resolve()),
+            tau=thresholds.tau if thresholds else 0.0,
+            uncertainty_tau=thresholds.uncertainty_tau if thresholds else 0.0,
+            random_skip=thresholds.random_skip if thresholds else 0.0,
+            temperature=args.temperature, deadline_ms=args.deadline_ms,
+            bag=str(mode_bag) if mode_bag else "")
+        log.info("bringup: %s on %s over %s, %d episodes", mode, args.task, args.link,
+                 args.episodes)
+        rc = bringup(cfg, args.timeout)
+        if rc != 0:
+            return rc
+        if mode_bag is not None:
+            bags.append(mode_bag)
+    if bags:
+        from hybrid_policy.bag_analysis import analyze, format_counts
         from hybrid_policy.core import stepmetrics
 
-        print(stepmetrics.format_table(analyze(args.bag)))
-    return rc
+        docs = [analyze(b) for b in bags]
+        doc = docs[0] if len(docs) == 1 else stepmetrics.merge(docs)
+        print(stepmetrics.format_table(doc))
+        print(format_counts(doc))
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -343,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "in closed form from the fit and the link/compute costs, sweep τ for the "
                        "trade-off plot. Writes MODELS/TASK/calibration/LINK.json and two PNGs.")
     _add_model_args(p)
-    p.add_argument("--episodes", type=_positive_int, default=40, help="calibration episodes")
+    p.add_argument("--episodes", type=_positive_int, default=40,
+                   help="verify-every-step episodes for the fit (default 40)")
+    p.add_argument("--sweep-episodes", type=_positive_int, default=20,
+                   help="closed-loop episodes per point of the trade-off sweep (default 20)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval", help="closed-loop evaluation of inference modes (no ROS)",
@@ -365,11 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "the episodes in lockstep, then stop every node. With --bag, record an "
                        "MCAP rosbag2 and print its metrics table.")
     _add_model_args(p)
-    p.add_argument("--mode", required=True, help="one mode (see `eval --modes`)")
+    p.add_argument("--mode", required=True,
+                   help="a mode, a comma-separated list, or 'all': one graph after another")
     p.add_argument("--episodes", type=_positive_int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
-    p.add_argument("--bag", help="record a rosbag2 (MCAP) into this new directory")
+    p.add_argument("--bag", help="record a rosbag2 (MCAP) into this new directory (several "
+                   "modes: one bag per mode in BAG/<mode>)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.set_defaults(func=cmd_bringup)

@@ -1,10 +1,12 @@
 """The installed ``hybrid-policy`` command, run as a user runs it."""
 
+import json
 import subprocess
 
 import numpy as np
 
 import sim_envs
+from hybrid_policy.core.modes import MODE_NAMES
 from sim_envs import dataset
 
 
@@ -73,3 +75,36 @@ def test_train_and_eval_bad_inputs(cli, tiny, tmp_path):
     res = run(cli, "eval", "--task", "fetch_reach", "--modes", "teleport", "--episodes", "1",
               "--draft", str(tiny["draft"]), "--target", str(tiny["target"]))
     assert res.returncode == 2 and "valid modes: draft_only, target_only" in res.stderr
+
+
+def test_calibrate_then_eval_every_mode(cli, tiny, tmp_path):
+    models = ["--draft", str(tiny["draft"]), "--target", str(tiny["target"])]
+    cal = tmp_path / "cal.json"
+    res = run(cli, "calibrate", "--task", "fetch_reach", *models, "--link", "wifi",
+              "--episodes", "4", "--sweep-episodes", "1", "--calibration", str(cal))
+    assert res.returncode == 0, res.stderr
+    assert "tau* =" in res.stdout and "Spearman" in res.stdout
+    doc = json.loads(cal.read_text())
+    assert doc["task"] == "fetch_reach" and doc["link"] == "wifi" and doc["thresholds"]["tau"] >= 0
+    assert (tmp_path / "wifi_deviation.png").stat().st_size > 10_000
+    assert (tmp_path / "wifi_tradeoff.png").stat().st_size > 10_000
+    res = run(cli, "eval", "--task", "fetch_reach", *models, "--link", "wifi", "--modes", "all",
+              "--episodes", "2", "--calibration", str(cal), "--json", str(tmp_path / "e.json"))
+    assert res.returncode == 0, res.stderr
+    modes = json.loads((tmp_path / "e.json").read_text())["modes"]
+    assert sorted(modes) == sorted(MODE_NAMES)
+    # a calibration made for another link is refused, not silently used
+    res = run(cli, "eval", "--task", "fetch_reach", *models, "--link", "5g_embb", "--modes",
+              "adahi", "--episodes", "1", "--calibration", str(cal))
+    assert res.returncode == 2 and "calibrated for other settings: link 'wifi'" in res.stderr
+
+
+def test_eval_refuses_bad_link_and_tau_before_loading_models(cli, tmp_path):
+    res = run(cli, "eval", "--task", "fetch_reach", "--link", "carrier_pigeon",
+              "--models", str(tmp_path / "none"))
+    assert res.returncode == 2 and "valid profiles: 6g_hrllc, 5g_urllc, 5g_embb" in res.stderr
+    for bad in ("-0.5", "inf", "nan"):
+        res = run(cli, "eval", "--task", "fetch_reach", "--tau", bad, "--models",
+                  str(tmp_path / "none"))
+        assert res.returncode == 2 and "finite number >= 0" in res.stderr, res.stderr
+    assert not (tmp_path / "none").exists()  # nothing trained for a bad command line

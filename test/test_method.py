@@ -10,7 +10,7 @@ from scipy import stats
 from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
 from hybrid_policy.core.speculative import rejection_prob, total_variation, verify
 from hybrid_policy.core.threshold import (
-    EPS, Costs, ThresholdError, auroc, check_tau, derive_tau, fit,
+    EPS, Costs, ThresholdError, auroc, check_tau, derive_tau, fit, rejection_bound,
 )
 
 
@@ -106,10 +106,18 @@ def test_threshold_recovers_a_planted_relation():
     costs = Costs(verify_ms=6.0, control_period_ms=40.0, rejection_error=0.5, quality_weight=2.0)
     # budget = 6 / (2 * 40 * 0.5) = 0.15; τ* = exp((0.15 - a) / b) - ε
     assert costs.rejection_budget == pytest.approx(0.15)
-    tau = derive_tau(f, costs)
+    r_mean = float(r.mean())
+    assert rejection_bound(costs, r_mean) == (pytest.approx(0.15), "link")
+    tau = derive_tau(f, 0.15)
     assert tau == pytest.approx(math.exp((0.15 - a) / b) - EPS, rel=0.1)
-    # a dearer link raises τ*, a dearer mistake lowers it
-    assert derive_tau(f, Costs(12.0, 40.0, 0.5)) > tau > derive_tau(f, Costs(6.0, 40.0, 1.0))
+    # a dearer link raises τ*, a dearer mistake lowers it ...
+    slow, dear = Costs(12.0, 40.0, 0.5), Costs(6.0, 40.0, 1.0)
+    assert derive_tau(f, rejection_bound(slow, r_mean)[0]) > tau
+    assert derive_tau(f, rejection_bound(dear, r_mean)[0]) < tau
+    # ... until the quality bound (the mean rejection) caps it
+    r_star, bound = rejection_bound(Costs(60.0, 40.0, 0.5), r_mean)
+    assert (r_star, bound) == (r_mean, "quality")
+    assert derive_tau(f, r_star) == pytest.approx(math.exp((r_mean - a) / b) - EPS, rel=0.1)
 
 
 def test_threshold_refuses_a_useless_signal():
@@ -117,7 +125,7 @@ def test_threshold_refuses_a_useless_signal():
     delta = rng.uniform(0, 1, 500)
     f = fit(delta, 0.5 - 0.1 * np.log(delta + EPS), rng.random(500) < 0.5)
     with pytest.raises(ThresholdError, match="does not predict rejection"):
-        derive_tau(f, Costs(5.0, 40.0, 0.5))
+        derive_tau(f, 0.2)
     with pytest.raises(ThresholdError, match="distinct finite"):
         fit(np.ones(10), np.ones(10), np.ones(10, bool))
 

@@ -3,8 +3,9 @@
 1. Roll out ``hybrid`` (verification on every step) and log per step the action deviation
    Δ, the draft's entropy, the exact rejection probability of level-wise verification
    (``speculative.rejection_prob``) and whether verification rejected.
-2. Fit ``r ≈ a + b ln(Δ + ε)``, report Spearman ρ and AUROC, derive τ* from the fit and the
-   measured verification cost on the chosen link (``threshold.derive_tau``).
+2. Fit ``r ≈ a + b ln(Δ + ε)``, report Spearman ρ and AUROC, derive τ* from the fit, the
+   measured verification cost on the chosen link and the mean rejection probability
+   (``threshold.rejection_bound``, ``threshold.derive_tau``).
 3. Match the comparison modes to ADAHI's skip rate on the calibration data (the entropy
    quantile for ``uncertainty_skip``, the rate itself for ``random_skip``).
 4. Sweep τ (ADAHI) and the skip rate (random_skip) in closed loop to draw the measured
@@ -25,11 +26,17 @@ from hybrid_policy.core import evaluator
 from hybrid_policy.core.evaluator import Setting, StepRecord
 from hybrid_policy.core.modes import DraftMode, SkipRule, Thresholds, make_mode
 from hybrid_policy.core.speculative import rejection_prob
-from hybrid_policy.core.threshold import Costs, derive_tau, fit, tradeoff_curve
+from hybrid_policy.core.threshold import (
+    Costs, derive_tau, fit, rejection_bound, tradeoff_curve,
+)
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import Policy
 
 log = logging.getLogger(__name__)
+
+
+# Bumped whenever the derivation changes: an older calibration is stale.
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
     f = fit(delta, r, np.asarray(s.rejected))
     costs = Costs(float(np.mean(s.verify_ms)), control_period_ms,
                   float(np.mean(s.correction)) if s.correction else 0.0, cfg.quality_weight)
-    tau = derive_tau(f, costs)
+    r_star, bound = rejection_bound(costs, float(r.mean()))
+    tau = derive_tau(f, r_star)
     skip_rate = float(np.mean(delta < tau))
     uncertainty = np.asarray(s.uncertainty)
     thresholds = Thresholds(
@@ -99,11 +107,13 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
              f.samples, tau, 100 * skip_rate)
     sweep = sweep_tradeoff(task, draft, target, setting, cfg, finite, tau)
     return {
+        "version": VERSION,
         "task": task, "link": setting.link.name, "temperature": draft.temperature,
         "models": models_id(draft, target), "compute": setting.compute.as_dict(),
         "config": asdict(cfg), "fit": asdict(f), "thresholds": asdict(thresholds),
         "costs": {**asdict(costs), "error_cost_ms": costs.error_cost_ms,
-                  "rejection_budget": costs.rejection_budget},
+                  "rejection_budget": costs.rejection_budget,
+                  "mean_rejection": float(r.mean()), "r_star": r_star, "bound": bound},
         "calibration_skip_rate": skip_rate, "tradeoff": curve,
         "empirical_best_tau": curve["tau"][best], "sweep": sweep,
         "samples": {"delta": [x if np.isfinite(x) else None for x in s.delta],
@@ -159,7 +169,7 @@ def load_thresholds(path: Path, task: str, link: str, draft: Policy,
                                 f"{task} --link {link}` first, or pass --tau") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HybridPolicyError(f"{path}: corrupt calibration file ({exc})") from None
-    want = {"task": task, "link": link, "temperature": draft.temperature,
+    want = {"version": VERSION, "task": task, "link": link, "temperature": draft.temperature,
             "models": models_id(draft, target)}
     differ = [f"{k} {doc.get(k)!r} (now {v!r})" for k, v in want.items() if doc.get(k) != v]
     if differ:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hybrid_policy.core.protocol import Request
+from hybrid_policy.core.modes import DraftMode, SkipRule
 from hybrid_policy.core.server import serve
 from hybrid_policy.policies import Policy
 
@@ -38,18 +38,18 @@ class ComputeModel:
 
 def measure(draft: Policy, target: Policy, observations: np.ndarray, steps: int = 100,
             device_speed: float = 1.0, server_speed: float = 1.0) -> ComputeModel:
-    """Median wall time of a draft step and of a verification on real observations."""
+    """Median wall time of the robot's per-step work (the draft's ``plan``: encode, sample,
+    Δ) and of the server's (a verification), on real observations."""
+    mode = DraftMode("measure", draft, target.history, SkipRule("never"))
     rng = np.random.default_rng(0)
     d_ms, t_ms = [], []
     for i in range(steps):
-        window = observations[i % max(1, len(observations) - target.history):][: target.history]
+        if i % 20 == 0:
+            mode.reset()
         t0 = time.perf_counter()
-        step = draft.begin(window)
-        codes = step.sample(rng)
-        probs = step.level_probs(codes)
-        step.action(codes)
+        plan = mode.plan(observations[i % len(observations)], rng)
         t1 = time.perf_counter()
-        serve(target, Request("verify", window, i, codes, probs))
+        serve(target, plan.request)
         t2 = time.perf_counter()
         d_ms.append((t1 - t0) * 1e3)
         t_ms.append((t2 - t1) * 1e3)

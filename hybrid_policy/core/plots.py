@@ -26,8 +26,9 @@ def deviation_vs_rejection(doc: dict[str, Any], path: Path) -> Path:
     ax.plot(xs, f["intercept"] + f["slope"] * np.log(xs + EPS), "k-",
             label=f"fit r = {f['intercept']:.3f} + {f['slope']:.3f} ln(Δ + ε)")
     ax.set_ylim(-0.05, 1.05)
-    ax.axhline(doc["costs"]["rejection_budget"], color="tab:gray", ls=":",
-               label="rejection budget L_v / C_e")
+    c = doc["costs"]
+    ax.axhline(c["rejection_budget"], color="tab:gray", ls=":", label="link bound L_v / C_e")
+    ax.axhline(c["mean_rejection"], color="tab:olive", ls="-.", label="quality bound r̄")
     ax.axvline(tau, color="tab:red", ls="--", label=f"τ* = {tau:.3f}")
     ax.set_xlabel("action deviation Δ")
     ax.set_ylabel("rejection probability (exact, level-wise)")

@@ -5,18 +5,26 @@ Model (after U-HLM, arXiv 2412.12687): on calibration rollouts that verify every
 fit ``r ≈ a + b ln(Δ + ε)`` by least squares. ``r`` is exact: the probability that
 level-wise verification rejects, computed from both code distributions. The relation is
 linear in the logarithm of Δ: rejection climbs steeply at small deviations and flattens at
-large ones (docs/method.md). Skipping a step saves its verification round trip ``L_v``
-(uplink + server + downlink, ms) but executes the draft's action unverified, which the
-target would have rejected with probability ``r(Δ)``. An uncorrected rejection moves the
-robot by the wrong action for one control period ``T``: it costs ``C_e = w · T · ē`` ms of
-task progress, where ``ē`` is the mean normalised size of the correction when the target
-rejects (measured during calibration) and ``w`` a quality weight (default 2: the wrong
-move, then the move undoing it). Skip iff ``r(Δ) · C_e < L_v``, i.e.
+large ones (docs/method.md).
 
-    Δ < τ* = exp((L_v / (w T ē) − a) / b) − ε            (b > 0)
+Two bounds on the rejection probability of a step that may be skipped:
 
-τ* rises when the link is slow (skipping is worth more) and falls when a wrong action is
-expensive. docs/method.md has the full derivation and the empirical trade-off check.
+- link: skipping saves the verification round trip ``L_v`` (uplink + server + downlink,
+  ms) but executes the draft unverified; an unverified rejection costs
+  ``C_e = w · T · ē`` (the wrong action for ``w`` control periods ``T``, scaled by ``ē``,
+  the mean normalised size of a correction, measured). Skipping pays iff
+  ``r(Δ) · C_e < L_v``: ``r < L_v / C_e``.
+- quality: never skip a step the fit rates riskier than the average step, ``r < r̄``
+  (``r̄``: mean rejection probability of the calibration steps). Single-step costs miss
+  that errors compound in closed loop; this keeps verification where the draft is least
+  trustworthy whatever the link.
+
+So ``r* = min(L_v / C_e, r̄)`` and, in closed form,
+
+    Δ < τ* = exp((r* − a) / b) − ε            (b > 0)
+
+τ* rises with a slower link until the quality bound takes over, and falls when a wrong
+action is expensive. docs/method.md has the derivation and the empirical trade-off check.
 """
 
 from __future__ import annotations
@@ -101,13 +109,21 @@ class Costs:
         return self.verify_ms / max(self.error_cost_ms, 1e-12)
 
 
-def derive_tau(f: LinearFit, costs: Costs) -> float:
-    """Closed-form τ* (clipped at 0: never skip when even Δ = 0 costs too much)."""
+def rejection_bound(costs: Costs, mean_rejection: float) -> tuple[float, str]:
+    """``r* = min(L_v / C_e, r̄)`` and which bound set it (``"link"`` or ``"quality"``)."""
+    if costs.rejection_budget <= mean_rejection:
+        return costs.rejection_budget, "link"
+    return float(mean_rejection), "quality"
+
+
+def derive_tau(f: LinearFit, r_star: float) -> float:
+    """Closed-form τ*: the Δ at which the fit reaches ``r_star`` (clipped at 0: never skip
+    when even Δ = 0 is predicted too risky)."""
     if f.slope <= 0:
         raise ThresholdError(
             f"the fit has slope {f.slope:.4g} <= 0: Δ does not predict rejection on this "
             "calibration data, so no threshold on Δ can trade transmissions for quality")
-    return max(0.0, f.inverse(costs.rejection_budget))
+    return max(0.0, f.inverse(r_star))
 
 
 def tradeoff_curve(delta: np.ndarray, rejection_prob: np.ndarray, costs: Costs,

@@ -23,7 +23,9 @@ from sensor_msgs.msg import JointState
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
 from hybrid_policy.core.evaluator import episode_rng
-from hybrid_policy.core.modes import NEEDS_THRESHOLDS, Plan, Thresholds, make_mode
+from hybrid_policy.core.modes import (
+    MODE_NAMES, NEEDS_THRESHOLDS, Plan, Thresholds, make_mode, parse_modes,
+)
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS
 from hybrid_policy.policies import load_policy, read_policy_card
@@ -49,6 +51,8 @@ class DraftNode(Node):
         super().__init__("draft_node")
         self.task = task_spec(require(self, "task", ""))
         mode = require(self, "mode", "")
+        if parse_modes(mode) != [mode]:  # "all" or a list: one node runs one mode
+            raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {mode!r}")
         self.seed = int(self.declare_parameter("seed", 0).value)
         temperature = float(self.declare_parameter("temperature", 0.5).value)
         self.deadline_s = float(self.declare_parameter("deadline_ms", 100.0).value) / 1e3

@@ -9,7 +9,6 @@ summary it returns is logged.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from typing import Callable, Sequence
 
@@ -32,9 +31,9 @@ class Finished(Exception):
 
 def run(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # rclpy's own handlers turn SIGINT and SIGTERM into a context shutdown that wakes the
+    # executor, so the spin ends and close() runs (the recorder closes its bag on either)
     rclpy.init(args=list(sys.argv if args is None else args))
-    # SIGTERM ends the spin like Ctrl-C, so the recorder closes its bag on either
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     node = None
     code = 0
     try:
