@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bc_success.py
 	$(BIN)/python bench/deviation_signals.py
 	$(BIN)/python bench/hybrid_results.py
+	$(BIN)/python bench/ros_overhead.py
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

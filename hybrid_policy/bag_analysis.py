@@ -1,9 +1,10 @@
 """``hybrid-policy analyze``: a recorded bag → the metrics table and JSON of ``eval``.
 
 Reads the rosbag2 (MCAP or sqlite3) with ``rosbags``, no ROS install needed. Per-step
-figures come from the draft node's ``step`` topic, server operations from the server's
-responses, successes from the simulator's episode events, and the counts of rejected
-messages and link losses from ``events``. The run's settings (mode, task, link, seed…)
+figures come from the draft node's ``step`` topic (a fallback is a step whose verdict did
+not come back before the deadline), server operations from the server's responses,
+successes and real-time missed ticks from the simulator's episode events, and the counts
+of rejected messages and link losses from ``events``. The run's settings (mode, task, link, seed…)
 are in the bag's metadata (``custom_data``), written by the recorder.
 """
 
@@ -70,17 +71,22 @@ def analyze(path: str | Path) -> dict[str, Any]:
                      None if not v["verdict"] or np.isnan(v["accepted"]) else not v["accepted"],
                      bool(v["fallback"]))
     res.server_ops = len(topics.get("server/response", []))
+    missed_ticks = 0
     for _, msg in topics.get("episode", []):
         if msg.message == "episode end":
-            res.add_episode(_values(msg).get("success") == "1")
+            values = _values(msg)
+            res.add_episode(values.get("success") == "1")
+            missed_ticks += int(values.get("missed_ticks", 0))
     events = Counter(f"{m.name}: {m.message}" for _, m in topics.get("events", []))
+    losses = sum(n for k, n in events.items() if k.startswith("link_node: lost"))
     doc = report(info.get("task", "?"), {mode: res}, {
         k: info[k] for k in ("seed", "link", "tau", "temperature") if k in info})
     doc["bag"] = str(path)
     doc["modes"][mode]["counts"] = {
         "steps": res.steps, "uplink_tx": res.uplink_tx, "server_ops": res.server_ops,
-        "fallbacks": res.fallbacks, "successes": res.successes, "episodes": res.episodes,
-        "rejections": res.rejections, "events": dict(events)}
+        "fallbacks": res.fallbacks, "losses": losses, "missed_ticks": missed_ticks,
+        "successes": res.successes, "episodes": res.episodes, "rejections": res.rejections,
+        "events": dict(events)}
     return doc
 
 
@@ -92,6 +98,7 @@ def format_counts(doc: dict[str, Any]) -> str:
             continue
         ev = ", ".join(f"{k} x{v}" for k, v in sorted(c["events"].items())) or "none"
         lines.append(f"{mode}: {c['steps']} steps, {c['uplink_tx']} uplink, {c['server_ops']} "
-                     f"server ops, {c['fallbacks']} fallbacks, {c['successes']}/{c['episodes']} "
+                     f"server ops, {c['fallbacks']} deadline fallbacks, {c['losses']} packets "
+                     f"lost, {c['missed_ticks']} missed ticks, {c['successes']}/{c['episodes']} "
                      f"successes; events: {ev}")
     return "\n".join(lines)

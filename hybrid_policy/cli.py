@@ -254,7 +254,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             uncertainty_tau=thresholds.uncertainty_tau if thresholds else 0.0,
             random_skip=thresholds.random_skip if thresholds else 0.0,
             temperature=args.temperature, deadline_ms=args.deadline_ms,
-            bag=str(mode_bag) if mode_bag else "")
+            clock=args.clock, rate_hz=args.rate_hz, bag=str(mode_bag) if mode_bag else "")
         log.info("bringup: %s on %s over %s, %d episodes", mode, args.task, args.link,
                  args.episodes)
         rc = bringup(cfg, args.timeout)
@@ -389,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--bag", help="record a rosbag2 (MCAP) into this new directory (several "
                    "modes: one bag per mode in BAG/<mode>)")
+    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep",
+                   help="lockstep: the simulator waits for each action (reproducible); "
+                   "realtime: it steps at --rate-hz whatever arrived (default lockstep)")
+    p.add_argument("--rate-hz", type=_positive_float, default=10.0,
+                   help="control rate of the realtime clock (default 10)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.set_defaults(func=cmd_bringup)

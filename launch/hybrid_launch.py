@@ -1,6 +1,7 @@
 """Launch the hybrid-inference graph for one mode on a machine with ROS 2 installed.
 
     ros2 launch hybrid_policy hybrid_launch.py mode:=adahi task:=fetch_push link:=6g_hrllc
+    ros2 launch hybrid_policy hybrid_launch.py mode:=adahi clock:=realtime rate_hz:=10
 
 Settings come from ``config`` (default: the package's config/hybrid.yaml); any launch
 argument given overrides the file. Nodes and their parameters come from
@@ -31,6 +32,8 @@ ARGUMENTS = {
     "target": "target checkpoint directory",
     "calibration": "calibration JSON (hybrid-policy calibrate) giving the thresholds",
     "tau": "override adahi's threshold (>= 0)",
+    "clock": "lockstep (the simulator waits for each action) | realtime (steps at rate_hz)",
+    "rate_hz": "control rate of the realtime clock",
     "bag": "record a rosbag2 (MCAP) into this new directory",
 }
 
@@ -42,7 +45,7 @@ def _graph(context):
     for spec in nodes(cfg):
         actions.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
                             namespace=cfg.namespace, parameters=[spec.parameters],
-                            output="screen"))
+                            respawn=spec.respawn, respawn_delay=1.0, output="screen"))
     sim = next(a for a, s in zip(actions, nodes(cfg)) if s.name == "sim_node")
     actions.append(RegisterEventHandler(OnProcessExit(
         target_action=sim, on_exit=[EmitEvent(event=Shutdown(reason="episodes done"))])))

@@ -4,8 +4,11 @@
 Nodes and parameters come from ``graph.nodes`` (the launch file uses the same). Each node
 gets its own parameter file and runs as ``python -m <module> --ros-args ...`` in its own
 session, so a Ctrl-C reaches only this supervisor, which then stops every node in order.
-The run ends when the simulator finishes its episodes; if any node dies before that, the
-rest are stopped too and the exit status says so. No process outlives the supervisor.
+The run ends when the simulator finishes its episodes. A server-side node (``respawn`` in
+the graph description) that dies is started again after a second, as ``ros2 launch`` does
+with ``respawn=True``; the robot rides out the gap on its own actions. If any other node
+dies, the rest are stopped and the exit status says so. No process outlives the
+supervisor.
 """
 
 from __future__ import annotations
@@ -38,29 +41,50 @@ def write_params(spec: NodeSpec, folder: Path) -> Path:
 
 
 class Supervisor:
-    """Starts, watches and stops the node processes of one run."""
+    """Starts, watches, restarts (``respawn`` nodes) and stops the node processes of a run."""
 
-    def __init__(self, specs: list[NodeSpec], namespace: str, folder: Path) -> None:
+    def __init__(self, specs: list[NodeSpec], namespace: str, folder: Path,
+                 respawn_delay_s: float = 1.0) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.cmds = {s.name: command(s, write_params(s, folder), namespace) for s in specs}
+        self.respawn_delay_s = respawn_delay_s
+        self.restarts: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen] = {}
-        for spec in specs:
-            cmd = command(spec, write_params(spec, folder), namespace)
-            self.procs[spec.name] = subprocess.Popen(cmd, start_new_session=True)
-            log.debug("started %s: %s", spec.name, " ".join(cmd))
+        for name in self.cmds:
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(self.cmds[name], start_new_session=True)
+        log.debug("started %s: %s", name, " ".join(self.cmds[name]))
 
     def wait(self, main: str, timeout_s: float) -> int:
-        """Until ``main`` exits (its status) or another node dies (1) or time runs out (1)."""
+        """Until ``main`` exits (its status) or a node that is not respawned dies (1) or time
+        runs out (1). A ``respawn`` node that dies is started again after a delay."""
         deadline = time.monotonic() + timeout_s
+        dead_since: dict[str, float] = {}
         while True:
+            now = time.monotonic()
             rc = self.procs[main].poll()
             if rc is not None:
                 if rc != 0:
                     log.error("%s exited with status %d", main, rc)
                 return rc
-            for name, proc in self.procs.items():
-                if name != main and proc.poll() is not None:
+            for name, proc in list(self.procs.items()):
+                if name == main or proc.poll() is None:
+                    continue
+                if not self.specs[name].respawn:
                     log.error("%s died (status %d): stopping the graph", name, proc.returncode)
                     return 1
-            if time.monotonic() > deadline:
+                if name not in dead_since:
+                    log.warning("%s died (status %d): restarting it in %.1f s", name,
+                                proc.returncode, self.respawn_delay_s)
+                    dead_since[name] = now
+                elif now - dead_since[name] >= self.respawn_delay_s:
+                    del dead_since[name]
+                    self._start(name)
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    log.warning("restarted %s (pid %d)", name, self.procs[name].pid)
+            if now > deadline:
                 log.error("the run took longer than %.0f s: stopping the graph", timeout_s)
                 return 1
             time.sleep(0.1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
@@ -74,6 +75,12 @@ class DraftNode(Node):
 
         self._warm_up()
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
+        # realtime: the control topics carry a DDS deadline of two periods, on both ends
+        control_deadline_ms = float(self.declare_parameter("control_deadline_ms", 0.0).value)
+        callbacks = None
+        if control_deadline_ms > 0:
+            control = qos.with_deadline(control, control_deadline_ms / 1e3)
+            callbacks = SubscriptionEventCallbacks(deadline=self._on_observation_deadline)
         self.act_pub = self.create_publisher(JointState, "action", control)
         self.req_pub = self.create_publisher(JointState, "uplink/request", qos.declare(self, "uplink"))
         self.step_pub = self.create_publisher(JointState, "step", telemetry)
@@ -83,8 +90,10 @@ class DraftNode(Node):
         self.pending: dict[int, Pending] = {}
         self.episode: int | None = None
         self.rng = episode_rng(self.seed, 0)
-        self.counts = {"steps": 0, "uplink": 0, "fallbacks": 0, "stale": 0, "rejected": 0}
-        self.create_subscription(JointState, "observation", self.on_observation, control)
+        self.counts = {"steps": 0, "uplink": 0, "fallbacks": 0, "stale": 0, "rejected": 0,
+                       "silent": 0}
+        self.create_subscription(JointState, "observation", self.on_observation, control,
+                                 event_callbacks=callbacks)
         self.gate = ReadyGate(self, {"action": self.act_pub, "uplink/request": self.req_pub,
                                      "step": self.step_pub, "events": self.events})
         self.get_logger().info(
@@ -118,6 +127,11 @@ class DraftNode(Node):
         timer = self.create_timer(self.deadline_s, lambda: self._expire(key))
         self.pending[key] = Pending(plan, msg.header.stamp, episode, step, received, timer)
         self.req_pub.publish(messages.request_msg(msg.header.stamp, plan.request))
+
+    def _on_observation_deadline(self, event) -> None:
+        self.counts["silent"] += 1
+        if self.counts["silent"] == 1:
+            self.get_logger().warning("no observation for two control periods (DDS deadline)")
 
     def _new_episode(self, episode: int) -> None:
         for key in list(self.pending):  # steps of the last episode can no longer be acted on

@@ -55,6 +55,7 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
 )}
 
 SERVER_NODES = ("link_node", "target_node")
+CLOCKS = ("lockstep", "realtime")
 
 
 @dataclass
@@ -73,6 +74,8 @@ class GraphConfig:
     random_skip: float = 0.0
     temperature: float = 0.5
     deadline_ms: float = 100.0
+    clock: str = "lockstep"  # or "realtime": the simulator steps at rate_hz regardless
+    rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
     namespace: str = NAMESPACE_DEFAULT
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
@@ -81,6 +84,18 @@ class GraphConfig:
         parse_modes(self.mode)
         if self.mode == "all" or self.mode not in MODE_NAMES:
             raise ValueError(f"the graph runs one mode at a time, got {self.mode!r}")
+        if self.clock not in CLOCKS:
+            raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
+        if not 0 < self.rate_hz <= 1000:
+            raise HybridPolicyError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+
+    @property
+    def step_deadline_ms(self) -> float:
+        """The draft node's wait for a verdict: ``deadline_ms``, and in real time at most
+        70% of the control period, so the fallback action still makes its tick."""
+        if self.clock == "realtime":
+            return min(self.deadline_ms, 0.7 * 1e3 / self.rate_hz)
+        return self.deadline_ms
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class NodeSpec:
     module: str  # python -m target, for bringup
     name: str
     parameters: dict[str, Any]
+    respawn: bool = False  # restarted when it dies (server side: a crash is a fault to ride out)
 
 
 def uses_server(mode: str) -> bool:
@@ -98,22 +114,25 @@ def uses_server(mode: str) -> bool:
 def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     """The nodes of ``cfg``'s graph and their parameters."""
     common = {"task": cfg.task, "seed": cfg.seed}
+    realtime = cfg.clock == "realtime"
     specs = [
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
-            **common, "episodes": cfg.episodes,
+            **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
             "wait_for": [n for n in running_nodes(cfg.mode) if n != "sim_node"]}),
         NodeSpec("draft_node", "hybrid_policy.ros.draft_node", "draft_node", {
             **common, "mode": cfg.mode, "draft": cfg.draft, "target": cfg.target,
             "tau": cfg.tau, "uncertainty_tau": cfg.uncertainty_tau,
             "random_skip": cfg.random_skip, "temperature": cfg.temperature,
-            "deadline_ms": cfg.deadline_ms}),
+            "deadline_ms": cfg.step_deadline_ms,
+            "control_deadline_ms": 2e3 / cfg.rate_hz if realtime else 0.0}),
     ]
     if uses_server(cfg.mode):
         specs += [
             NodeSpec("link_node", "hybrid_policy.ros.link_node", "link_node", {
-                "link": cfg.link}),
+                "link": cfg.link}, respawn=True),
             NodeSpec("target_node", "hybrid_policy.ros.target_node", "target_node", {
-                "task": cfg.task, "target": cfg.target, "temperature": cfg.temperature}),
+                "task": cfg.task, "target": cfg.target, "temperature": cfg.temperature},
+                respawn=True),
         ]
     if cfg.bag:
         specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
@@ -124,7 +143,7 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}
         if s.name != "recorder_node":
             params["expect"] = expected_readers(cfg, s.name)
-        out.append(NodeSpec(s.executable, s.module, s.name, params))
+        out.append(NodeSpec(s.executable, s.module, s.name, params, s.respawn))
     return out
 
 
@@ -206,5 +225,6 @@ def run_info(cfg: GraphConfig) -> list[str]:
     """``key=value`` facts of the run, stored in the bag's metadata (``custom_data``) so
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
-            "random_skip", "temperature", "deadline_ms", "draft", "target", "namespace")
+            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "draft", "target",
+            "namespace")
     return [f"{k}={getattr(cfg, k)}" for k in keys]

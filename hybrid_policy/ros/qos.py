@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -59,3 +60,11 @@ def declare(node: Node, role: str) -> QoSProfile:
     rel = node.declare_parameter(f"qos.{role}.reliability", base.reliability).value
     depth = node.declare_parameter(f"qos.{role}.depth", base.depth).value
     return profile(role, rel, depth)
+
+
+def with_deadline(base: QoSProfile, seconds: float) -> QoSProfile:
+    """``base`` with a DDS deadline: the reader gets an event when a period passes without a
+    message. Both ends of a topic must set it (a reader that requests a deadline does not
+    match a writer that offers none)."""
+    return QoSProfile(reliability=base.reliability, history=base.history, depth=base.depth,
+                      durability=base.durability, deadline=Duration(seconds=seconds))

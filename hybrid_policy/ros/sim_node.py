@@ -1,11 +1,18 @@
 """Robot side: the MuJoCo task. Publishes each observation, applies the returned action.
 
-Lockstep: the simulator waits for the action that answers its observation (matched by
-stamp) before it steps, so a seeded run is reproducible. Episodes use the same reset seeds
-as ``hybrid-policy eval`` for the same ``seed``. Before the first observation the node
-waits until every topic of the graph shows its publishers and subscribers (``wait_for``),
-so nothing is published into an unmatched topic. An action that is malformed or answers
-no pending observation is logged, reported on ``events`` and never executed.
+Two clocks (parameter ``clock``):
+
+- ``lockstep``: the simulator waits for the action that answers its observation (matched
+  by stamp) before it steps, so a seeded run is reproducible.
+- ``realtime``: the simulator steps every ``1 / rate_hz`` seconds whether or not an action
+  came. It applies the action that answered the last observation, or holds still (zero
+  action) and counts a *missed tick* when none came in time; an action that arrives after
+  its tick answers no pending observation and is dropped by stamp.
+
+Episodes use the same reset seeds as ``hybrid-policy eval`` for the same ``seed``. Before
+the first observation the node waits until its publishers are matched and every node in
+``wait_for`` has announced itself ready (``readiness``). An action that is malformed or
+answers no pending observation is logged, reported on ``events`` and never executed.
 """
 
 from __future__ import annotations
@@ -13,16 +20,20 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 import sim_envs
 from sim_envs.collect import episode_seeds
 from hybrid_policy.ros import messages, qos
+from hybrid_policy.ros.graph import CLOCKS
 from hybrid_policy.ros.node_main import Finished, run
 from hybrid_policy.ros.params import require, string_list
 from hybrid_policy.ros.readiness import ReadyGate, ReadyWaiter
+
 
 
 class SimNode(Node):
@@ -35,36 +46,59 @@ class SimNode(Node):
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         seed = int(self.declare_parameter("seed", 0).value)
+        self.clock = self.declare_parameter("clock", "lockstep").value
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
+        rate = float(self.declare_parameter("rate_hz", 10.0).value)
+        if not 0 < rate <= 1000:
+            raise ValueError(f"rate_hz must be in (0, 1000], got {rate}")
+        self.period_s = 1.0 / rate
         self.seeds = episode_seeds(seed, episodes, split="eval").tolist()
         self.waiter = ReadyWaiter(self, string_list(self, "wait_for"))
         self.action_timeout_s = float(self.declare_parameter("action_timeout_s", 60.0).value)
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
+        if self.clock == "realtime":  # DDS tells each end when the other goes quiet
+            control = qos.with_deadline(control, 2 * self.period_s)
         self.obs_pub = self.create_publisher(JointState, "observation", control)
         self.episode_pub = self.create_publisher(DiagnosticStatus, "episode", telemetry)
         self.events = self.create_publisher(DiagnosticStatus, "events", telemetry)
-        self.create_subscription(JointState, "action", self.on_action, control)
+        callbacks = (SubscriptionEventCallbacks(deadline=self._on_action_deadline)
+                     if self.clock == "realtime" else None)
+        self.create_subscription(JointState, "action", self.on_action, control,
+                                 event_callbacks=callbacks)
         self.gate = ReadyGate(self, {"observation": self.obs_pub, "episode": self.episode_pub,
                                      "events": self.events})
         self.episode, self.step, self.successes = -1, 0, 0
+        self.missed = self.episode_missed = self.silent = 0
         self.waiting_key: int | None = None
+        self.received: np.ndarray | None = None  # realtime: the action for waiting_key
         self.sent_at = 0.0
         self._timer = self.create_timer(0.05, self._tick)
-        self.get_logger().info(f"{task}: {episodes} episodes, seed {seed}, lockstep")
+        self.get_logger().info(f"{task}: {episodes} episodes, seed {seed}, {self.clock}"
+                               + (f" at {rate:g} Hz" if self.clock == "realtime" else ""))
 
     # -- start-up and watchdog -----------------------------------------------------------
     def _tick(self) -> None:
-        now = time.monotonic()
         if self.episode < 0:
             if self.gate.ready and self.waiter.done:
                 self._start_episode(0)
+                if self.clock == "realtime":  # from now on, one step per period
+                    self._timer.cancel()
+                    self._timer = self.create_timer(self.period_s, self._realtime_tick)
             return
-        if self.waiting_key is not None and now - self.sent_at > self.action_timeout_s:
+        if self.waiting_key is not None and time.monotonic() - self.sent_at > self.action_timeout_s:
             self.get_logger().error(f"no action for {self.action_timeout_s:.0f} s: giving up")
             raise Finished(1)
 
+    def _on_action_deadline(self, event) -> None:
+        self.silent += 1
+        if self.silent == 1 or self.silent % 50 == 0:
+            self.get_logger().warning(f"no action for {2 * self.period_s * 1e3:.0f} ms "
+                                      f"(DDS deadline missed {self.silent} times)")
+
     # -- the loop ------------------------------------------------------------------------
     def _start_episode(self, episode: int) -> None:
-        self.episode, self.step = episode, 0
+        self.episode, self.step, self.episode_missed = episode, 0, 0
         obs, _ = self.env.reset(seed=self.seeds[episode])
         self.episode_pub.publish(messages.status("sim_node", 0, "episode start", {
             "episode": episode, "reset_seed": self.seeds[episode]}))
@@ -73,6 +107,7 @@ class SimNode(Node):
     def _publish(self, obs) -> None:
         stamp = self.get_clock().now().to_msg()
         self.waiting_key = messages.stamp_key(stamp)
+        self.received = None
         self.sent_at = time.monotonic()
         self.obs_pub.publish(messages.observation_msg(stamp, self.episode, self.step,
                                                       self.spec.obs_fields, obs))
@@ -80,14 +115,31 @@ class SimNode(Node):
     def on_action(self, msg: JointState) -> None:
         key = messages.stamp_key(msg.header.stamp)
         try:
-            if key != self.waiting_key:
-                raise messages.MessageError("answers no pending observation: not executed")
+            if key != self.waiting_key or self.received is not None:
+                raise messages.MessageError("answers no pending observation (late or "
+                                            "duplicate): not executed")
             action = messages.parse_action(msg, self.spec.action_dim)
         except messages.MessageError as exc:
             self.get_logger().warning(f"rejected action {key}: {exc}")
             self.events.publish(messages.status("sim_node", 1, "rejected action", {
                 "stamp": key, "reason": exc}))
             return
+        if self.clock == "lockstep":
+            self._apply(action)
+        else:
+            self.received = action  # applied at the next tick
+
+    def _realtime_tick(self) -> None:
+        if self.waiting_key is None:
+            return
+        action = self.received
+        if action is None:  # nothing in time: hold still, and count it
+            self.missed += 1
+            self.episode_missed += 1
+            action = np.zeros(self.spec.action_dim, np.float32)
+        self._apply(action)
+
+    def _apply(self, action: np.ndarray) -> None:
         self.waiting_key = None
         obs, _, terminated, truncated, info = self.env.step(action)
         self.step += 1
@@ -97,14 +149,18 @@ class SimNode(Node):
         success = bool(info["success"])
         self.successes += success
         self.episode_pub.publish(messages.status("sim_node", 0, "episode end", {
-            "episode": self.episode, "steps": self.step, "success": int(success)}))
+            "episode": self.episode, "steps": self.step, "success": int(success),
+            "missed_ticks": self.episode_missed}))
         self.get_logger().info(f"episode {self.episode + 1}/{len(self.seeds)}: "
-                               f"{'success' if success else 'failure'} in {self.step} steps")
+                               f"{'success' if success else 'failure'} in {self.step} steps"
+                               + (f", {self.episode_missed} missed ticks"
+                                  if self.clock == "realtime" else ""))
         if self.episode + 1 < len(self.seeds):
             self._start_episode(self.episode + 1)
         else:
             self.episode_pub.publish(messages.status("sim_node", 0, "done", {
-                "episodes": len(self.seeds), "successes": self.successes}))
+                "episodes": len(self.seeds), "successes": self.successes,
+                "missed_ticks": self.missed}))
             self._timer.cancel()
             self.create_timer(0.3, self._finish)  # let the last messages reach their readers
 
@@ -113,7 +169,8 @@ class SimNode(Node):
 
     def close(self) -> str:
         self.env.close()
-        return f"{self.successes} successes in {self.episode + 1} episodes"
+        return (f"{self.successes} successes in {self.episode + 1} episodes, "
+                f"{self.missed} missed ticks")
 
 
 def main(args: list[str] | None = None) -> int:

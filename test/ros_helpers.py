@@ -1,0 +1,80 @@
+"""Running the ROS graph from tests: bringup as a user runs it, and the same episodes in
+process for comparison."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from hybrid_policy.core import evaluator
+from hybrid_policy.core.compute import ComputeModel
+from hybrid_policy.core.evaluator import Setting
+from hybrid_policy.core.link import link_profile
+from hybrid_policy.core.modes import Thresholds, make_mode
+from hybrid_policy.policies import load_policy
+
+# Keep the tests' DDS traffic apart from anything else on the machine.
+os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
+
+TASK, SEED = "fetch_reach", 3
+
+
+def in_process(tiny, mode_name, link, episodes, tau=None, deadline_ms=5000.0):
+    """The evaluator's records and result for the tiny models on ``TASK``."""
+    draft = load_policy(tiny["draft"], role="draft")
+    target = load_policy(tiny["target"], role="target")
+    mode = make_mode(mode_name, draft, target,
+                     None if tau is None else Thresholds(tau, 0.0, 0.0))
+    records = []
+    setting = Setting(target, link_profile(link), ComputeModel(1.0, 1.0), deadline_ms)
+    res = evaluator.evaluate(TASK, [mode], episodes, SEED, setting, progress=False,
+                             on_step=lambda _, rec: records.append(rec))
+    return records, res[mode_name]
+
+
+def bringup_args(cli, tiny, bag, mode, link, episodes, *extra):
+    return [*cli, "bringup", "--mode", mode, "--task", TASK, "--link", link,
+            "--episodes", str(episodes), "--seed", str(SEED), "--draft", str(tiny["draft"]),
+            "--target", str(tiny["target"]), "--bag", str(bag), "--timeout", "240", *extra]
+
+
+def run_bringup(cli, tiny, bag, mode, link, episodes, *extra):
+    return subprocess.run(bringup_args(cli, tiny, bag, mode, link, episodes, *extra),
+                          capture_output=True, text=True, timeout=300)
+
+
+def node_pids(stderr_text):
+    """``{node: pid}`` from bringup's log ("started x_node (pid N)", "restarted ...")."""
+    return {name: int(pid) for name, pid in re.findall(r"(\w+_node) \(pid (\d+)\)", stderr_text)}
+
+
+def start_bringup(args, until, timeout=120):
+    """Popen of bringup, read until a stderr line contains ``until``."""
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    text = ""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        text += line
+        if until in line:
+            return proc, text
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    pytest.fail(f"bringup did not reach {until!r}: {text[-2000:]}")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def finish(proc, timeout=60):
+    """Wait for a ``start_bringup`` process, draining its log; its exit status."""
+    proc.communicate(timeout=timeout)
+    return proc.returncode

@@ -1,0 +1,70 @@
+"""Real-time control and faults on the ROS graph; every test asserts the counts in the bag."""
+
+import os
+import signal
+
+import numpy as np
+from ros_helpers import bringup_args, finish, in_process, node_pids, run_bringup, start_bringup
+
+from hybrid_policy.bag_analysis import analyze, read_bag
+
+
+def _steps(bag):
+    _, topics = read_bag(bag)
+    return [dict(zip(m.name, m.position)) for _, m in topics.get("step", [])], topics
+
+
+def test_realtime_deadline_falls_back_and_drops_late_verdicts(cli, tiny, tmp_path):
+    """A 2 ms deadline on 5g_embb (≥ 8 ms round trip): every verdict is late, so every
+    verified step executes the draft's action at the deadline, the simulator still gets an
+    action every tick, and each late verdict is dropped by stamp, never applied."""
+    bag = tmp_path / "bag"
+    out = run_bringup(cli, tiny, bag, "hybrid", "5g_embb", 2, "--clock", "realtime",
+                      "--rate-hz", "20", "--deadline-ms", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps, topics = _steps(bag)
+    counts = analyze(bag)["modes"]["hybrid"]["counts"]
+    assert counts["episodes"] == 2 and counts["steps"] == len(steps) > 0
+    assert counts["fallbacks"] == counts["uplink_tx"] == len(steps)  # every one too late
+    assert all(s["fallback"] == 1.0 and s["verdict"] == 0.0 for s in steps)
+    late = counts["events"].get("draft_node: rejected response", 0)
+    assert late >= 0.9 * len(steps)  # the late verdicts arrived, and were dropped
+    assert counts["missed_ticks"] <= 1  # the fallback still made its tick
+    assert len(topics["action"]) == len(steps)
+
+
+def test_lossy_link_counts_every_loss_and_fallback(cli, tiny, tmp_path):
+    """lossy_wifi drops 10% of packets each way. In lockstep the link node draws the same
+    losses as the in-process evaluator for the same requests, so the bag's counts match it
+    exactly, and every lost request or response became a fallback to the draft."""
+    bag = tmp_path / "bag"
+    episodes = 4
+    out = run_bringup(cli, tiny, bag, "hybrid", "lossy_wifi", episodes, "--deadline-ms", "300")
+    assert out.returncode == 0, out.stderr[-3000:]
+    records, expected = in_process(tiny, "hybrid", "lossy_wifi", episodes, deadline_ms=300.0)
+    counts = analyze(bag)["modes"]["hybrid"]["counts"]
+    assert counts["episodes"] == episodes and counts["steps"] == expected.steps
+    assert counts["losses"] > 0
+    assert counts["fallbacks"] == counts["losses"] == expected.fallbacks
+    assert counts["server_ops"] == expected.server_ops  # lost on the way up: no server work
+    steps, _ = _steps(bag)
+    assert [bool(s["fallback"]) for s in steps] == [r.lost for r in records]
+
+
+def test_server_killed_mid_run_robot_rides_it_out_and_verification_resumes(cli, tiny, tmp_path):
+    bag = tmp_path / "bag"
+    args = bringup_args(cli, tiny, bag, "hybrid", "6g_hrllc", 12, "--clock", "realtime",
+                        "--rate-hz", "25")
+    proc, text = start_bringup(args, "episode 1/12")
+    os.kill(node_pids(text)["target_node"], signal.SIGKILL)
+    assert finish(proc, timeout=240) == 0  # the run goes on: the server side respawns
+    steps, _ = _steps(bag)
+    counts = analyze(bag)["modes"]["hybrid"]["counts"]
+    assert counts["episodes"] == 12  # every episode completed
+    fallback = np.array([s["fallback"] for s in steps], bool)
+    verdict = np.array([s["verdict"] for s in steps], bool)
+    assert counts["fallbacks"] == fallback.sum() > 10  # the outage was ridden out on the draft
+    first, last = np.flatnonzero(fallback)[[0, -1]]
+    assert verdict[:first].any() and verdict[last + 1:].sum() > 10  # before, and resumed after
+    # the robot got its action on (nearly) every tick meanwhile, even with a server restarting
+    assert counts["missed_ticks"] <= 0.05 * counts["steps"]
