@@ -71,12 +71,14 @@ def analyze(path: str | Path) -> dict[str, Any]:
                      None if not v["verdict"] or np.isnan(v["accepted"]) else not v["accepted"],
                      bool(v["fallback"]))
     res.server_ops = len(topics.get("server/response", []))
-    missed_ticks = 0
+    missed_ticks = overruns = 0
     for _, msg in topics.get("episode", []):
+        values = _values(msg)
         if msg.message == "episode end":
-            values = _values(msg)
             res.add_episode(values.get("success") == "1")
             missed_ticks += int(values.get("missed_ticks", 0))
+        elif msg.message == "done":
+            overruns = int(values.get("overruns", 0))
     events = Counter(f"{m.name}: {m.message}" for _, m in topics.get("events", []))
     losses = sum(n for k, n in events.items() if k.startswith("link_node: lost"))
     doc = report(info.get("task", "?"), {mode: res}, {
@@ -85,6 +87,7 @@ def analyze(path: str | Path) -> dict[str, Any]:
     doc["modes"][mode]["counts"] = {
         "steps": res.steps, "uplink_tx": res.uplink_tx, "server_ops": res.server_ops,
         "fallbacks": res.fallbacks, "losses": losses, "missed_ticks": missed_ticks,
+        "overruns": overruns,
         "successes": res.successes, "episodes": res.episodes, "rejections": res.rejections,
         "events": dict(events)}
     return doc
@@ -99,6 +102,7 @@ def format_counts(doc: dict[str, Any]) -> str:
         ev = ", ".join(f"{k} x{v}" for k, v in sorted(c["events"].items())) or "none"
         lines.append(f"{mode}: {c['steps']} steps, {c['uplink_tx']} uplink, {c['server_ops']} "
                      f"server ops, {c['fallbacks']} deadline fallbacks, {c['losses']} packets "
-                     f"lost, {c['missed_ticks']} missed ticks, {c['successes']}/{c['episodes']} "
+                     f"lost, {c['missed_ticks']} missed ticks, {c['overruns']} simulator overruns, "
+                     f"{c['successes']}/{c['episodes']} "
                      f"successes; events: {ev}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from hybrid_policy.core.modes import (
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS
 from hybrid_policy.policies import load_policy, read_policy_card
+from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.graph import uses_server
 from hybrid_policy.ros.node_main import run
@@ -55,7 +56,7 @@ class DraftNode(Node):
         if parse_modes(mode) != [mode]:  # "all" or a list: one node runs one mode
             raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {mode!r}")
         self.seed = int(self.declare_parameter("seed", 0).value)
-        temperature = float(self.declare_parameter("temperature", 0.5).value)
+        temperature = float(self.declare_parameter("temperature", DEFAULT_TEMPERATURE).value)
         self.deadline_s = float(self.declare_parameter("deadline_ms", 100.0).value) / 1e3
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")

@@ -16,6 +16,7 @@ import yaml
 
 from hybrid_policy.core.modes import MODE_NAMES, parse_modes
 from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 
 PACKAGE = "hybrid_policy"
 NAMESPACE_DEFAULT = "/hybrid"
@@ -72,7 +73,7 @@ class GraphConfig:
     tau: float = 0.0  # thresholds (from a calibration)
     uncertainty_tau: float = 0.0
     random_skip: float = 0.0
-    temperature: float = 0.5
+    temperature: float = DEFAULT_TEMPERATURE
     deadline_ms: float = 100.0
     clock: str = "lockstep"  # or "realtime": the simulator steps at rate_hz regardless
     rate_hz: float = 10.0  # control rate of the realtime clock

@@ -7,7 +7,9 @@ Two clocks (parameter ``clock``):
 - ``realtime``: the simulator steps every ``1 / rate_hz`` seconds whether or not an action
   came. It applies the action that answered the last observation, or holds still (zero
   action) and counts a *missed tick* when none came in time; an action that arrives after
-  its tick answers no pending observation and is dropped by stamp.
+  its tick answers no pending observation and is dropped by stamp. When the simulator
+  itself was starved past a period it counts the overrun and keeps the period (no burst
+  of catch-up steps).
 
 Episodes use the same reset seeds as ``hybrid-policy eval`` for the same ``seed``. Before
 the first observation the node waits until its publishers are matched and every node in
@@ -69,7 +71,8 @@ class SimNode(Node):
         self.gate = ReadyGate(self, {"observation": self.obs_pub, "episode": self.episode_pub,
                                      "events": self.events})
         self.episode, self.step, self.successes = -1, 0, 0
-        self.missed = self.episode_missed = self.silent = 0
+        self.missed = self.episode_missed = self.silent = self.overruns = 0
+        self.last_tick = 0.0  # time.monotonic() of the last realtime tick
         self.waiting_key: int | None = None
         self.received: np.ndarray | None = None  # realtime: the action for waiting_key
         self.sent_at = 0.0
@@ -130,6 +133,15 @@ class SimNode(Node):
             self.received = action  # applied at the next tick
 
     def _realtime_tick(self) -> None:
+        # A timer that fell behind (the process was starved) fires back to back to catch
+        # up; the simulator must not: it counts the periods it overran and realigns.
+        now = time.monotonic()
+        since = now - self.last_tick
+        if since < 0.5 * self.period_s:
+            return
+        if since > 1.5 * self.period_s and self.last_tick > 0:
+            self.overruns += int(since / self.period_s) - 1
+        self.last_tick = now
         if self.waiting_key is None:
             return
         action = self.received
@@ -160,7 +172,7 @@ class SimNode(Node):
         else:
             self.episode_pub.publish(messages.status("sim_node", 0, "done", {
                 "episodes": len(self.seeds), "successes": self.successes,
-                "missed_ticks": self.missed}))
+                "missed_ticks": self.missed, "overruns": self.overruns}))
             self._timer.cancel()
             self.create_timer(0.3, self._finish)  # let the last messages reach their readers
 
@@ -170,7 +182,7 @@ class SimNode(Node):
     def close(self) -> str:
         self.env.close()
         return (f"{self.successes} successes in {self.episode + 1} episodes, "
-                f"{self.missed} missed ticks")
+                f"{self.missed} missed ticks, {self.overruns} overrun periods")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from hybrid_policy.core.protocol import ProtocolError, Request
 from hybrid_policy.core.server import serve
 from hybrid_policy.policies import load_policy
+from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import require
@@ -29,7 +30,7 @@ class TargetNode(Node):
         super().__init__("target_node")
         task = require(self, "task", "")
         path = require(self, "target", "")
-        temperature = self.declare_parameter("temperature", 0.5).value
+        temperature = float(self.declare_parameter("temperature", DEFAULT_TEMPERATURE).value)
         torch.set_num_threads(int(self.declare_parameter("threads", 1).value))
         self.target = load_policy(path, role="target", task=task, temperature=temperature)
         self.served = 0
