@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 import torch
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -54,6 +55,8 @@ def main() -> None:
         stderr=subprocess.DEVNULL)
     rclpy.init()
     node = Node("overhead_robot", namespace=NS)
+    executor = SingleThreadedExecutor()  # as the nodes spin (ros/node_main.py)
+    executor.add_node(node)
     arrived: dict[int, float] = {}
     node.create_subscription(
         JointState, "server/response",
@@ -63,7 +66,7 @@ def main() -> None:
     try:
         end = time.monotonic() + 120
         while not (pub.get_subscription_count() and node.count_publishers("server/response")):
-            rclpy.spin_once(node, timeout_sec=0.1)
+            executor.spin_once(timeout_sec=0.1)
             if time.monotonic() > end:
                 raise SystemExit("target_node did not come up")
         rng = np.random.default_rng(0)
@@ -75,7 +78,7 @@ def main() -> None:
             t0 = time.perf_counter()
             pub.publish(messages.request_msg(stamp, plan.request))
             while key not in arrived:
-                rclpy.spin_once(node, timeout_sec=0.005)
+                executor.spin_once(timeout_sec=0.005)
                 if time.perf_counter() - t0 > 5:
                     raise SystemExit(f"no response to step {i}")
             t1 = time.perf_counter()
