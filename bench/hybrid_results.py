@@ -84,7 +84,8 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
             checks.append(f"{key} {v:.3f} {op} {bound} {'met' if ok else 'MISSED'}")
         r = s["modes"]["random_skip"]
         checks.append(f"success adahi {a['success_rate']['mean']:.3f} vs random_skip "
-                      f"{r['success_rate']['mean']:.3f} at uplink {a['uplink_vs_hybrid']['mean']:.2f}"
+                      f"{r['success_rate']['mean']:.3f} at uplink "
+                      f"{a['uplink_vs_hybrid']['mean']:.2f}"
                       f"/{r['uplink_vs_hybrid']['mean']:.2f}")
         print("  ADAHI: " + "; ".join(checks))
 

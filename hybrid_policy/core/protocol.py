@@ -22,7 +22,6 @@ import numpy as np
 from hybrid_policy.core.link import joint_state_bytes
 from hybrid_policy.errors import HybridPolicyError
 
-KINDS = ("verify", "act")
 _REQ = re.compile(r"^(verify|act):h(\d+)x(\d+):l(\d+):k(\d+)$")
 _RESP = re.compile(r"^a(\d+):l(\d+):tv(\d+)$")
 

@@ -30,7 +30,7 @@ action is expensive. docs/method.md has the derivation and the empirical trade-o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -142,7 +142,3 @@ def tradeoff_curve(delta: np.ndarray, rejection_prob: np.ndarray, costs: Costs,
         out["skipped_rejection"].append(rej)
         out["cost_ms"].append((1 - s) * costs.verify_ms + s * rej * costs.error_cost_ms)
     return out
-
-
-def as_dict(f: LinearFit) -> dict[str, float]:
-    return asdict(f)

@@ -83,7 +83,8 @@ class DraftNode(Node):
             control = qos.with_deadline(control, control_deadline_ms / 1e3)
             callbacks = SubscriptionEventCallbacks(deadline=self._on_observation_deadline)
         self.act_pub = self.create_publisher(JointState, "action", control)
-        self.req_pub = self.create_publisher(JointState, "uplink/request", qos.declare(self, "uplink"))
+        self.req_pub = self.create_publisher(JointState, "uplink/request",
+                                             qos.declare(self, "uplink"))
         self.step_pub = self.create_publisher(JointState, "step", telemetry)
         self.events = self.create_publisher(DiagnosticStatus, "events", telemetry)
         self.create_subscription(JointState, "downlink/response", self.on_response,

@@ -32,7 +32,8 @@ class LinkNode(Node):
         up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
         self.to_server = self.create_publisher(JointState, "server/request", up)
         self.to_robot = self.create_publisher(JointState, "downlink/response", down)
-        self.events = self.create_publisher(DiagnosticStatus, "events", qos.declare(self, "telemetry"))
+        self.events = self.create_publisher(DiagnosticStatus, "events",
+                                            qos.declare(self, "telemetry"))
         self.create_subscription(JointState, "server/response", self.on_response, down, raw=True)
         self.create_subscription(JointState, "uplink/request", self.on_request, up, raw=True)
         self._rngs: dict[int, np.random.Generator] = {}

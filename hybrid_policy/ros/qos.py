@@ -35,7 +35,8 @@ ROLES: dict[str, RoleQoS] = {
     "downlink": RoleQoS("reliable", 10),
     "telemetry": RoleQoS("reliable", 200),
 }
-_RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+_RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE,
+                "best_effort": ReliabilityPolicy.BEST_EFFORT}
 
 
 def profile(role: str, reliability: str | None = None, depth: int | None = None) -> QoSProfile:

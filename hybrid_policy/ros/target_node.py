@@ -35,13 +35,15 @@ class TargetNode(Node):
         self.target = load_policy(path, role="target", task=task, temperature=temperature)
         self.served = 0
         self._warm_up()
-        self.pub = self.create_publisher(JointState, "server/response", qos.declare(self, "downlink"))
-        self.events = self.create_publisher(DiagnosticStatus, "events", qos.declare(self, "telemetry"))
+        self.pub = self.create_publisher(JointState, "server/response",
+                                         qos.declare(self, "downlink"))
+        self.events = self.create_publisher(DiagnosticStatus, "events",
+                                            qos.declare(self, "telemetry"))
         self.create_subscription(JointState, "server/request", self.on_request,
                                  qos.declare(self, "uplink"))
         self.gate = ReadyGate(self, {"server/response": self.pub, "events": self.events})
-        self.get_logger().info(f"serving {task} target {path} ({self.target.model.num_parameters():,} "
-                               "parameters)")
+        self.get_logger().info(f"serving {task} target {path} "
+                               f"({self.target.model.num_parameters():,} parameters)")
 
     def _warm_up(self, rounds: int = 5) -> None:
         """Run the model a few times before serving: the first calls of a torch model are
@@ -58,9 +60,10 @@ class TargetNode(Node):
             req = messages.parse_request(msg)
             resp = serve(self.target, req)
         except (messages.MessageError, ProtocolError) as exc:
-            self.get_logger().warning(f"rejected request {messages.stamp_key(msg.header.stamp)}: {exc}")
+            key = messages.stamp_key(msg.header.stamp)
+            self.get_logger().warning(f"rejected request {key}: {exc}")
             self.events.publish(messages.status("target_node", 1, "rejected request", {
-                "stamp": messages.stamp_key(msg.header.stamp), "reason": exc}))
+                "stamp": key, "reason": exc}))
             return
         self.served += 1
         self.pub.publish(messages.response_msg(msg.header.stamp, resp))
