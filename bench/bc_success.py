@@ -44,9 +44,6 @@ class ExpertMode:
     def resolve(self, plan: Plan, response: object) -> np.ndarray:
         return plan.draft_action
 
-    def executed(self, action: np.ndarray) -> None:
-        pass
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

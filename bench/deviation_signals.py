@@ -55,8 +55,7 @@ def main() -> None:
         plan = rec.plan
         gap = (np.nan if rec.step == 0 or last_action[0] is None
                else float(np.mean(np.abs(plan.draft_action - last_action[0]) / scale)))
-        executed = plan.draft_action if rec.response is None else rec.response.action
-        last_action[0] = executed
+        last_action[0] = rec.action
         if rec.response is None:
             return
         rows["deviation"].append(plan.deviation)
@@ -65,7 +64,7 @@ def main() -> None:
         rows["r"].append(rejection_prob(draft.begin(plan.window), target.begin(plan.window),
                                         draft.levels))
         rows["rejected"].append(float(not rec.response.accepted))
-        rows["harm"].append(float(np.mean(np.abs(plan.draft_action - executed) / scale)))
+        rows["harm"].append(float(np.mean(np.abs(plan.draft_action - rec.action) / scale)))
 
     setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
     evaluator.evaluate(args.task, [make_mode("hybrid", draft, target)], args.episodes,

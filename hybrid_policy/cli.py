@@ -263,24 +263,26 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         if mode_bag is not None:
             bags.append(mode_bag)
     if bags:
-        from hybrid_policy.bag_analysis import analyze, format_counts
-        from hybrid_policy.core import stepmetrics
-
-        docs = [analyze(b) for b in bags]
-        doc = docs[0] if len(docs) == 1 else stepmetrics.merge(docs)
-        print(stepmetrics.format_table(doc))
-        print(format_counts(doc))
+        _print_bags(bags)
     return 0
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def _print_bags(bags) -> dict:
+    """Print the metrics table and counts of one or several bags; return the document."""
     from hybrid_policy.bag_analysis import analyze, format_counts
     from hybrid_policy.core import stepmetrics
 
-    docs = [analyze(bag) for bag in args.bags]
+    docs = [analyze(bag) for bag in bags]
     doc = docs[0] if len(docs) == 1 else stepmetrics.merge(docs)
     print(stepmetrics.format_table(doc))
     print(format_counts(doc))
+    return doc
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from hybrid_policy.core import stepmetrics
+
+    doc = _print_bags(args.bags)
     if args.json:
         stepmetrics.write_json(doc, args.json)
         log.info("wrote %s", args.json)
@@ -379,8 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",
                        description="Start sim, draft, link, target and recorder nodes as separate "
                        "OS processes with the same parameters the launch file gives them, run "
-                       "the episodes in lockstep, then stop every node. With --bag, record an "
-                       "MCAP rosbag2 and print its metrics table.")
+                       "the episodes (lockstep or real time), then stop every node. With --bag, "
+                       "record an MCAP rosbag2 and print its metrics table.")
     _add_model_args(p)
     p.add_argument("--mode", required=True,
                    help="a mode, a comma-separated list, or 'all': one graph after another")

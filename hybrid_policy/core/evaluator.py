@@ -22,7 +22,7 @@ from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.server import serve
-from hybrid_policy.core.stepmetrics import ModeResult
+from hybrid_policy.core.stepmetrics import ModeResult, rejected
 from hybrid_policy.policies import Policy
 
 
@@ -70,7 +70,6 @@ def control_step(mode: Mode, obs: np.ndarray, step: int, rng: np.random.Generato
                 response, rtt = answer, up + s.compute.target() + down
         latency += rtt
     action = mode.resolve(plan, response)
-    mode.executed(action)
     lost = plan.request is not None and response is None
     return action, StepRecord(step, plan, action, response, latency, server_op, lost)
 
@@ -85,8 +84,7 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
         action, rec = control_step(mode, obs, step, rng, s)
         req = rec.plan.request
         result.add_step(rec.latency_ms, None if req is None else req.payload_bytes(),
-                        None if rec.response is None or req.kind != "verify"
-                        else not rec.response.accepted, rec.lost)
+                        rejected(req, rec.response), rec.lost)
         result.server_ops += rec.server_op
         if on_step is not None:
             on_step(rec)

@@ -1,15 +1,13 @@
 """Cooperative-inference modes: the robot side's per-step decision, one object per mode.
 
-Every mode answers the same three calls each control step:
+Every mode answers the same two calls each control step:
 
 1. ``plan(obs, rng)``: draft (if the mode has a draft), compute the skip signal, and decide
    whether to ask the server: returns a ``Plan`` holding the draft action and/or a
    ``Request``;
 2. ``resolve(plan, response)``: the action to execute given the server's ``Response``, or
    ``None`` when none came (lost, late, server down): then the draft's own action, or a
-   zero (hold still) action for ``target_only`` which has no draft;
-3. ``executed(action)``: tell the mode what was executed (modes with state of executed
-   actions use it; none of the current ones do).
+   zero (hold still) action for ``target_only`` which has no draft.
 
 The in-process evaluator and the ROS draft node both drive modes through these calls; the
 server side is ``hybrid_policy.core.server.serve``.
@@ -22,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from sim_envs.spec import ACTION_DIM
 from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
 from hybrid_policy.core.protocol import Request, Response
 from hybrid_policy.core.threshold import check_tau
@@ -100,9 +99,6 @@ class DraftMode:
     def resolve(self, plan: Plan, response: Response | None) -> np.ndarray:
         return plan.draft_action if response is None else response.action
 
-    def executed(self, action: np.ndarray) -> None:
-        pass
-
 
 class TargetOnlyMode:
     """No draft: every observation goes up, the target samples the action."""
@@ -120,10 +116,7 @@ class TargetOnlyMode:
         return Plan(None, Request("act", window, int(rng.integers(2**31))))
 
     def resolve(self, plan: Plan, response: Response | None) -> np.ndarray:
-        return np.zeros(4, np.float32) if response is None else response.action
-
-    def executed(self, action: np.ndarray) -> None:
-        pass
+        return np.zeros(ACTION_DIM, np.float32) if response is None else response.action
 
 
 Mode = DraftMode | TargetOnlyMode

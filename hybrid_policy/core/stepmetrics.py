@@ -14,9 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_policy.core.protocol import Request, Response
+
 # Labels of the ROS ``step`` message (sensor_msgs/JointState), in order.
 FIELDS = ("episode", "step", "uplink", "uplink_bytes", "deviation", "uncertainty", "verdict",
           "accepted", "fallback", "latency_ms")
+
+
+def rejected(request: Request | None, response: Response | None) -> bool | None:
+    """Whether verification rejected the draft's codes this step; ``None`` when there was no
+    verdict (nothing sent, an ``act`` request, or no answer in time)."""
+    if request is None or response is None or request.kind != "verify":
+        return None
+    return not response.accepted
 
 
 @dataclass

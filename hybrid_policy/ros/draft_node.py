@@ -28,7 +28,7 @@ from hybrid_policy.core.modes import (
     MODE_NAMES, NEEDS_THRESHOLDS, Plan, Thresholds, make_mode, parse_modes,
 )
 from hybrid_policy.core.protocol import Response
-from hybrid_policy.core.stepmetrics import FIELDS
+from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.policies import load_policy, read_policy_card
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 from hybrid_policy.ros import messages, qos
@@ -175,19 +175,18 @@ class DraftNode(Node):
     def _act(self, plan: Plan, stamp, episode: int, step: int, received: float,
              response: Response | None) -> None:
         action = self.mode.resolve(plan, response)
-        self.mode.executed(action)
         self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
         latency_ms = (time.monotonic() - received) * 1e3
         self.counts["steps"] += 1
         req = plan.request
+        verdict = rejected(req, response)
         self.counts["uplink"] += req is not None
         values = {
             "episode": episode, "step": step, "uplink": float(req is not None),
             "uplink_bytes": 0 if req is None else req.payload_bytes(),
             "deviation": plan.deviation, "uncertainty": plan.uncertainty,
             "verdict": float(response is not None),
-            "accepted": np.nan if response is None or req is None or req.kind != "verify"
-            else float(response.accepted),
+            "accepted": np.nan if verdict is None else float(not verdict),
             "fallback": float(req is not None and response is None),
             "latency_ms": latency_ms,
         }
