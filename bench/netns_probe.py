@@ -1,7 +1,8 @@
-"""Robot-side probe for the network-namespace test: sends real verify/act requests of a
+"""Robot-side probe of ``netns_link.py`` (bench and test): sends real verify/act requests of a
 given observation-window length to ``server/request`` and times each response.
 
-Usage: python netns_probe.py NAMESPACE OBS_DIM ROWS[,ROWS...] REPEATS
+Usage (in the robot namespace, see netns_link.py): python netns_probe.py NAMESPACE OBS_DIM
+ROWS[,ROWS...] REPEATS
 Prints one JSON object: {"<rows>": {"bytes": payload, "rtt_ms": [...]}, ...}.
 """
 
