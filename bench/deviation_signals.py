@@ -12,7 +12,8 @@ For each: Spearman ρ with the exact rejection probability, Spearman ρ with the
 the correction (|draft − executed| action, normalised), AUROC for a sampled rejection, and
 the mean rejection probability and correction among the 40% of steps it ranks lowest (what
 a 40% skip rate would execute unverified).
-Usage: ``python bench/deviation_signals.py [--task fetch_push] [--episodes 40]``.
+Usage: ``python bench/deviation_signals.py [--task fetch_push] [--episodes 40]
+[--temperature 0.5]``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hybrid_policy.core.speculative import rejection_prob
 from hybrid_policy.core.threshold import auroc
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models
+from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 
 
 def main() -> None:
@@ -41,11 +43,14 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help="sampling temperature of both policies")
     args = parser.parse_args()
     paths = ensure_default_models(args.task, args.models)
     torch.set_num_threads(1)
-    draft = load_policy(paths.draft, role="draft", task=args.task)
-    target = load_policy(paths.target, role="target", task=args.task)
+    draft = load_policy(paths.draft, role="draft", task=args.task, temperature=args.temperature)
+    target = load_policy(paths.target, role="target", task=args.task,
+                         temperature=args.temperature)
     scale = draft.tokenizer.action_std.numpy().astype(np.float64)
     rows: dict[str, list[float]] = {k: [] for k in
                                     ("deviation", "entropy", "exec_gap", "r", "rejected", "harm")}

@@ -68,6 +68,8 @@ def test_analyze_cli_writes_eval_schema(cli, tiny, tmp_path):
     bad = subprocess.run([*cli, "analyze", str(tmp_path)], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "not a rosbag2 directory" in bad.stderr
+    again = run_bringup(cli, tiny, bag, "draft_only", LINK, EPISODES)  # never overwrite a bag
+    assert again.returncode == 2 and "already exists; give a new directory" in again.stderr
 
 
 @pytest.mark.parametrize("how", ["kill_draft", "ctrl_c"])

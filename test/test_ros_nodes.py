@@ -159,6 +159,15 @@ def test_target_refuses_a_malformed_request_and_answers_a_good_one(graph):
     ("target_node", {"task": "fetch_reach", "target": "/nonexistent"}, "no such checkpoint"),
     ("draft_node", {"task": "fetch_reach", "mode": "adahi", "draft": "x", "tau": -1.0},
      "finite number >= 0"),
+    ("draft_node", {"task": "fetch_reach", "mode": "hybrid", "draft": "x"},
+     "mode hybrid needs parameter 'target'"),
+    ("draft_node", {"task": "fetch_reach", "mode": "draft_only", "draft": "x",
+                    "deadline_ms": 0.0}, "deadline_ms must be > 0"),
+    ("sim_node", {"task": "fetch_reach", "clock": "sundial"},
+     "clock 'sundial' is not one of lockstep, realtime"),
+    ("sim_node", {"task": "fetch_reach", "rate_hz": 0.0}, "rate_hz must be in (0, 1000]"),
+    ("recorder_node", {"bag": "x", "topics": "['step:sensor_msgs/msg/JointState']"},
+     "already exists"),
 ])
 def test_bad_parameters_refuse_to_start(module, params, expected, tiny):
     params = {k: (str(tiny["draft"]) if v == "x" else v) for k, v in params.items()}
@@ -209,3 +218,24 @@ def test_interfaces_doc_names_every_topic():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "interfaces.md").read_text()
     for topic in TOPICS.values():
         assert f"| `{topic.name}` | `{topic.type.replace('/msg/', '/')}` |" in doc, topic.name
+
+
+def test_graph_config_refuses_bad_settings(tmp_path):
+    from hybrid_policy.errors import HybridPolicyError
+    from hybrid_policy.ros.graph import load_config
+
+    cfg = tmp_path / "hybrid.yaml"
+    cfg.write_text("graph:\n  mode: hybrid\n  task: fetch_push\n  speed: 11\n")
+    with pytest.raises(HybridPolicyError, match=r"unknown graph settings \['speed'\]"):
+        load_config(cfg)
+    cal = tmp_path / "cal.json"
+    cal.write_text('{"task": "fetch_push", "link": "wifi", "temperature": 0.5, '
+                   '"thresholds": {"tau": 0.1, "uncertainty_tau": 1.0, "random_skip": 0.4}}')
+    cfg.write_text(f"graph:\n  mode: adahi\n  task: fetch_push\n  link: 5g_embb\n"
+                   f"  calibration: {cal}\n")
+    with pytest.raises(HybridPolicyError, match="calibrated for link 'wifi', the graph runs "
+                                                "'5g_embb'"):
+        load_config(cfg)
+    assert load_config(cfg, {"link": "wifi"}).tau == 0.1
+    with pytest.raises(HybridPolicyError, match="clock 'sundial' is not one of"):
+        load_config(cfg, {"link": "wifi", "clock": "sundial"})

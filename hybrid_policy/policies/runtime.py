@@ -21,7 +21,7 @@ from hybrid_policy.policies.tokenizer import ActionTokenizer
 
 
 # Codes are sampled at temperature 0.5 by default: sharper code distributions make both
-# policies more successful and make them agree more often (docs/method.md has the figures).
+# policies more successful and make them agree more often (docs/policies.md has the figures).
 DEFAULT_TEMPERATURE = 0.5
 
 
