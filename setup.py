@@ -17,6 +17,7 @@ ROS = [
     "ros-trajectory-msgs",
     "ros-diagnostic-msgs",
     "ros-geometry-msgs",
+    "ros-lifecycle-msgs",
 ]
 
 setup(
@@ -33,7 +34,8 @@ setup(
     install_requires=["numpy>=1.26", "pyyaml", "tqdm", "torch>=2.3", "safetensors",
                       "vector-quantize-pytorch==1.32.0", "scipy", "matplotlib", "rosbags==0.11.9",
                       *SIM],
-    extras_require={"ros": ROS, "test": ["pytest", "colcon-common-extensions"]},
+    extras_require={"ros": ROS,
+                    "test": ["pytest", "pytest-xdist", "hypothesis", "colcon-common-extensions"]},
     zip_safe=True,
     maintainer="hybrid_policy developers",
     maintainer_email="hybrid-policy@example.org",
@@ -47,6 +49,7 @@ setup(
             "target_node = hybrid_policy.ros.target_node:main",
             "link_node = hybrid_policy.ros.link_node:main",
             "recorder_node = hybrid_policy.ros.recorder_node:main",
+            "lifecycle_manager = hybrid_policy.ros.lifecycle_manager:main",
         ],
     },
 )

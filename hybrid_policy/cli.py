@@ -115,9 +115,11 @@ def _setting(args: argparse.Namespace, draft, target):
 def _calibration_path(args: argparse.Namespace):
     from pathlib import Path
 
+    from hybrid_policy.core.calibration_file import default_path
+
     if getattr(args, "calibration", None):
         return Path(args.calibration)
-    return Path(args.models) / args.task / "calibration" / f"{args.link}.json"
+    return default_path(args.models, args.task, args.link)
 
 
 def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes: int):
@@ -170,35 +172,50 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | None):
-    """The task's calibrated thresholds for the link; calibrates first when the default
-    calibration is missing or was made for other models or settings."""
+def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | None,
+                modes: list[str]):
+    """The thresholds of ``modes`` by the rule every entry point shares
+    (``core.calibration_file.thresholds_for``): ``--tau`` for adahi, the rest from the
+    task's calibration for the link. The default calibration is made first when it is
+    missing or was made for other models or settings; one named by ``--calibration`` is
+    never overwritten."""
+    from hybrid_policy.core import calibration
     from dataclasses import replace
 
-    from hybrid_policy.core import calibration
+    from hybrid_policy.core.calibration_file import check_given, thresholds_for
+    from hybrid_policy.core.mode_names import FROM_CALIBRATION
 
-    from hybrid_policy.core.modes import Thresholds
-
-    if tau is not None and getattr(args, "mode", None) == "adahi":
-        return Thresholds(tau, 0.0, 0.0)  # τ given, nothing else needed: no calibration
     path = _calibration_path(args)
-    try:
-        thresholds = calibration.load_thresholds(path, args.task, args.link, draft, target)
-    except HybridPolicyError as exc:
-        if args.calibration:  # the user named this file: tell them, do not overwrite it
-            raise
-        log.info("%s: calibrating first", exc)
-        _run_calibration(args, draft, target, setting, calibration.CalibrationConfig().episodes)
-        thresholds = calibration.load_thresholds(path, args.task, args.link, draft, target)
-    return thresholds if tau is None else replace(thresholds, tau=tau)
+    loaded = []
+
+    def calibrated():
+        if not loaded:
+            try:
+                loaded.append(calibration.load_thresholds(path, args.task, args.link, draft,
+                                                          target))
+            except HybridPolicyError as exc:
+                if args.calibration:  # the user named this file: tell them, do not overwrite
+                    raise
+                log.info("%s: calibrating first", exc)
+                _run_calibration(args, draft, target, setting,
+                                 calibration.CalibrationConfig().episodes)
+                loaded.append(calibration.load_thresholds(path, args.task, args.link, draft,
+                                                          target))
+        return loaded[0]
+
+    given = {"tau": FROM_CALIBRATION if tau is None else tau}
+    found = [t for t in (thresholds_for(m, given, calibrated) for m in modes) if t is not None]
+    if loaded:  # one set serves every mode: the calibration's, with --tau on top
+        return replace(loaded[0], **check_given(given))
+    return found[0] if found else None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from hybrid_policy.core import evaluator, stepmetrics
-    from hybrid_policy.core.modes import NEEDS_THRESHOLDS, make_mode, parse_modes
-    from hybrid_policy.core.threshold import check_tau
+    from hybrid_policy.core.mode_names import check_tau, parse_modes
+    from hybrid_policy.core.modes import make_mode
 
     _check_model_args(args)
     names = parse_modes(args.modes)
@@ -206,9 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # batch-1 inference: threads only add overhead
     draft, target = _models(args)
     setting = _setting(args, draft, target)
-    thresholds = None
-    if any(n in NEEDS_THRESHOLDS for n in names):
-        thresholds = _thresholds(args, draft, target, setting, tau)
+    thresholds = _thresholds(args, draft, target, setting, tau, names)
     modes = [make_mode(n, draft, target, thresholds) for n in names]
     results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
     doc = stepmetrics.report(args.task, results, {
@@ -227,8 +242,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hybrid_policy.core.modes import NEEDS_THRESHOLDS, parse_modes
-    from hybrid_policy.core.threshold import check_tau
+    from hybrid_policy.core.mode_names import NEEDS_THRESHOLDS, check_tau, parse_modes
     from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.graph import GraphConfig
 
@@ -242,17 +256,18 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     draft, target = _models(args)
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
-        thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau)
+        thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
     bags = []
     for mode in modes:  # one graph per mode; several modes: one bag each under --bag
         mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+        explicit = {} if thresholds is None or mode not in NEEDS_THRESHOLDS else {
+            "tau": thresholds.tau, "uncertainty_tau": thresholds.uncertainty_tau,
+            "random_skip": thresholds.random_skip}
         cfg = GraphConfig(
             mode=mode, task=args.task, link=args.link, episodes=args.episodes, seed=args.seed,
-            draft=str(Path(draft.info["checkpoint"]).resolve()),
+            models=args.models, draft=str(Path(draft.info["checkpoint"]).resolve()),
             target=str(Path(target.info["checkpoint"]).resolve()),
-            tau=thresholds.tau if thresholds else 0.0,
-            uncertainty_tau=thresholds.uncertainty_tau if thresholds else 0.0,
-            random_skip=thresholds.random_skip if thresholds else 0.0,
+            calibration=str(_calibration_path(args)), **explicit,
             temperature=args.temperature, deadline_ms=args.deadline_ms,
             clock=args.clock, rate_hz=args.rate_hz, bag=str(mode_bag) if mode_bag else "")
         log.info("bringup: %s on %s over %s, %d episodes", mode, args.task, args.link,
@@ -291,7 +306,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from hybrid_policy.core.link import PROFILES
-    from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
+    from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 
     p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
     p.add_argument("--draft", help="draft checkpoint directory (default: default models)")

@@ -45,3 +45,32 @@ def tiny(tmp_path_factory):
             "target": target}
 
 
+
+
+def write_calibration(path, tiny, link, thresholds, temperature=0.5):
+    """A calibration file for the tiny models, as ``hybrid-policy calibrate`` writes one."""
+    import json
+
+    from hybrid_policy.core.calibration_file import VERSION
+    from hybrid_policy.policies.card import checkpoint_identity
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "version": VERSION, "task": "fetch_reach", "link": link, "temperature": temperature,
+        "models": {"draft": checkpoint_identity(tiny["draft"]),
+                   "target": checkpoint_identity(tiny["target"])},
+        "thresholds": thresholds}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibrations(tiny):
+    """``{link: calibration path}`` for every link profile, at the default place under the
+    tiny models' root, each with its own τ (0.01 · (index + 1))."""
+    from hybrid_policy.core.calibration_file import default_path
+    from hybrid_policy.core.link import PROFILES
+
+    return {link: write_calibration(default_path(tiny["root"], "fetch_reach", link), tiny, link,
+                                    {"tau": 0.01 * (i + 1), "uncertainty_tau": 0.5,
+                                     "random_skip": 0.3})
+            for i, link in enumerate(PROFILES)}

@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 
 import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -48,6 +48,8 @@ class Probe(Node):
         self.create_subscription(DiagnosticStatus, "events", self._keep("events"),
                                  qos.profile("telemetry"))
         self.create_subscription(DiagnosticStatus, READY_TOPIC, self._keep("ready"), READY_QOS)
+        self.got["diagnostics"] = []
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._keep("diagnostics"), 10)
         self.obs = self.create_publisher(JointState, "observation", qos.profile("control"))
         self.down = self.create_publisher(JointState, "downlink/response", qos.profile("downlink"))
         self.server = self.create_publisher(JointState, "server/request", qos.profile("uplink"))
@@ -69,14 +71,17 @@ def graph(tiny):
     rclpy.init()
     probe = Probe()
     procs = [
+        # under use_sim_time with no /clock: deadlines still run on the steady clock
         subprocess.Popen(node_cmd("draft_node", task="fetch_reach", mode="hybrid",
-                                  draft=tiny["draft"], target=tiny["target"],
+                                  draft=tiny["draft"], target=tiny["target"], use_sim_time="true",
                                   deadline_ms=300.0, expect="['action 1', 'uplink/request 1']")),
         subprocess.Popen(node_cmd("target_node", task="fetch_reach", target=tiny["target"],
                                   expect="['server/response 1']")),
+        subprocess.Popen(node_cmd("lifecycle_manager",
+                                  node_names="['target_node', 'draft_node']")),
     ]
     ready = probe.spin_until(lambda: {m.name for m in probe.got["ready"]} >=
-                             {"draft_node", "target_node"}, timeout=90)
+                             {"lifecycle_manager"}, timeout=90)
     yield probe, ready
     for p in procs:
         p.terminate()
@@ -157,8 +162,16 @@ def test_target_refuses_a_malformed_request_and_answers_a_good_one(graph):
     ("link_node", {"link": "carrier_pigeon"}, "valid profiles: 6g_hrllc"),
     ("sim_node", {"task": "fetch_nothing"}, "valid tasks: fetch_reach"),
     ("target_node", {"task": "fetch_reach", "target": "/nonexistent"}, "no such checkpoint"),
-    ("draft_node", {"task": "fetch_reach", "mode": "adahi", "draft": "x", "tau": -1.0},
-     "finite number >= 0"),
+    ("draft_node", {"task": "fetch_reach", "mode": "adahi", "draft": "x", "target": "t",
+                    "tau": -0.5}, "tau must be a finite number >= 0, or -1 to take it from"),
+    ("draft_node", {"task": "fetch_reach", "mode": "adahi", "draft": "x", "target": "t"},
+     "mode adahi skips verification below a threshold and none was given"),
+    ("draft_node", {"task": "fetch_reach", "mode": "random_skip", "draft": "x", "target": "t",
+                    "calibration": "/nonexistent.json", "link": "wifi"},
+     "no calibration: run `hybrid-policy calibrate --task fetch_reach --link wifi` first"),
+    ("draft_node", {"task": "fetch_reach", "mode": "adahi", "draft": "x", "target": "t",
+                    "calibration": "cal", "link": "wifi"},
+     "calibrated for other settings: link '6g_hrllc' (now 'wifi')"),
     ("draft_node", {"task": "fetch_reach", "mode": "hybrid", "draft": "x"},
      "mode hybrid needs parameter 'target'"),
     ("draft_node", {"task": "fetch_reach", "mode": "draft_only", "draft": "x",
@@ -169,8 +182,10 @@ def test_target_refuses_a_malformed_request_and_answers_a_good_one(graph):
     ("recorder_node", {"bag": "x", "topics": "['step:sensor_msgs/msg/JointState']"},
      "already exists"),
 ])
-def test_bad_parameters_refuse_to_start(module, params, expected, tiny):
-    params = {k: (str(tiny["draft"]) if v == "x" else v) for k, v in params.items()}
+def test_bad_parameters_refuse_to_start(module, params, expected, tiny, calibrations):
+    subst = {"x": str(tiny["draft"]), "t": str(tiny["target"]),
+             "cal": str(calibrations["6g_hrllc"])}
+    params = {k: subst.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
     out = subprocess.run(node_cmd(module, **params), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert expected in out.stderr
@@ -228,14 +243,91 @@ def test_graph_config_refuses_bad_settings(tmp_path):
     cfg.write_text("graph:\n  mode: hybrid\n  task: fetch_push\n  speed: 11\n")
     with pytest.raises(HybridPolicyError, match=r"unknown graph settings \['speed'\]"):
         load_config(cfg)
-    cal = tmp_path / "cal.json"
-    cal.write_text('{"task": "fetch_push", "link": "wifi", "temperature": 0.5, '
-                   '"thresholds": {"tau": 0.1, "uncertainty_tau": 1.0, "random_skip": 0.4}}')
-    cfg.write_text(f"graph:\n  mode: adahi\n  task: fetch_push\n  link: 5g_embb\n"
-                   f"  calibration: {cal}\n")
-    with pytest.raises(HybridPolicyError, match="calibrated for link 'wifi', the graph runs "
-                                                "'5g_embb'"):
-        load_config(cfg)
-    assert load_config(cfg, {"link": "wifi"}).tau == 0.1
+    cfg.write_text("graph:\n  mode: hybrid\n  task: fetch_push\n")
     with pytest.raises(HybridPolicyError, match="clock 'sundial' is not one of"):
-        load_config(cfg, {"link": "wifi", "clock": "sundial"})
+        load_config(cfg, {"clock": "sundial"})
+    with pytest.raises(HybridPolicyError, match="setting 'episodes' must be a int"):
+        load_config(cfg, {"episodes": "many"})
+
+
+def _reasons(probe, stamp):
+    return [messages.status_values(m)["reason"] for m in _events_about(probe, stamp)]
+
+
+def _observe(probe, stamp, episode=0, step=0):
+    probe.obs.publish(messages.observation_msg(stamp, episode, step, SPEC.obs_fields,
+                                               np.zeros(SPEC.obs_dim)))
+
+
+def test_zero_duplicate_and_backwards_stamps_are_reported_and_dropped(graph):
+    probe, _ = graph
+    zero = messages.Time(sec=0, nanosec=0)
+    _observe(probe, zero)
+    assert probe.spin_until(lambda: _events_about(probe, zero))
+    assert "zero stamp" in _reasons(probe, zero)[0]
+    first, second = _stamp(probe), _stamp(probe)
+    n_requests = len(probe.got["uplink/request"])
+    _observe(probe, second)
+    _observe(probe, second)  # duplicate while in flight
+    _observe(probe, first)  # older than the last one
+    assert probe.spin_until(lambda: _events_about(probe, first) and
+                            any("duplicate" in r for r in _reasons(probe, second)))
+    assert "stamp goes backwards" in _reasons(probe, first)[0]
+    probe.spin_until(lambda: False, timeout=0.5)
+    assert len(probe.got["uplink/request"]) == n_requests + 1  # only the first `second`
+
+
+def test_deadline_fallback_is_an_event_and_a_diagnostics_count(graph):
+    """Nobody answers the request: the draft acts at its deadline (on the steady clock,
+    although the node runs under use_sim_time with no /clock), reports the fallback on
+    `events` with its stamp, and counts it on /diagnostics."""
+    probe, _ = graph
+    stamp = _stamp(probe)
+    _observe(probe, stamp, episode=7)
+    assert probe.spin_until(lambda: any(m.message == "deadline fallback"
+                                        for m in _events_about(probe, stamp)), timeout=5)
+    assert probe.spin_until(lambda: any(
+        s.name.endswith("draft_node") and int(messages.status_values(s).get(
+            "deadline fallback", 0)) >= 1 for a in probe.got["diagnostics"] for s in a.status),
+        timeout=5)
+
+
+def test_garbage_on_every_input_is_reported_and_no_node_dies(graph):
+    """Random labels and values on the draft's and the target's inputs, and a run-time
+    parameter change: each message is reported, the nodes keep running and still act."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType
+    from rcl_interfaces.srv import SetParameters
+
+    probe, _ = graph
+    rng = np.random.default_rng(0)
+    labels = ["episode", "step", "", "verify:h4x13:l2:k8", "a4:l2:tv2", *SPEC.obs_fields]
+    stamps = []
+    for i in range(60):
+        n = int(rng.integers(0, 40))
+        values = rng.choice([np.nan, np.inf, -1.0, 1e308, 0.5, 3.0, -2**40], size=n)
+        names = list(rng.choice(labels, size=int(rng.integers(0, n + 1))))
+        stamp = _stamp(probe)
+        stamps.append(stamp)
+        msg = messages.joint_state(stamp, names, values)
+        (probe.obs, probe.down, probe.server)[i % 3].publish(msg)
+    assert probe.spin_until(lambda: all(_events_about(probe, s) for s in stamps), timeout=20)
+
+    client = probe.create_client(SetParameters, "draft_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    req = SetParameters.Request()
+    value = ParameterMsg(name="tau").value
+    value.type, value.double_value = ParameterType.PARAMETER_DOUBLE, 5.0
+    req.parameters = [ParameterMsg(name="tau", value=value)]
+    future = client.call_async(req)
+    assert probe.spin_until(future.done, timeout=10)
+    result = future.result().results[0]
+    assert not result.successful and "read-only" in result.reason
+
+    stamp = _stamp(probe)  # both nodes still act: a real step is requested and served
+    _observe(probe, stamp, episode=8)
+    assert probe.spin_until(lambda: any(m.header.stamp == stamp
+                                        for m in probe.got["uplink/request"]), timeout=5)
+    window = np.zeros((4, SPEC.obs_dim), np.float32)
+    probe.server.publish(messages.request_msg(stamp, Request("act", window, seed=2)))
+    assert probe.spin_until(lambda: any(m.header.stamp == stamp
+                                        for m in probe.got["server/response"]), timeout=5)

@@ -22,21 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_policy.core import evaluator
+from hybrid_policy.core import calibration_file, evaluator
+from hybrid_policy.core.calibration_file import VERSION, StaleCalibrationError  # noqa: F401
 from hybrid_policy.core.evaluator import Setting, StepRecord
 from hybrid_policy.core.modes import DraftMode, SkipRule, Thresholds, make_mode
 from hybrid_policy.core.speculative import rejection_prob
 from hybrid_policy.core.threshold import (
     Costs, derive_tau, fit, rejection_bound, tradeoff_curve,
 )
-from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import Policy
 
 log = logging.getLogger(__name__)
-
-
-# Bumped whenever the derivation changes: an older calibration is stale.
-VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -155,28 +151,8 @@ def models_id(draft: Policy, target: Policy) -> dict[str, str]:
     return {"draft": draft.identity(), "target": target.identity()}
 
 
-class StaleCalibrationError(HybridPolicyError):
-    """A calibration made for other models, another link or another temperature."""
-
-
 def load_thresholds(path: Path, task: str, link: str, draft: Policy,
                     target: Policy) -> Thresholds:
     """The thresholds of the calibration at ``path``, refusing one that does not fit."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise HybridPolicyError(f"{path}: no calibration: run `hybrid-policy calibrate --task "
-                                f"{task} --link {link}` first, or pass --tau") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HybridPolicyError(f"{path}: corrupt calibration file ({exc})") from None
-    want = {"version": VERSION, "task": task, "link": link, "temperature": draft.temperature,
-            "models": models_id(draft, target)}
-    differ = [f"{k} {doc.get(k)!r} (now {v!r})" for k, v in want.items() if doc.get(k) != v]
-    if differ:
-        raise StaleCalibrationError(
-            f"{path}: calibrated for other settings: {'; '.join(differ)}. Run `hybrid-policy "
-            f"calibrate --task {task} --link {link}` again")
-    try:
-        return Thresholds(**doc["thresholds"])
-    except (KeyError, TypeError) as exc:
-        raise HybridPolicyError(f"{path}: bad thresholds section ({exc})") from None
+    return calibration_file.load_thresholds(path, task, link, draft.temperature,
+                                            models_id(draft, target))

@@ -23,14 +23,11 @@ import numpy as np
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
 from hybrid_policy.core.protocol import Request, Response
-from hybrid_policy.core.threshold import check_tau
+from hybrid_policy.core.mode_names import (  # noqa: F401  (re-exported)
+    MODE_NAMES, NEEDS_THRESHOLDS, Thresholds, UnknownModeError, parse_modes,
+)
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory, Policy, PolicyCard, check_pair
-
-
-class UnknownModeError(HybridPolicyError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass
@@ -122,22 +119,6 @@ class TargetOnlyMode:
 Mode = DraftMode | TargetOnlyMode
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Calibrated thresholds (``hybrid-policy calibrate``): τ* on Δ, and for the comparison
-    modes the entropy threshold and skip probability that skip as often as ADAHI did."""
-
-    tau: float
-    uncertainty_tau: float
-    random_skip: float
-
-    def __post_init__(self) -> None:
-        check_tau(self.tau)
-        check_tau(self.uncertainty_tau)
-        if not 0.0 <= self.random_skip <= 1.0:
-            raise HybridPolicyError(f"random skip rate must be in [0, 1], got {self.random_skip}")
-
-
 MODE_RULES: dict[str, Callable[[Thresholds], SkipRule]] = {
     "draft_only": lambda t: SkipRule("always"),
     "hybrid": lambda t: SkipRule("never"),
@@ -145,22 +126,6 @@ MODE_RULES: dict[str, Callable[[Thresholds], SkipRule]] = {
     "uncertainty_skip": lambda t: SkipRule("uncertainty", t.uncertainty_tau),
     "random_skip": lambda t: SkipRule("random", t.random_skip),
 }
-MODE_NAMES = ("draft_only", "target_only", "hybrid", "adahi", "uncertainty_skip", "random_skip")
-NEEDS_THRESHOLDS = ("adahi", "uncertainty_skip", "random_skip")
-
-
-def parse_modes(text: str) -> list[str]:
-    """``"all"`` or a comma-separated list of mode names, checked against the registry."""
-    names = list(MODE_NAMES) if text.strip() == "all" else [
-        m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in MODE_NAMES]
-    if bad or not names:
-        raise UnknownModeError(
-            f"unknown mode(s) {', '.join(map(repr, bad)) or '(none given)'}; valid modes: "
-            f"{', '.join(MODE_NAMES)} (or 'all')")
-    return names
-
-
 def make_mode(name: str, draft: Policy, target: Policy | PolicyCard,
               thresholds: Thresholds | None = None) -> Mode:
     """The robot side of mode ``name``. It needs the target's history length and identity

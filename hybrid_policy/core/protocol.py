@@ -61,7 +61,14 @@ class Request:
         codes = _codes(vec[1 : 1 + levels], k, label)
         probs = vec[1 + levels : 1 + levels + levels * k].reshape(levels, k) if levels else None
         window = vec[1 + levels + levels * k :].reshape(h, d).astype(np.float32)
-        return cls(kind, window, int(vec[0]), codes, probs)
+        if h < 1 or d < 1:
+            raise ProtocolError(f"request {label!r}: the observation window is empty")
+        if (kind == "act") != (levels == 0):
+            raise ProtocolError(f"request {label!r}: 'verify' carries draft codes (l >= 1), "
+                                "'act' none (l0:k0)")
+        if probs is not None and (np.any(probs < 0) or np.any(probs > 1)):
+            raise ProtocolError(f"request {label!r}: draft probabilities outside [0, 1]")
+        return cls(kind, window, _seed(vec[0], label), codes, probs)
 
     def payload_bytes(self) -> int:
         return joint_state_bytes([self.label()], self.to_vector().size)
@@ -95,8 +102,14 @@ class Response:
         action = vec[2 + levels + t :].astype(np.float32)
         if np.any(np.abs(action) > 1.0 + 1e-6):
             raise ProtocolError(f"response action {action.tolist()} is outside [-1, 1]")
-        return cls(action, tuple(int(c) for c in vec[2 : 2 + levels]), bool(vec[0] > 0.5),
-                   int(vec[1]), tuple(float(x) for x in vec[2 + levels : 2 + levels + t]))
+        codes = tuple(int(c) for c in vec[2 : 2 + levels])
+        tv = tuple(float(x) for x in vec[2 + levels : 2 + levels + t])
+        if vec[0] not in (0.0, 1.0) or vec[1] != int(vec[1]) or not 0 <= vec[1] <= levels:
+            raise ProtocolError(f"response {label!r}: accepted must be 0 or 1 and accepted "
+                                f"levels a whole number in 0..{levels}, got {vec[:2].tolist()}")
+        if any(c < 0 for c in codes) or any(not 0.0 <= x <= 1.0 for x in tv):
+            raise ProtocolError(f"response {label!r}: negative codes or TV outside [0, 1]")
+        return cls(action, codes, bool(vec[0] > 0.5), int(vec[1]), tv)
 
     def payload_bytes(self) -> int:
         return joint_state_bytes([self.label()], self.to_vector().size)
@@ -111,8 +124,17 @@ def _check(vec: np.ndarray, expected: int, what: str, label: str) -> np.ndarray:
     return vec
 
 
+def _seed(value: float, label: str) -> int:
+    if value != int(value) or not 0 <= value < 2**32:
+        raise ProtocolError(f"request {label!r}: seed {value!r} is not a whole number in "
+                            "[0, 2**32)")
+    return int(value)
+
+
 def _codes(values: np.ndarray, k: int, label: str) -> tuple[int, ...]:
-    codes = tuple(int(round(v)) for v in values)
+    if any(v != round(v) for v in values):
+        raise ProtocolError(f"request {label!r}: codes {values.tolist()} are not whole numbers")
+    codes = tuple(int(v) for v in values)
     if any(c < 0 or c >= k for c in codes):
         raise ProtocolError(f"request {label!r}: codes {codes} outside 0..{k - 1}")
     return codes

@@ -29,17 +29,12 @@ action is expensive. docs/method.md has the derivation and the empirical trade-o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from hybrid_policy.errors import HybridPolicyError
-
-
-class ThresholdError(HybridPolicyError, ValueError):
-    pass
+from hybrid_policy.core.mode_names import ThresholdError, check_tau  # noqa: F401  (re-exported)
 
 
 EPS = 1e-3  # ε: keeps ln(Δ + ε) finite at Δ = 0
@@ -61,12 +56,6 @@ class LinearFit:
     def inverse(self, r: float) -> float:
         """The Δ at which the fit predicts rejection probability ``r``."""
         return float(np.exp((r - self.intercept) / self.slope) - EPS)
-
-
-def check_tau(tau: float) -> float:
-    if not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-        raise ThresholdError(f"threshold τ must be a finite number >= 0, got {tau!r}")
-    return float(tau)
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -23,10 +23,10 @@ from hybrid_policy.policies.model import BCPolicy, PolicyConfig
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE, Policy
 from hybrid_policy.policies.tokenizer import ActionTokenizer, TokenizerConfig
 
-FORMAT = "hybrid_policy.checkpoint"
-FORMAT_VERSION = 1
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
-ROLES = ("draft", "target")
+from hybrid_policy.policies.card import (  # noqa: F401  (re-exported)
+    CONFIG, FORMAT, FORMAT_VERSION, ROLES, WEIGHTS, PolicyCard, check_pair, read_config,
+    read_policy_card,
+)
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
@@ -38,26 +38,6 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any])
     (path / (CONFIG + ".tmp")).write_text(json.dumps(cfg, indent=1, sort_keys=True))
     os.replace(path / (CONFIG + ".tmp"), path / CONFIG)
     return path
-
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """``config.json`` of a checkpoint directory, or ``CheckpointError`` naming the file."""
-    path = Path(path)
-    cfg_path = path / CONFIG
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint directory")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing (not a hybrid_policy checkpoint)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: corrupt JSON ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_path}: not a hybrid_policy checkpoint config")
-    if cfg.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{cfg_path}: format version {cfg.get('format_version')} is not "
-                              f"supported (this package reads {FORMAT_VERSION})")
-    return cfg
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -142,39 +122,3 @@ def load_policy(path: str | os.PathLike, role: str | None = None,
     return loaded
 
 
-@dataclass(frozen=True)
-class PolicyCard:
-    """What the robot side needs to know of the target without loading its weights."""
-
-    task: str
-    role: str
-    history: int
-    obs_dim: int
-    tokenizer_id: str
-
-
-def read_policy_card(path: str | os.PathLike, role: str | None = None,
-                     task: str | None = None) -> PolicyCard:
-    """The card of a draft or target checkpoint, from its ``config.json`` alone."""
-    cfg = read_config(path)
-    if role is not None and cfg.get("role") != role:
-        raise CheckpointError(f"{path}: is a {cfg.get('role')} checkpoint, expected {role}")
-    if task is not None and cfg.get("task") != task:
-        raise CheckpointError(f"{path}: was trained for task {cfg.get('task')!r}, not {task!r}")
-    try:
-        return PolicyCard(cfg["task"], cfg["role"], int(cfg["policy"]["history"]),
-                          int(cfg["policy"]["obs_dim"]), cfg["tokenizer_id"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{Path(path) / CONFIG}: incomplete config ({exc})") from None
-
-
-def check_pair(draft: Policy | PolicyCard, target: Policy | PolicyCard) -> None:
-    """Refuse a draft and target that cannot verify each other."""
-    if draft.task != target.task:
-        raise CheckpointError(f"draft was trained for task {draft.task!r} but target for "
-                              f"{target.task!r}: use models of the same task")
-    if draft.tokenizer_id != target.tokenizer_id:
-        raise CheckpointError(
-            f"draft and target were trained with different action tokenizers "
-            f"({draft.tokenizer_id} vs {target.tokenizer_id}); speculative verification needs "
-            "both to share one: retrain one of them with the other's tokenizer")

@@ -7,7 +7,6 @@ speculative verification can walk the levels without re-encoding.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,13 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hybrid_policy.defaults import DEFAULT_TEMPERATURE
+from hybrid_policy.policies.card import weights_identity
 from hybrid_policy.policies.model import BCPolicy, check_observation
 from hybrid_policy.policies.tokenizer import ActionTokenizer
 
 
-# Codes are sampled at temperature 0.5 by default: sharper code distributions make both
-# policies more successful and make them agree more often (docs/policies.md has the figures).
-DEFAULT_TEMPERATURE = 0.5
 
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> int:
@@ -49,11 +47,8 @@ class Policy:
 
     def identity(self) -> str:
         """A short hash of the weights (policy and tokenizer): equal iff they act alike."""
-        h = hashlib.sha256(self.tokenizer_id.encode())
-        for name, value in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(value.detach().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return weights_identity(self.tokenizer_id, {
+            name: value.detach().cpu().numpy() for name, value in self.model.state_dict().items()})
 
     @property
     def obs_dim(self) -> int:

@@ -1,10 +1,19 @@
 """Robot side: the draft policy, the action deviation and the skip decision of one mode.
 
+A managed (lifecycle) node. Construction checks every parameter (and the calibration
+against the checkpoints) and refuses to start on a bad one; ``configure`` loads the draft
+and warms it up; ``activate`` starts acting once the uplink has a reader (in modes that ask
+a server), so a driver that waits for ``active`` loses no step to a missing server path.
+Observations that arrive while the node is not active are reported and not acted on.
+
 Per observation the node calls the mode's ``plan`` (core.modes: draft, Δ, skip rule),
 sends the request if there is one, and publishes the action that ``resolve`` gives once the
-verdict is back, or the draft's own action when it is not back within ``deadline_ms``.
-A verdict that arrives after its step was resolved, or that answers no step, is dropped by
-stamp and reported on ``events``: it is never applied to a later step.
+verdict is back, or the draft's own action when it is not back within ``deadline_ms`` (a
+*deadline fallback*, reported on ``events`` and counted on ``/diagnostics``). A verdict that
+arrives after its step was resolved, or that answers no step, is dropped by stamp and
+reported: it is never applied to a later step. Observations with a zero, duplicate or
+backwards stamp are reported and dropped, since stamps pair requests, verdicts and actions.
+Deadlines are measured on the steady clock, also under ``use_sim_time``.
 """
 
 from __future__ import annotations
@@ -12,35 +21,36 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
-from hybrid_policy.core.evaluator import episode_rng
-from hybrid_policy.core.modes import (
-    MODE_NAMES, NEEDS_THRESHOLDS, Plan, Thresholds, make_mode, parse_modes,
-)
+from hybrid_policy.core import calibration_file
+from hybrid_policy.core.mode_names import FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
-from hybrid_policy.policies import load_policy, read_policy_card
-from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
+from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
+from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.policies.card import checkpoint_identity, read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.graph import uses_server
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.params import require
+from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
+from hybrid_policy.ros.reporting import STEADY, Reporter
+
+ACTIVE = "active"
 
 
 @dataclass
 class Pending:
-    plan: Plan
+    plan: Any  # core.modes.Plan
     stamp: object  # builtin_interfaces/Time of the observation
     episode: int
     step: int
@@ -48,59 +58,142 @@ class Pending:
     timer: Timer
 
 
-class DraftNode(Node):
+class DraftNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("draft_node")
-        self.task = task_spec(require(self, "task", ""))
-        mode = require(self, "mode", "")
-        if parse_modes(mode) != [mode]:  # "all" or a list: one node runs one mode
-            raise ValueError(f"mode must be one of {', '.join(MODE_NAMES)}, got {mode!r}")
-        self.seed = int(self.declare_parameter("seed", 0).value)
-        temperature = float(self.declare_parameter("temperature", DEFAULT_TEMPERATURE).value)
-        self.deadline_s = float(self.declare_parameter("deadline_ms", 100.0).value) / 1e3
+        self.task = task_spec(require(self, "task", "", "task name (hybrid-policy tasks)"))
+        self.mode_name = check_mode(require(
+            self, "mode", "", "draft_only | target_only | hybrid | adahi | uncertainty_skip | "
+            "random_skip"))
+        self.seed = int(declare(self, "seed", 0, "seed of the per-episode sampling streams"))
+        self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
+                                         "sampling temperature of the code distributions"))
+        self.deadline_s = float(declare(self, "deadline_ms", DEFAULT_DEADLINE_MS,
+                                        "ms to wait for a verdict before the draft acts")) / 1e3
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
-        thresholds = Thresholds(float(self.declare_parameter("tau", 0.0).value),
-                                float(self.declare_parameter("uncertainty_tau", 0.0).value),
-                                float(self.declare_parameter("random_skip", 0.0).value))
-        torch.set_num_threads(int(self.declare_parameter("threads", 1).value))
-        draft = load_policy(require(self, "draft", ""), role="draft", task=self.task.name,
-                            temperature=temperature)
-        target_path = self.declare_parameter("target", "").value
-        if uses_server(mode) and not target_path:
-            raise ValueError(f"mode {mode} needs parameter 'target' (the target checkpoint: "
-                             "only its config.json is read on the robot)")
-        card = read_policy_card(target_path, "target", self.task.name) if target_path else draft
-        self.mode = make_mode(mode, draft, card,
-                              thresholds if mode in NEEDS_THRESHOLDS else None)
+        self.threads = int(declare(self, "threads", 1, "torch CPU threads"))
+        self.draft_path = require(self, "draft", "", "draft checkpoint directory")
+        self.target_path = declare(self, "target", "", "target checkpoint directory (only its "
+                                   "config.json and weights hash are read on the robot)")
+        if uses_server(self.mode_name) and not self.target_path:
+            raise ValueError(f"mode {self.mode_name} needs parameter 'target' (the target "
+                             "checkpoint: only its config.json is read on the robot)")
+        self.draft_card = read_policy_card(self.draft_path, "draft", self.task.name)
+        self.target_card = (read_policy_card(self.target_path, "target", self.task.name)
+                            if self.target_path else self.draft_card)
+        self.thresholds = self._thresholds()
+        self.control_deadline_ms = float(declare(
+            self, "control_deadline_ms", 0.0, "DDS deadline on observation/action in ms "
+            "(realtime graphs: two control periods; 0 = none)"))
 
-        self._warm_up()
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
-        # realtime: the control topics carry a DDS deadline of two periods, on both ends
-        control_deadline_ms = float(self.declare_parameter("control_deadline_ms", 0.0).value)
         callbacks = None
-        if control_deadline_ms > 0:
-            control = qos.with_deadline(control, control_deadline_ms / 1e3)
+        if self.control_deadline_ms > 0:  # realtime: DDS deadline on both ends
+            control = qos.with_deadline(control, self.control_deadline_ms / 1e3)
             callbacks = SubscriptionEventCallbacks(deadline=self._on_observation_deadline)
+        self.report = Reporter(self, telemetry)
+        self.report.extra = lambda: {"state": self._state_label(), "mode": self.mode_name,
+                                     "steps": self.steps}
         self.act_pub = self.create_publisher(JointState, "action", control)
         self.req_pub = self.create_publisher(JointState, "uplink/request",
                                              qos.declare(self, "uplink"))
         self.step_pub = self.create_publisher(JointState, "step", telemetry)
-        self.events = self.create_publisher(DiagnosticStatus, "events", telemetry)
-        self.create_subscription(JointState, "downlink/response", self.on_response,
+        self.create_subscription(JointState, "downlink/response",
+                                 self.report.guard("response", self.on_response),
                                  qos.declare(self, "downlink"))
-        self.pending: dict[int, Pending] = {}
-        self.episode: int | None = None
-        self.rng = episode_rng(self.seed, 0)
-        self.counts = {"steps": 0, "uplink": 0, "fallbacks": 0, "stale": 0, "rejected": 0,
-                       "silent": 0}
-        self.create_subscription(JointState, "observation", self.on_observation, control,
+        self.create_subscription(JointState, "observation",
+                                 self.report.guard("observation", self.on_observation), control,
                                  event_callbacks=callbacks)
         self.gate = ReadyGate(self, {"action": self.act_pub, "uplink/request": self.req_pub,
-                                     "step": self.step_pub, "events": self.events})
-        self.get_logger().info(
-            f"{mode} on {self.task.name}: draft {draft.model.num_parameters():,} parameters, "
-            f"tau {thresholds.tau:.4g}, deadline {self.deadline_s * 1e3:.0f} ms")
+                                     "step": self.step_pub, "events": self.report.events},
+                              announce=False)
+        self.mode = None  # core.modes object, from configure
+        self.active = False
+        self.pending: dict[int, Pending] = {}
+        self.episode: int | None = None
+        self.last_key: int | None = None
+        self.steps = 0
+        self.rng = None
+        self.get_logger().info(f"{self.mode_name} on {self.task.name}: unconfigured "
+                               f"(thresholds {self.thresholds})")
+
+    def _thresholds(self):
+        """The mode's thresholds by the rule every entry point shares (core.calibration_file):
+        explicit values, or the calibration (checked against the checkpoints' weights)."""
+        given = {name: float(declare(self, name, FROM_CALIBRATION,
+                                     f"{name}; {FROM_CALIBRATION:g} = from 'calibration'"))
+                 for name in ("tau", "uncertainty_tau", "random_skip")}
+        path = declare(self, "calibration", "", "calibration JSON (hybrid-policy calibrate) "
+                       "giving the skipping threshold")
+        link = declare(self, "link", "", "link profile the robot uses (checked against the "
+                       "calibration's)")
+        if self.mode_name not in NEEDS_THRESHOLDS:
+            return None
+
+        def calibrated():
+            if not link:
+                raise HybridPolicyError("parameter 'link' is required with 'calibration': the "
+                                        "calibration is checked against the link in use")
+            models = {"draft": checkpoint_identity(self.draft_path),
+                      "target": checkpoint_identity(self.target_path)}
+            return calibration_file.load_thresholds(path, self.task.name, link,
+                                                    self.temperature, models)
+
+        return calibration_file.thresholds_for(self.mode_name, given,
+                                               calibrated if path else None)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the draft (torch is imported here, not at start-up) and warm it up."""
+        try:
+            import torch
+
+            from hybrid_policy.core.modes import make_mode
+            from hybrid_policy.policies import load_policy
+
+            torch.set_num_threads(self.threads)
+            draft = load_policy(self.draft_path, role="draft", task=self.task.name,
+                                temperature=self.temperature)
+            self.mode = make_mode(self.mode_name, draft, self.target_card, self.thresholds)
+            self._warm_up()
+        except HybridPolicyError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: draft {draft.model.num_parameters():,} "
+                               f"parameters, deadline {self.deadline_s * 1e3:.0f} ms")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Act from now on, once the uplink has a reader and the expected readers matched."""
+        if uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
+            self.get_logger().warning("not activating yet: nothing reads uplink/request "
+                                      "(start the link or target side first)")
+            return TransitionCallbackReturn.FAILURE
+        if not self.gate.matched():
+            self.get_logger().warning(f"not activating yet: readers not matched "
+                                      f"{self.gate.missing()}")
+            return TransitionCallbackReturn.FAILURE
+        self._reset_history()
+        self.active = True
+        self.get_logger().info("active")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        self._expire_all()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.mode = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def _state_label(self) -> str:
+        return self._state_machine.current_state[1]
 
     def _warm_up(self, rounds: int = 5) -> None:
         """Plan a few times on a zero observation so the first real step is not slow."""
@@ -109,35 +202,56 @@ class DraftNode(Node):
             self.mode.plan(np.zeros(self.task.obs_dim, np.float32), rng)
         self.mode.reset()
 
+    def _reset_history(self) -> None:
+        from hybrid_policy.core.evaluator import episode_rng
+
+        self.mode.reset()
+        self.episode, self.last_key = None, None
+        self.rng = episode_rng(self.seed, 0)
+
     # -- observation → plan → request or action ------------------------------------------
     def on_observation(self, msg: JointState) -> None:
         received = time.monotonic()
-        try:
-            episode, step, obs = messages.parse_observation(msg, self.task.obs_fields)
-        except messages.MessageError as exc:
-            self._reject("observation", msg.header.stamp, exc)
-            return
+        if not self.active:
+            raise messages.MessageError(f"draft_node is {self._state_label()}, not active: "
+                                        "not acted on (configure and activate it first)")
+        episode, step, obs = messages.parse_observation(msg, self.task.obs_fields)
+        key = self._check_stamp(msg.header.stamp)
         if episode is None:  # a robot without episodes: one continuous run
-            episode, step = 0, self.counts["steps"]
+            episode, step = 0, self.steps
         if episode != self.episode:
             self._new_episode(episode)
+        self.last_key = key
         plan = self.mode.plan(obs, self.rng)
         if plan.request is None:
             self._act(plan, msg.header.stamp, episode, step, received, None)
             return
-        key = messages.stamp_key(msg.header.stamp)
-        timer = self.create_timer(self.deadline_s, lambda: self._expire(key))
+        timer = self.create_timer(self.deadline_s, lambda: self._expire(key), clock=STEADY)
         self.pending[key] = Pending(plan, msg.header.stamp, episode, step, received, timer)
         self.req_pub.publish(messages.request_msg(msg.header.stamp, plan.request))
 
+    def _check_stamp(self, stamp) -> int:
+        """The observation's stamp as a key, refusing one that cannot pair its step."""
+        key = messages.stamp_key(stamp)
+        if key == 0:
+            raise messages.MessageError("zero stamp: set header.stamp (it pairs the request, "
+                                        "the verdict and the action of this step)")
+        if key in self.pending or key == self.last_key:
+            raise messages.MessageError("duplicate stamp: a step with this stamp is already "
+                                        "in flight or done")
+        if self.last_key is not None and key < self.last_key:
+            raise messages.MessageError(f"stamp goes backwards ({self.last_key - key} ns before "
+                                        "the last observation)")
+        return key
+
     def _on_observation_deadline(self, event) -> None:
-        self.counts["silent"] += 1
-        if self.counts["silent"] == 1:
-            self.get_logger().warning("no observation for two control periods (DDS deadline)")
+        self.report.event("no observation for two control periods (DDS deadline)", {},
+                          log=True)
 
     def _new_episode(self, episode: int) -> None:
-        for key in list(self.pending):  # steps of the last episode can no longer be acted on
-            self._expire(key)
+        from hybrid_policy.core.evaluator import episode_rng
+
+        self._expire_all()  # steps of the last episode can no longer be acted on
         self.mode.reset()
         self.rng = episode_rng(self.seed, episode)
         self.episode = episode
@@ -145,26 +259,26 @@ class DraftNode(Node):
     # -- verdicts ------------------------------------------------------------------------
     def on_response(self, msg: JointState) -> None:
         key = messages.stamp_key(msg.header.stamp)
-        pending = self.pending.get(key)
-        if pending is None:
-            self.counts["stale"] += 1
-            self._reject("response", msg.header.stamp,
-                         "answers no pending step (late, duplicate or unknown stamp): dropped")
-            return
-        try:
-            response = messages.parse_response(msg)
-            if len(response.action) != len(ACTION_FIELDS):
-                raise messages.MessageError(f"response action has {len(response.action)} values, "
-                                            f"expected {len(ACTION_FIELDS)}")
-        except messages.MessageError as exc:
-            self._reject("response", msg.header.stamp, exc)  # keep waiting: deadline decides
-            return
+        if key not in self.pending:
+            raise messages.MessageError("answers no pending step (late, duplicate or unknown "
+                                        "stamp): dropped")
+        response = messages.parse_response(msg)  # malformed: reported, the deadline decides
+        if len(response.action) != len(ACTION_FIELDS):
+            raise messages.MessageError(f"response action has {len(response.action)} values, "
+                                        f"expected {len(ACTION_FIELDS)}")
         self._finish(key, response)
 
     def _expire(self, key: int) -> None:
         if key in self.pending:
-            self.counts["fallbacks"] += 1
+            p = self.pending[key]
+            self.report.event("deadline fallback", {
+                "stamp": key, "waited_ms": round((time.monotonic() - p.received) * 1e3, 2)},
+                log=False)
             self._finish(key, None)
+
+    def _expire_all(self) -> None:
+        for key in list(self.pending):
+            self._expire(key)
 
     def _finish(self, key: int, response: Response | None) -> None:
         p = self.pending.pop(key)
@@ -172,15 +286,14 @@ class DraftNode(Node):
         self.destroy_timer(p.timer)
         self._act(p.plan, p.stamp, p.episode, p.step, p.received, response)
 
-    def _act(self, plan: Plan, stamp, episode: int, step: int, received: float,
+    def _act(self, plan, stamp, episode: int, step: int, received: float,
              response: Response | None) -> None:
         action = self.mode.resolve(plan, response)
         self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
         latency_ms = (time.monotonic() - received) * 1e3
-        self.counts["steps"] += 1
+        self.steps += 1
         req = plan.request
         verdict = rejected(req, response)
-        self.counts["uplink"] += req is not None
         values = {
             "episode": episode, "step": step, "uplink": float(req is not None),
             "uplink_bytes": 0 if req is None else req.payload_bytes(),
@@ -192,14 +305,8 @@ class DraftNode(Node):
         }
         self.step_pub.publish(messages.joint_state(stamp, FIELDS, [values[f] for f in FIELDS]))
 
-    def _reject(self, what: str, stamp, reason: object) -> None:
-        self.counts["rejected"] += 1
-        self.get_logger().warning(f"rejected {what} {messages.stamp_key(stamp)}: {reason}")
-        self.events.publish(messages.status("draft_node", 1, f"rejected {what}", {
-            "stamp": messages.stamp_key(stamp), "reason": reason}))
-
     def close(self) -> str:
-        return f"counts: {self.counts}"
+        return f"{self.steps} steps; events: {dict(self.report.counts)}"
 
 
 def main(args: list[str] | None = None) -> int:

@@ -2,21 +2,29 @@
 
 ``launch/hybrid_launch.py`` turns it into ``launch_ros`` Node actions; ``hybrid-policy
 bringup`` turns it into OS processes. Neither keeps its own copy of which node gets which
-parameter. No ROS imports here, so the launch file and the CLI can both use it.
+parameter. No ROS imports and no torch here (a test checks ``sys.modules``), so the launch
+file shows its arguments at once.
+
+Start-up follows the ROS lifecycle convention: the draft and target nodes are managed
+nodes, and ``lifecycle_manager`` configures (loads the models) and activates them, the
+server before the robot, re-driving a server that was respawned. The simulator starts its
+first episode once the manager has announced every managed node active.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hybrid_policy.core.modes import MODE_NAMES, parse_modes
+from hybrid_policy.core import calibration_file
+from hybrid_policy.core.mode_names import FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode
+from hybrid_policy.defaults import (
+    DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
+)
 from hybrid_policy.errors import HybridPolicyError
-from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 
 PACKAGE = "hybrid_policy"
 NAMESPACE_DEFAULT = "/hybrid"
@@ -51,11 +59,13 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
           "per-step metrics of the robot side (names in core.stepmetrics.FIELDS)"),
     Topic("episode", STATUS, "telemetry", ("sim_node",), (),
           "episode start/end events: episode, reset_seed, steps, success"),
-    Topic("events", STATUS, "telemetry", ("draft_node", "link_node", "target_node"), (),
-          "rejected messages and link losses, with the reason"),
+    Topic("events", STATUS, "telemetry", ("draft_node", "link_node", "target_node", "sim_node"),
+          (), "rejected messages, deadline fallbacks and link losses, with the reason"),
 )}
 
 SERVER_NODES = ("link_node", "target_node")
+MANAGED_NODES = ("target_node", "draft_node")  # lifecycle nodes, in activation order
+MANAGER = "lifecycle_manager"
 CLOCKS = ("lockstep", "realtime")
 
 
@@ -65,16 +75,18 @@ class GraphConfig:
 
     mode: str
     task: str
-    link: str = "5g_embb"
+    link: str = DEFAULT_LINK
     episodes: int = 10
     seed: int = 0
-    draft: str = ""  # checkpoint directories
+    models: str = DEFAULT_MODELS  # root of the default models and calibrations
+    draft: str = ""  # checkpoint directories ("" = MODELS/TASK/draft, MODELS/TASK/target)
     target: str = ""
-    tau: float = 0.0  # thresholds (from a calibration)
-    uncertainty_tau: float = 0.0
-    random_skip: float = 0.0
+    calibration: str = ""  # "" = MODELS/TASK/calibration/LINK.json (skipping modes only)
+    tau: float = FROM_CALIBRATION  # thresholds: -1 = from the calibration
+    uncertainty_tau: float = FROM_CALIBRATION
+    random_skip: float = FROM_CALIBRATION
     temperature: float = DEFAULT_TEMPERATURE
-    deadline_ms: float = 100.0
+    deadline_ms: float = DEFAULT_DEADLINE_MS
     clock: str = "lockstep"  # or "realtime": the simulator steps at rate_hz regardless
     rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
@@ -82,13 +94,30 @@ class GraphConfig:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
 
     def __post_init__(self) -> None:
-        parse_modes(self.mode)
-        if self.mode == "all" or self.mode not in MODE_NAMES:
-            raise ValueError(f"the graph runs one mode at a time, got {self.mode!r}")
+        check_mode(self.mode)
+        calibration_file.check_given(self.thresholds_given)
         if self.clock not in CLOCKS:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
         if not 0 < self.rate_hz <= 1000:
             raise HybridPolicyError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+
+    @property
+    def thresholds_given(self) -> dict[str, float]:
+        return {"tau": self.tau, "uncertainty_tau": self.uncertainty_tau,
+                "random_skip": self.random_skip}
+
+    @property
+    def draft_path(self) -> str:
+        return self.draft or str(Path(self.models) / self.task / "draft")
+
+    @property
+    def target_path(self) -> str:
+        return self.target or str(Path(self.models) / self.task / "target")
+
+    @property
+    def calibration_path(self) -> str:
+        return self.calibration or str(calibration_file.default_path(self.models, self.task,
+                                                                     self.link))
 
     @property
     def step_deadline_ms(self) -> float:
@@ -119,20 +148,24 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     specs = [
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
             **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
-            "wait_for": [n for n in running_nodes(cfg.mode) if n != "sim_node"]}),
+            "wait_for": [n for n in running_nodes(cfg.mode)
+                         if n != "sim_node" and n not in MANAGED_NODES]}),
         NodeSpec("draft_node", "hybrid_policy.ros.draft_node", "draft_node", {
-            **common, "mode": cfg.mode, "draft": cfg.draft, "target": cfg.target,
-            "tau": cfg.tau, "uncertainty_tau": cfg.uncertainty_tau,
-            "random_skip": cfg.random_skip, "temperature": cfg.temperature,
+            **common, "mode": cfg.mode, "draft": cfg.draft_path, "link": cfg.link,
+            "target": cfg.target_path if uses_server(cfg.mode) else "",
+            "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
+            **cfg.thresholds_given, "temperature": cfg.temperature,
             "deadline_ms": cfg.step_deadline_ms,
             "control_deadline_ms": 2e3 / cfg.rate_hz if realtime else 0.0}),
+        NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER, {
+            "node_names": list(managed_nodes(cfg.mode))}),
     ]
     if uses_server(cfg.mode):
         specs += [
             NodeSpec("link_node", "hybrid_policy.ros.link_node", "link_node", {
                 "link": cfg.link}, respawn=True),
             NodeSpec("target_node", "hybrid_policy.ros.target_node", "target_node", {
-                "task": cfg.task, "target": cfg.target, "temperature": cfg.temperature},
+                "task": cfg.task, "target": cfg.target_path, "temperature": cfg.temperature},
                 respawn=True),
         ]
     if cfg.bag:
@@ -142,15 +175,21 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     out = []
     for s in specs:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}
-        if s.name != "recorder_node":
+        if s.name not in ("recorder_node", MANAGER):
             params["expect"] = expected_readers(cfg, s.name)
         out.append(NodeSpec(s.executable, s.module, s.name, params, s.respawn))
     return out
 
 
 def running_nodes(mode: str) -> tuple[str, ...]:
-    """The nodes that publish and subscribe in ``mode``'s graph (the recorder aside)."""
-    return ("sim_node", "draft_node", *(SERVER_NODES if uses_server(mode) else ()))
+    """The nodes that publish and subscribe in ``mode``'s graph (the recorder aside), and
+    the lifecycle manager."""
+    return ("sim_node", "draft_node", *(SERVER_NODES if uses_server(mode) else ()), MANAGER)
+
+
+def managed_nodes(mode: str) -> tuple[str, ...]:
+    """The lifecycle nodes of ``mode``'s graph, in the order they are activated."""
+    return tuple(n for n in MANAGED_NODES if n in running_nodes(mode))
 
 
 def active_topics(mode: str) -> list[Topic]:
@@ -172,60 +211,73 @@ def expected_readers(cfg: GraphConfig, node: str) -> list[str]:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GraphConfig:
-    """A ``GraphConfig`` from a YAML file like ``config/hybrid.yaml``, with ``overrides``
-    (launch arguments) on top. Thresholds come from the file's ``calibration`` JSON unless
-    ``tau`` >= 0 is given; the calibration must be of the same task, link and temperature."""
+    """A resolved ``GraphConfig`` from a YAML file like ``config/hybrid.yaml``, with
+    ``overrides`` (launch arguments; "" = keep the file's value) on top."""
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise HybridPolicyError(f"{path}: cannot read the graph config ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("graph") or {}, dict):
+        raise HybridPolicyError(f"{path}: expected a mapping with a 'graph' section")
     settings = {**(doc.get("graph") or {}), **{k: v for k, v in (overrides or {}).items()
                                                 if v not in (None, "")}}
-    known = {f.name for f in fields(GraphConfig)} | {"calibration"}
+    known = {f.name for f in fields(GraphConfig)} - {"extra"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise HybridPolicyError(f"{path}: unknown graph settings {unknown}; valid: "
                                 f"{sorted(known)}")
-    calibration = settings.pop("calibration", "")
-    tau = float(settings.pop("tau", -1.0))
     types = {f.name: f.type for f in fields(GraphConfig)}
-    cfg = GraphConfig(**{k: _typed(v, types[k]) for k, v in settings.items()},
-                      extra=doc.get("nodes") or {})
-    if cfg.mode in ("adahi", "uncertainty_skip", "random_skip"):
-        if tau >= 0 and cfg.mode == "adahi":
-            cfg.tau = tau
-        else:
-            cfg.tau, cfg.uncertainty_tau, cfg.random_skip = _calibrated(calibration, cfg)
-            if tau >= 0:
-                cfg.tau = tau
-    return cfg
+    typed = {}
+    for k, v in settings.items():
+        try:
+            typed[k] = _typed(v, types[k])
+        except (TypeError, ValueError):
+            raise HybridPolicyError(f"{path}: setting {k!r} must be a {types[k]}, got "
+                                    f"{v!r}") from None
+    return resolve(GraphConfig(**typed, extra=doc.get("nodes") or {}))
 
 
 def _typed(value: Any, type_name: str) -> Any:
     return {"int": int, "float": float, "str": str}.get(str(type_name), lambda v: v)(value)
 
 
-def _calibrated(path: str, cfg: GraphConfig) -> tuple[float, float, float]:
-    if not path:
-        raise HybridPolicyError(f"mode {cfg.mode} needs thresholds: set 'calibration' (from "
-                                "`hybrid-policy calibrate`) or 'tau'")
-    try:
-        doc = json.loads(Path(path).read_text())
-        t = doc["thresholds"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise HybridPolicyError(f"{path}: no usable calibration ({exc}); run `hybrid-policy "
-                                f"calibrate --task {cfg.task} --link {cfg.link}`") from None
-    for key, want in (("task", cfg.task), ("link", cfg.link), ("temperature", cfg.temperature)):
-        if doc.get(key) != want:
-            raise HybridPolicyError(f"{path}: calibrated for {key} {doc.get(key)!r}, the graph "
-                                    f"runs {want!r}")
-    return float(t["tau"]), float(t["uncertainty_tau"]), float(t["random_skip"])
+def resolve(cfg: GraphConfig) -> GraphConfig:
+    """``cfg`` with its skipping threshold settled before any process starts, by the same
+    rule the draft node applies (``core.calibration_file``): explicit, or from the
+    calibration of the chosen link, checked against the checkpoints' weights. A missing
+    calibration is refused with the command that makes it."""
+    from hybrid_policy.policies.card import checkpoint_identity
+
+    if cfg.mode not in NEEDS_THRESHOLDS:
+        return cfg
+    command = calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models)
+
+    def calibrated():
+        try:
+            models = {"draft": checkpoint_identity(cfg.draft_path),
+                      "target": checkpoint_identity(cfg.target_path)}
+        except HybridPolicyError as exc:
+            raise HybridPolicyError(f"{exc}; `{command}` trains the default models of the "
+                                    "task on first use") from None
+        return calibration_file.load_thresholds(cfg.calibration_path, cfg.task, cfg.link,
+                                                cfg.temperature, models, command)
+
+    t = calibration_file.thresholds_for(cfg.mode, cfg.thresholds_given, calibrated)
+    return replace(cfg, tau=t.tau, uncertainty_tau=t.uncertainty_tau,
+                   random_skip=t.random_skip)
+
+
+def launch_nodes(config: str | Path, overrides: dict[str, Any] | None = None
+                 ) -> tuple[GraphConfig, list[NodeSpec]]:
+    """What ``launch/hybrid_launch.py`` starts for ``config`` and its launch arguments."""
+    cfg = load_config(config, overrides)
+    return cfg, nodes(cfg)
 
 
 def run_info(cfg: GraphConfig) -> list[str]:
     """``key=value`` facts of the run, stored in the bag's metadata (``custom_data``) so
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
-            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "draft", "target",
-            "namespace")
-    return [f"{k}={getattr(cfg, k)}" for k in keys]
+            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "draft_path",
+            "target_path", "calibration_path", "namespace")
+    return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
@@ -23,6 +22,7 @@ from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import require
 from hybrid_policy.ros.readiness import ReadyGate
+from hybrid_policy.ros.reporting import Reporter
 
 
 class LinkNode(Node):
@@ -32,10 +32,12 @@ class LinkNode(Node):
         up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
         self.to_server = self.create_publisher(JointState, "server/request", up)
         self.to_robot = self.create_publisher(JointState, "downlink/response", down)
-        self.events = self.create_publisher(DiagnosticStatus, "events",
-                                            qos.declare(self, "telemetry"))
-        self.create_subscription(JointState, "server/response", self.on_response, down, raw=True)
-        self.create_subscription(JointState, "uplink/request", self.on_request, up, raw=True)
+        self.report = Reporter(self, qos.declare(self, "telemetry"))
+        self.events = self.report.events
+        self.create_subscription(JointState, "server/response",
+                                 self.report.guard("response", self.on_response), down, raw=True)
+        self.create_subscription(JointState, "uplink/request",
+                                 self.report.guard("request", self.on_request), up, raw=True)
         self._rngs: dict[int, np.random.Generator] = {}
         self.delay = DelayLine()
         self.lost = {"uplink": 0, "downlink": 0}
@@ -71,8 +73,8 @@ class LinkNode(Node):
 
     def _report_loss(self, direction: str, key: int) -> None:
         self.lost[direction] += 1
-        self.events.publish(messages.status("link_node", 1, f"lost on {direction}", {
-            "stamp": key, "direction": direction}))
+        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction},
+                          log=False)
 
     def close(self) -> str:
         self.delay.close()

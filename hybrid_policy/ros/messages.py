@@ -51,16 +51,24 @@ def parse_observation(msg: JointState, fields: Sequence[str]) -> tuple[int | Non
     names, values = list(msg.name), np.asarray(msg.position, dtype=np.float64)
     episode = step = None
     if names[:2] == [EPISODE, STEP] and len(values) >= 2:
-        episode, step = int(values[0]), int(values[1])
+        episode, step = _count(values[0], EPISODE), _count(values[1], STEP)
         names, values = names[2:], values[2:]
     if len(values) != len(fields):
         raise MessageError(f"observation has {len(values)} values, expected {len(fields)}")
     if names and names != list(fields):
         raise MessageError(f"observation labels {names[:3]}... do not match the task's "
                            f"fields {list(fields)[:3]}...")
-    if not np.all(np.isfinite(values)):
-        raise MessageError("observation contains NaN or inf")
-    return episode, step, values.astype(np.float32)
+    obs = values.astype(np.float32)
+    if not np.all(np.isfinite(obs)):
+        raise MessageError("observation contains NaN, inf or values beyond float32")
+    return episode, step, obs
+
+
+def _count(value: float, what: str) -> int:
+    """``episode`` and ``step``: whole numbers from 0 (documented in docs/interfaces.md)."""
+    if not np.isfinite(value) or value < 0 or value != int(value) or value >= 2**31:
+        raise MessageError(f"{what} must be a whole number in [0, 2**31), got {value!r}")
+    return int(value)
 
 
 def action_msg(stamp: Time, fields: Sequence[str], action: np.ndarray) -> JointState:

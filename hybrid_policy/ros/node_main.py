@@ -1,7 +1,8 @@
 """``main()`` shared by every node: init, build, spin, shut down cleanly.
 
 A node whose parameters are invalid refuses to start: it logs what was wrong and what is
-valid and exits with status 2. Ctrl-C (SIGINT), SIGTERM and an external shutdown end the
+valid and exits with status 2. Once it runs, no message can end it: subscription callbacks
+are guarded (``reporting.Reporter.guard``) and a bad message is reported and dropped. Ctrl-C (SIGINT), SIGTERM and an external shutdown end the
 spin and exit 0; the node's ``close()`` runs either way, so files are flushed, and the
 summary it returns is logged.
 """
@@ -37,14 +38,14 @@ def run(factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
     node = None
     code = 0
     try:
-        node = factory()
+        try:
+            node = factory()
+        except (HybridPolicyError, SimEnvError, ValueError) as exc:
+            logging.getLogger("hybrid_policy").error(f"refusing to start: {exc}")
+            return 2
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
-    except (HybridPolicyError, SimEnvError, ValueError) as exc:
-        (node.get_logger() if node else logging.getLogger("hybrid_policy")).error(
-            f"refusing to start: {exc}" if node is None else str(exc))
-        code = 2
+        executor.spin()  # callbacks of incoming messages never raise (reporting.guard)
     except Finished as done:
         code = done.code
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -57,9 +57,13 @@ def profile(role: str, reliability: str | None = None, depth: int | None = None)
 
 def declare(node: Node, role: str) -> QoSProfile:
     """Declare ``qos.<role>.*`` parameters on ``node`` and return the resulting profile."""
+    from hybrid_policy.ros.params import declare as declare_param
+
     base = ROLES[role]
-    rel = node.declare_parameter(f"qos.{role}.reliability", base.reliability).value
-    depth = node.declare_parameter(f"qos.{role}.depth", base.depth).value
+    rel = declare_param(node, f"qos.{role}.reliability", base.reliability,
+                        f"{role} topics: reliable | best_effort")
+    depth = declare_param(node, f"qos.{role}.depth", base.depth,
+                          f"{role} topics: history depth (messages kept)")
     return profile(role, rel, depth)
 
 

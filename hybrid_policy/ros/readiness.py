@@ -1,11 +1,15 @@
-"""Start-up handshake: no message of a run is published before every reader is matched.
+"""Start-up handshake of the graph's own nodes, so a bag holds every step from the first.
 
 DDS matches each writer with each reader on its own schedule; a volatile message published
 before its writer has matched a reader is never delivered to that reader (a bag would miss
-the first steps). So every node waits until each of its publishers has matched the number
-of subscribers the graph description expects (``expect``: ``"topic count"`` entries), then
-announces itself on the latched ``ready`` topic. The simulator starts the first episode
-only when its own publishers are matched and every other node has announced itself.
+the first steps). ``expect`` (``"topic count"`` entries, optional; ``bringup`` and the launch
+file derive it from the graph description) says how many readers each publisher must have
+matched first. Unmanaged nodes (link, simulator) then announce themselves on the latched
+``ready`` topic; the managed draft and target nodes instead refuse to ``activate`` until
+matched, and the lifecycle manager announces when all of them are active. The simulator
+starts the first episode when its own publishers are matched and every node in its
+``wait_for`` has announced itself. A driver of its own needs none of this: it waits for
+the draft node's lifecycle state ``active`` (docs/interfaces.md).
 """
 
 from __future__ import annotations
@@ -41,19 +45,30 @@ class ReadyGate:
     number of subscribers (parameter ``expect``), after announcing the node as ready."""
 
     def __init__(self, node: Node, publishers: dict[str, Publisher],
-                 then: Callable[[], None] | None = None) -> None:
+                 then: Callable[[], None] | None = None, announce: bool = True) -> None:
         self.node, self.publishers, self.then = node, publishers, then
-        self.expect = parse_counts(string_list(node, "expect"))
+        self.expect = parse_counts(string_list(
+            node, "expect", "'topic count' per publisher: readers to match before the node "
+            "announces itself or activates (bringup and launch set it; optional)"))
         unknown = sorted(set(self.expect) - set(publishers))
         if unknown:
             raise ValueError(f"expect names topics this node does not publish: {unknown}")
         self.ready = False
-        self._pub = node.create_publisher(DiagnosticStatus, READY_TOPIC, READY_QOS)
-        self._timer = node.create_timer(0.02, self._check)
+        if announce:
+            self._pub = node.create_publisher(DiagnosticStatus, READY_TOPIC, READY_QOS)
+            self._timer = node.create_timer(0.02, self._check)
+
+    def missing(self) -> dict[str, str]:
+        """``{topic: "matched/expected"}`` of the publishers still short of readers."""
+        return {t: f"{self.publishers[t].get_subscription_count()}/{n}"
+                for t, n in self.expect.items()
+                if self.publishers[t].get_subscription_count() < n}
+
+    def matched(self) -> bool:
+        return not self.missing()
 
     def _check(self) -> None:
-        if not all(self.publishers[t].get_subscription_count() >= n
-                   for t, n in self.expect.items()):
+        if not self.matched():
             return
         self._timer.cancel()
         self.ready = True
@@ -75,3 +90,9 @@ class ReadyWaiter:
     @property
     def done(self) -> bool:
         return not self.waiting
+
+
+def announce(node: Node) -> None:
+    """Announce ``node`` as ready on the latched ``ready`` topic."""
+    pub = node.create_publisher(DiagnosticStatus, READY_TOPIC, READY_QOS)
+    pub.publish(messages.status(node.get_name(), 0, "ready", {}))

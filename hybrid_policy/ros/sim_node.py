@@ -33,9 +33,9 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.graph import CLOCKS
 from hybrid_policy.ros.node_main import Finished, run
-from hybrid_policy.ros.params import require, string_list
+from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate, ReadyWaiter
-
+from hybrid_policy.ros.reporting import Reporter
 
 
 class SimNode(Node):
@@ -44,32 +44,34 @@ class SimNode(Node):
         task = require(self, "task", "")
         self.env = sim_envs.make_task(task)
         self.spec = self.env.task_spec
-        episodes = int(self.declare_parameter("episodes", 1).value)
+        episodes = int(declare(self, "episodes", 1))
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
-        seed = int(self.declare_parameter("seed", 0).value)
-        self.clock = self.declare_parameter("clock", "lockstep").value
+        seed = int(declare(self, "seed", 0))
+        self.clock = declare(self, "clock", "lockstep")
         if self.clock not in CLOCKS:
             raise ValueError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
-        rate = float(self.declare_parameter("rate_hz", 10.0).value)
+        rate = float(declare(self, "rate_hz", 10.0))
         if not 0 < rate <= 1000:
             raise ValueError(f"rate_hz must be in (0, 1000], got {rate}")
         self.period_s = 1.0 / rate
         self.seeds = episode_seeds(seed, episodes, split="eval").tolist()
         self.waiter = ReadyWaiter(self, string_list(self, "wait_for"))
-        self.action_timeout_s = float(self.declare_parameter("action_timeout_s", 60.0).value)
+        self.action_timeout_s = float(declare(self, "action_timeout_s", 60.0))
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
         if self.clock == "realtime":  # DDS tells each end when the other goes quiet
             control = qos.with_deadline(control, 2 * self.period_s)
         self.obs_pub = self.create_publisher(JointState, "observation", control)
         self.episode_pub = self.create_publisher(DiagnosticStatus, "episode", telemetry)
-        self.events = self.create_publisher(DiagnosticStatus, "events", telemetry)
+        self.report = Reporter(self, telemetry)
+        self.report.extra = lambda: {"episode": self.episode, "step": self.step,
+                                     "missed_ticks": self.missed, "overruns": self.overruns}
         callbacks = (SubscriptionEventCallbacks(deadline=self._on_action_deadline)
                      if self.clock == "realtime" else None)
-        self.create_subscription(JointState, "action", self.on_action, control,
-                                 event_callbacks=callbacks)
+        self.create_subscription(JointState, "action", self.report.guard("action", self.on_action),
+                                 control, event_callbacks=callbacks)
         self.gate = ReadyGate(self, {"observation": self.obs_pub, "episode": self.episode_pub,
-                                     "events": self.events})
+                                     "events": self.report.events})
         self.episode, self.step, self.successes = -1, 0, 0
         self.missed = self.episode_missed = self.silent = self.overruns = 0
         self.last_tick = 0.0  # time.monotonic() of the last realtime tick
@@ -117,16 +119,10 @@ class SimNode(Node):
 
     def on_action(self, msg: JointState) -> None:
         key = messages.stamp_key(msg.header.stamp)
-        try:
-            if key != self.waiting_key or self.received is not None:
-                raise messages.MessageError("answers no pending observation (late or "
-                                            "duplicate): not executed")
-            action = messages.parse_action(msg, self.spec.action_dim)
-        except messages.MessageError as exc:
-            self.get_logger().warning(f"rejected action {key}: {exc}")
-            self.events.publish(messages.status("sim_node", 1, "rejected action", {
-                "stamp": key, "reason": exc}))
-            return
+        if key != self.waiting_key or self.received is not None:
+            raise messages.MessageError("answers no pending observation (late or duplicate): "
+                                        "not executed")
+        action = messages.parse_action(msg, self.spec.action_dim)
         if self.clock == "lockstep":
             self._apply(action)
         else:

@@ -1,8 +1,10 @@
 """Server side: the target policy answers each request (verify the draft, or act).
 
-The work is ``core.server.serve``: the node only decodes the request, calls it and encodes
-the response with the request's stamp. A malformed request is logged, reported on
-``events`` and not answered (the robot falls back at its deadline).
+A managed (lifecycle) node: ``configure`` loads the target and warms it up, ``activate``
+starts serving; requests that arrive while it is not active are reported and not answered
+(the robot falls back at its deadline). The work is ``core.server.serve``: the node only
+decodes the request, calls it and encodes the response with the request's stamp. A
+malformed request is logged, reported on ``events`` and not answered.
 """
 
 from __future__ import annotations
@@ -10,44 +12,87 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import torch
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
-from diagnostic_msgs.msg import DiagnosticStatus
 
 from hybrid_policy.core.protocol import ProtocolError, Request
-from hybrid_policy.core.server import serve
-from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
+from hybrid_policy.defaults import DEFAULT_TEMPERATURE
+from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.params import require
+from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
+from hybrid_policy.ros.reporting import Reporter
 
 
-class TargetNode(Node):
+class TargetNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("target_node")
-        task = require(self, "task", "")
-        path = require(self, "target", "")
-        temperature = float(self.declare_parameter("temperature", DEFAULT_TEMPERATURE).value)
-        torch.set_num_threads(int(self.declare_parameter("threads", 1).value))
-        self.target = load_policy(path, role="target", task=task, temperature=temperature)
+        self.task = require(self, "task", "", "task name (hybrid-policy tasks)")
+        self.path = require(self, "target", "", "target checkpoint directory")
+        self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
+                                         "sampling temperature of the code distributions"))
+        self.threads = int(declare(self, "threads", 1, "torch CPU threads"))
+        read_policy_card(self.path, "target", self.task)  # refuse a wrong checkpoint now
+        self.target = None
+        self.active = False
         self.served = 0
-        self._warm_up()
+        self.report = Reporter(self, qos.declare(self, "telemetry"))
+        self.report.extra = lambda: {"state": self._state_machine.current_state[1],
+                                     "served": self.served}
         self.pub = self.create_publisher(JointState, "server/response",
                                          qos.declare(self, "downlink"))
-        self.events = self.create_publisher(DiagnosticStatus, "events",
-                                            qos.declare(self, "telemetry"))
-        self.create_subscription(JointState, "server/request", self.on_request,
+        self.create_subscription(JointState, "server/request",
+                                 self.report.guard("request", self.on_request),
                                  qos.declare(self, "uplink"))
-        self.gate = ReadyGate(self, {"server/response": self.pub, "events": self.events})
-        self.get_logger().info(f"serving {task} target {path} "
-                               f"({self.target.model.num_parameters():,} parameters)")
+        self.gate = ReadyGate(self, {"server/response": self.pub, "events": self.report.events},
+                              announce=False)
+        self.get_logger().info(f"{self.task} target {self.path}: unconfigured")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the target (torch is imported here) and warm it up."""
+        try:
+            import torch
+
+            from hybrid_policy.policies import load_policy
+
+            torch.set_num_threads(self.threads)
+            self.target = load_policy(self.path, role="target", task=self.task,
+                                      temperature=self.temperature)
+            self._warm_up()
+        except HybridPolicyError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"configured: {self.target.model.num_parameters():,} parameters")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if not self.gate.matched():
+            self.get_logger().warning(f"not activating yet: readers not matched "
+                                      f"{self.gate.missing()}")
+            return TransitionCallbackReturn.FAILURE
+        self.active = True
+        self.get_logger().info("active: serving")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.target = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.active = False
+        return TransitionCallbackReturn.SUCCESS
 
     def _warm_up(self, rounds: int = 5) -> None:
         """Run the model a few times before serving: the first calls of a torch model are
         several times slower, and the robot's first deadline should not pay for them."""
+        from hybrid_policy.core.server import serve
+
         t = self.target
         window = np.zeros((t.history, t.obs_dim), np.float32)
         probs = np.full((t.levels, t.codebook_size), 1.0 / t.codebook_size)
@@ -56,17 +101,19 @@ class TargetNode(Node):
             serve(t, Request("act", window, i))
 
     def on_request(self, msg: JointState) -> None:
+        from hybrid_policy.core.server import serve
+
+        if not self.active:
+            raise messages.MessageError("target_node is not active: not served")
         try:
-            req = messages.parse_request(msg)
-            resp = serve(self.target, req)
-        except (messages.MessageError, ProtocolError) as exc:
-            key = messages.stamp_key(msg.header.stamp)
-            self.get_logger().warning(f"rejected request {key}: {exc}")
-            self.events.publish(messages.status("target_node", 1, "rejected request", {
-                "stamp": key, "reason": exc}))
-            return
+            resp = serve(self.target, messages.parse_request(msg))
+        except ProtocolError as exc:
+            raise messages.MessageError(str(exc)) from None
         self.served += 1
         self.pub.publish(messages.response_msg(msg.header.stamp, resp))
+
+    def close(self) -> str:
+        return f"served {self.served}; events: {dict(self.report.counts)}"
 
 
 def main(args: list[str] | None = None) -> int:
