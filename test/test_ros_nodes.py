@@ -301,16 +301,14 @@ def test_garbage_on_every_input_is_reported_and_no_node_dies(graph):
     probe, _ = graph
     rng = np.random.default_rng(0)
     labels = ["episode", "step", "", "verify:h4x13:l2:k8", "a4:l2:tv2", *SPEC.obs_fields]
-    stamps = []
     for i in range(60):
         n = int(rng.integers(0, 40))
         values = rng.choice([np.nan, np.inf, -1.0, 1e308, 0.5, 3.0, -2**40], size=n)
         names = list(rng.choice(labels, size=int(rng.integers(0, n + 1))))
         stamp = _stamp(probe)
-        stamps.append(stamp)
         msg = messages.joint_state(stamp, names, values)
         (probe.obs, probe.down, probe.server)[i % 3].publish(msg)
-    assert probe.spin_until(lambda: all(_events_about(probe, s) for s in stamps), timeout=20)
+        assert probe.spin_until(lambda: _events_about(probe, stamp), timeout=5), (i, names)
 
     client = probe.create_client(SetParameters, "draft_node/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
