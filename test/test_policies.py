@@ -127,3 +127,20 @@ def test_data_set_of_another_task_is_refused(tiny):
     with pytest.raises(HybridPolicyError, match="holds demonstrations of 'fetch_reach', not "
                                                 "'fetch_push'"):
         load_task_data(tiny["data"], "fetch_push")
+
+
+def test_codebook_decoder_equals_the_fitted_tokenizer(tiny):
+    """Acting decodes with the saved codebooks (no vector-quantize-pytorch import): the same
+    actions and the same identity as the tokenizer that was fitted."""
+    import itertools
+
+    import torch
+
+    from hybrid_policy.policies import load_policy, load_tokenizer
+
+    tok, _ = load_tokenizer(tiny["root"] / "tokenizer")
+    policy = load_policy(tiny["draft"])
+    cfg = tok.cfg
+    codes = torch.tensor(list(itertools.product(range(cfg.codebook_size), repeat=cfg.levels)))
+    torch.testing.assert_close(policy.tokenizer.decode(codes), tok.decode(codes))
+    assert policy.tokenizer.identity() == tok.identity()

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from hybrid_policy.errors import CheckpointError
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE, Policy
-from hybrid_policy.policies.tokenizer import ActionTokenizer, TokenizerConfig
+from hybrid_policy.policies.tokenizer import ActionTokenizer, CodebookDecoder, TokenizerConfig
 
 from hybrid_policy.policies.card import (  # noqa: F401  (re-exported)
     CONFIG, FORMAT, FORMAT_VERSION, ROLES, WEIGHTS, PolicyCard, check_pair, read_config,
@@ -110,10 +110,13 @@ def load_policy(path: str | os.PathLike, role: str | None = None,
         model = BCPolicy(PolicyConfig(**cfg["policy"]))
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path / CONFIG}: bad policy section ({exc})") from None
-    tok = _build_tokenizer(cfg, path)
     weights = _read_weights(path)
     _load_module(model, {k[7:]: v for k, v in weights.items() if k.startswith("policy.")}, path)
-    _load_module(tok, {k[10:]: v for k, v in weights.items() if k.startswith("tokenizer.")}, path)
+    try:  # acting only decodes codes: no vector-quantize-pytorch needed (tokenizer.py)
+        tok = CodebookDecoder(TokenizerConfig(**cfg["tokenizer"]),
+                              {k[10:]: v for k, v in weights.items() if k.startswith("tokenizer.")})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: tokenizer does not fit config.json ({exc})") from None
     loaded = Policy(model=model, tokenizer=tok, role=cfg["role"], task=cfg["task"],
                     info={**cfg, "checkpoint": str(path)}, temperature=temperature)
     if loaded.tokenizer_id != cfg.get("tokenizer_id"):

@@ -18,7 +18,7 @@ import torch
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import weights_identity
 from hybrid_policy.policies.model import BCPolicy, check_observation
-from hybrid_policy.policies.tokenizer import ActionTokenizer
+from hybrid_policy.policies.tokenizer import ActionTokenizer, CodebookDecoder
 
 
 
@@ -32,7 +32,7 @@ def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> int:
 @dataclass
 class Policy:
     model: BCPolicy
-    tokenizer: ActionTokenizer
+    tokenizer: ActionTokenizer | CodebookDecoder  # a loaded policy: the decoder
     role: str
     task: str
     info: dict[str, Any] = field(default_factory=dict)  # the checkpoint's config.json

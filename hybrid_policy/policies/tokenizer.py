@@ -5,6 +5,9 @@ distributions over the *same* codes and speculative verification can compare the
 Level 0 picks a coarse code, each later level quantizes what the earlier ones left; the
 decoded action is the sum of the chosen code vectors, mapped back to action units. The
 policy's continuous offset head corrects what quantization leaves.
+
+Fitting needs ``vector-quantize-pytorch``; acting only decodes, and ``CodebookDecoder`` does
+that from the saved codebooks without importing it (it costs a node about 1.3 s to start).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class TokenizerConfig:
 
 class ActionTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
+        from vector_quantize_pytorch import ResidualVQ
+
         super().__init__()
         self.cfg = cfg
         self.rvq = ResidualVQ(
@@ -57,11 +61,44 @@ class ActionTokenizer(nn.Module):
 
     def identity(self) -> str:
         """A short hash of config and codebooks: equal iff two tokenizers code alike."""
-        h = hashlib.sha256(repr(sorted(asdict(self.cfg).items())).encode())
-        for name, value in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(value.detach().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return tokenizer_identity(self.cfg, self.state_dict())
+
+
+def tokenizer_identity(cfg: TokenizerConfig, state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(repr(sorted(asdict(cfg).items())).encode())
+    for name, value in sorted(state.items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class CodebookDecoder:
+    """The decoding half of a saved ``ActionTokenizer``: the sum of the chosen code vectors
+    of every level, in action units. Built from the checkpoint's tensors (same identity)."""
+
+    def __init__(self, cfg: TokenizerConfig, state: dict[str, torch.Tensor]) -> None:
+        self.cfg = cfg
+        self._identity = tokenizer_identity(cfg, state)
+        try:
+            self.action_mean, self.action_std = state["action_mean"], state["action_std"]
+            self.codebooks = torch.stack([state[f"rvq.layers.{i}._codebook.embed"][0]
+                                          for i in range(cfg.levels)])  # [levels, K, dim]
+        except KeyError as exc:
+            raise KeyError(f"tokenizer tensor {exc} missing") from None
+        if self.codebooks.shape[1:] != (cfg.codebook_size, cfg.action_dim):
+            raise ValueError(f"codebooks of shape {tuple(self.codebooks.shape)} do not fit "
+                             f"{cfg}")
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [N, levels] → actions [N, action_dim] (quantized, before any offset)."""
+        out = sum(self.codebooks[lvl][codes[:, lvl]] for lvl in range(self.cfg.levels))
+        return out * self.action_std + self.action_mean
+
+    def identity(self) -> str:
+        return self._identity
+
+    def eval(self) -> "CodebookDecoder":
+        return self
 
 
 def fit_tokenizer(actions: np.ndarray, cfg: TokenizerConfig) -> ActionTokenizer:
