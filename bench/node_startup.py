@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.ros import qos
+from hybrid_policy.ros.lifecycle_client import ACTIVATE, CONFIGURE, LifecycleClient
 from hybrid_policy.ros.readiness import READY_QOS, READY_TOPIC
 
 NS = "/startup"
@@ -52,37 +51,28 @@ class Probe(Node):
                 raise SystemExit("timed out")
         return time.perf_counter()
 
-    def call(self, client, request):
-        future = client.call_async(request)
-        self.wait(future.done)
-        return future.result()
-
 
 def managed(probe: Probe, name: str, cmd: list[str]) -> dict[str, float]:
-    get_state = probe.create_client(GetState, f"{name}/get_state")
-    change = probe.create_client(ChangeState, f"{name}/change_state")
+    client = LifecycleClient(probe, name)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        up = probe.wait(get_state.service_is_ready)
-        probe.call(get_state, GetState.Request())
-        up = time.perf_counter()
-        times = {"up": up - t0}
-        for transition, label in ((Transition.TRANSITION_CONFIGURE, "configure"),
-                                  (Transition.TRANSITION_ACTIVATE, "activate")):
-            req = ChangeState.Request()
-            req.transition.id = transition
-            start = time.perf_counter()
-            while not probe.call(change, req).success:  # activation waits for its readers
-                time.sleep(0.01)
-            times[label] = time.perf_counter() - start
+        client.state(timeout=120)  # the node answers its lifecycle services
+        times = {"up": time.perf_counter() - t0}
+        start = time.perf_counter()
+        if not client.change(CONFIGURE):
+            raise SystemExit(f"{name}: configure failed")
+        times["configure"] = time.perf_counter() - start
+        start = time.perf_counter()
+        while not client.change(ACTIVATE):  # activation waits for its readers to match
+            time.sleep(0.01)
+        times["activate"] = time.perf_counter() - start
         times["total"] = time.perf_counter() - t0
         return times
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        probe.destroy_client(get_state)
-        probe.destroy_client(change)
+        client.destroy()
 
 
 def announced(probe: Probe, name: str, cmd: list[str]) -> dict[str, float]:

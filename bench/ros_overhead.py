@@ -31,6 +31,7 @@ from hybrid_policy.core.server import serve
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models
 from hybrid_policy.ros import messages, qos
+from hybrid_policy.ros.lifecycle_client import LifecycleClient
 
 NS = "/overhead"
 
@@ -52,7 +53,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "hybrid_policy.ros.target_node", "--ros-args", "-r",
          f"__ns:={NS}", "-p", f"task:={args.task}", "-p", f"target:={paths.target}"],
-        stderr=subprocess.DEVNULL)
+        stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
     rclpy.init()
     node = Node("overhead_robot", namespace=NS)
     executor = SingleThreadedExecutor()  # as the nodes spin (ros/node_main.py)
@@ -64,11 +65,12 @@ def main() -> None:
         qos.profile("downlink"))
     pub = node.create_publisher(JointState, "server/request", qos.profile("uplink"))
     try:
-        end = time.monotonic() + 120
-        while not (pub.get_subscription_count() and node.count_publishers("server/response")):
+        LifecycleClient(node, "target_node", executor).bring_up(timeout=120)  # configure + activate
+        end = time.monotonic() + 60
+        while not pub.get_subscription_count():
             executor.spin_once(timeout_sec=0.1)
             if time.monotonic() > end:
-                raise SystemExit("target_node did not come up")
+                raise SystemExit("target_node does not read server/request")
         rng = np.random.default_rng(0)
         rtt, local = [], []
         for i in range(args.steps + 50):
