@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/hybrid-policy analyze $(DEMO_RUN)/bags/* --json $(DEMO_RUN)/ros.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q test
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile test
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_speed.py
@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/deviation_signals.py
 	$(BIN)/python bench/hybrid_results.py
 	$(BIN)/python bench/ros_overhead.py
+	$(BIN)/python bench/node_startup.py
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

@@ -12,11 +12,13 @@ import time
 
 import numpy as np
 import rclpy
+from lifecycle_msgs.msg import State
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core.protocol import Request
 from hybrid_policy.ros import messages, qos
+from hybrid_policy.ros.lifecycle_client import LifecycleClient
 
 
 def main() -> None:
@@ -36,6 +38,9 @@ def main() -> None:
     if pub.get_subscription_count() < 1:
         print(json.dumps({"error": "no server discovered across the namespaces"}))
         sys.exit(1)
+    lifecycle = LifecycleClient(node, "target_node")
+    if lifecycle.state() != State.PRIMARY_STATE_ACTIVE:  # a managed node: bring it up
+        lifecycle.bring_up()
     out = {}
     rng = np.random.default_rng(0)
     for rows in (int(r) for r in rows_list.split(",")):

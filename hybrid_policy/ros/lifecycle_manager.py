@@ -52,7 +52,7 @@ class LifecycleManager(Node):
         self.timeout_s = float(declare(self, "timeout_s", 120.0,
                                        "s to bring every node to active before giving up"))
         self.period_s = float(declare(self, "period_s", 0.1, "s between steps of bring-up"))
-        self.poll_s = float(declare(self, "poll_s", 1.0, "s between state polls of an active "
+        self.poll_s = float(declare(self, "poll_s", 0.25, "s between state polls of an active "
                                     "node (a respawned node is re-driven within this)"))
         self.nodes = [Managed(n, self.create_client(GetState, f"{n}/get_state"),
                               self.create_client(ChangeState, f"{n}/change_state"))
