@@ -14,12 +14,14 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from lifecycle_msgs.msg import State  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from hybrid_policy.ros import messages, qos  # noqa: E402
+from hybrid_policy.ros.lifecycle_client import (  # noqa: E402
+    ACTIVATE, CONFIGURE, DEACTIVATE, LifecycleClient,
+)
 from sim_envs import task_spec  # noqa: E402
 
 NS = "/driver"
@@ -44,24 +46,6 @@ class Driver(Node):
         self.create_subscription(JointState, "step", self.steps.append, qos.profile("telemetry"))
         self.create_subscription(DiagnosticStatus, "events", self.events.append,
                                  qos.profile("telemetry"))
-
-    def call(self, srv_type, name, request, timeout=60.0):
-        client = self.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f"{name} never came up"
-        future = client.call_async(request)
-        end = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < end:
-            rclpy.spin_once(self, timeout_sec=0.05)
-        assert future.done(), f"{name} did not answer"
-        return future.result()
-
-    def state(self, node):
-        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.id
-
-    def transition(self, node, transition_id):
-        req = ChangeState.Request()
-        req.transition.id = transition_id
-        return self.call(ChangeState, f"{node}/change_state", req).success
 
     def step(self, stamp, obs):
         self.obs.publish(messages.observation_msg(stamp, 0, 0, SPEC.obs_fields, obs))
@@ -88,20 +72,19 @@ def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
              _start("link_node", link="6g_hrllc")]
     try:
         env_obs = np.zeros(SPEC.obs_dim)
-        # configure loads the models; the state services answer meanwhile
-        assert driver.state("draft_node") == State.PRIMARY_STATE_UNCONFIGURED
+        draft, target = LifecycleClient(driver, "draft_node"), LifecycleClient(driver, "target_node")
+        assert draft.state() == State.PRIMARY_STATE_UNCONFIGURED
         early = driver.get_clock().now().to_msg()
         assert driver.step(early, env_obs) is None  # not active: reported, not acted on
         assert any(messages.status_values(e).get("reason", "").startswith(
             "draft_node is unconfigured, not active") for e in driver.events)
-        for node in ("target_node", "draft_node"):
-            assert driver.transition(node, Transition.TRANSITION_CONFIGURE)
-            assert driver.state(node) == State.PRIMARY_STATE_INACTIVE
+        for node in (target, draft):  # configure loads the model: then inactive
+            assert node.change(CONFIGURE) and node.state() == State.PRIMARY_STATE_INACTIVE
             end = time.monotonic() + 30  # activation waits for the node's readers to match
-            while not driver.transition(node, Transition.TRANSITION_ACTIVATE):
-                assert time.monotonic() < end, f"{node} never activated"
+            while not node.change(ACTIVATE):
+                assert time.monotonic() < end, "never activated"
                 time.sleep(0.1)
-            assert driver.state(node) == State.PRIMARY_STATE_ACTIVE
+            assert node.state() == State.PRIMARY_STATE_ACTIVE
         rng = np.random.default_rng(0)
         for _ in range(40):  # publish at once, step after step
             stamp = driver.get_clock().now().to_msg()
@@ -112,8 +95,7 @@ def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
         steps = [dict(zip(m.name, m.position)) for m in driver.steps]
         assert len(steps) == 40
         assert all(s["uplink"] == 1 and s["verdict"] == 1 and s["fallback"] == 0 for s in steps)
-        assert driver.transition("draft_node", Transition.TRANSITION_DEACTIVATE)
-        assert driver.state("draft_node") == State.PRIMARY_STATE_INACTIVE
+        assert draft.change(DEACTIVATE) and draft.state() == State.PRIMARY_STATE_INACTIVE
     finally:
         for p in procs:
             p.terminate()
