@@ -10,6 +10,7 @@ malformed request is logged, reported on ``events`` and not answered.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -38,9 +39,10 @@ class TargetNode(LifecycleNode):
         self.target = None
         self.active = False
         self.served = 0
+        self.busy_ms = {"parse": 0.0, "serve": 0.0, "reply": 0.0}  # summed over requests
         self.report = Reporter(self, qos.declare(self, "telemetry"))
         self.report.extra = lambda: {"state": self._state_machine.current_state[1],
-                                     "served": self.served}
+                                     "served": self.served, **self._mean_ms()}
         self.pub = self.create_publisher(JointState, "server/response",
                                          qos.declare(self, "downlink"))
         self.create_subscription(JointState, "server/request",
@@ -105,15 +107,27 @@ class TargetNode(LifecycleNode):
 
         if not self.active:
             raise messages.MessageError("target_node is not active: not served")
+        t0 = time.perf_counter()
         try:
-            resp = serve(self.target, messages.parse_request(msg))
+            req = messages.parse_request(msg)
+            t1 = time.perf_counter()
+            resp = serve(self.target, req)
         except ProtocolError as exc:
             raise messages.MessageError(str(exc)) from None
+        t2 = time.perf_counter()
         self.served += 1
         self.pub.publish(messages.response_msg(msg.header.stamp, resp))
+        t3 = time.perf_counter()
+        self.busy_ms["parse"] += (t1 - t0) * 1e3
+        self.busy_ms["serve"] += (t2 - t1) * 1e3
+        self.busy_ms["reply"] += (t3 - t2) * 1e3
+
+    def _mean_ms(self) -> dict[str, float]:
+        """Mean ms per served request spent parsing, serving and replying."""
+        return {f"{k}_ms": round(v / max(self.served, 1), 3) for k, v in self.busy_ms.items()}
 
     def close(self) -> str:
-        return f"served {self.served}; events: {dict(self.report.counts)}"
+        return f"served {self.served} ({self._mean_ms()}); events: {dict(self.report.counts)}"
 
 
 def main(args: list[str] | None = None) -> int:
