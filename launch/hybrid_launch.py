@@ -5,8 +5,11 @@
 
 Settings come from ``config`` (default: the package's config/hybrid.yaml); any launch
 argument given overrides the file. Nodes and their parameters come from
-``hybrid_policy.ros.graph`` — the same description ``hybrid-policy bringup`` uses. The
-launch ends when the simulator has run its episodes.
+``hybrid_policy.ros.graph.launch_nodes`` — the same description ``hybrid-policy bringup``
+uses, tested for every link without launch_ros. A skipping mode takes the calibration of
+the chosen link, or refuses to start with the command that makes it. The lifecycle manager
+configures and activates the managed draft and target nodes. The launch ends when the
+simulator has run its episodes.
 """
 
 from pathlib import Path
@@ -19,7 +22,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from hybrid_policy.ros.graph import PACKAGE, load_config, nodes
+from hybrid_policy.ros.graph import PACKAGE, launch_nodes
 
 # Launch arguments that override config/hybrid.yaml ("" = keep the file's value).
 ARGUMENTS = {
@@ -28,10 +31,13 @@ ARGUMENTS = {
     "link": "link profile: 6g_hrllc | 5g_urllc | 5g_embb | wifi | lossy_wifi | ideal",
     "episodes": "episodes to run",
     "seed": "seed of the episodes and of the policies' sampling",
-    "draft": "draft checkpoint directory",
-    "target": "target checkpoint directory",
-    "calibration": "calibration JSON (hybrid-policy calibrate) giving the thresholds",
-    "tau": "override adahi's threshold (>= 0)",
+    "models": "root of the default models: MODELS/TASK/{draft,target,calibration}",
+    "draft": "draft checkpoint directory (default MODELS/TASK/draft)",
+    "target": "target checkpoint directory (default MODELS/TASK/target)",
+    "calibration": "calibration JSON (default MODELS/TASK/calibration/LINK.json)",
+    "tau": "adahi's threshold (>= 0); -1 = from the calibration",
+    "uncertainty_tau": "uncertainty_skip's threshold (nats, >= 0); -1 = from the calibration",
+    "random_skip": "random_skip's probability; -1 = from the calibration",
     "clock": "lockstep (the simulator waits for each action) | realtime (steps at rate_hz)",
     "rate_hz": "control rate of the realtime clock",
     "bag": "record a rosbag2 (MCAP) into this new directory",
@@ -40,13 +46,12 @@ ARGUMENTS = {
 
 def _graph(context):
     overrides = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
-    cfg = load_config(LaunchConfiguration("config").perform(context), overrides)
-    actions = []
-    for spec in nodes(cfg):
-        actions.append(Node(package=PACKAGE, executable=spec.executable, name=spec.name,
-                            namespace=cfg.namespace, parameters=[spec.parameters],
-                            respawn=spec.respawn, respawn_delay=1.0, output="screen"))
-    sim = next(a for a, s in zip(actions, nodes(cfg)) if s.name == "sim_node")
+    cfg, specs = launch_nodes(LaunchConfiguration("config").perform(context), overrides)
+    actions = [Node(package=PACKAGE, executable=spec.executable, name=spec.name,
+                    namespace=cfg.namespace, parameters=[spec.parameters],
+                    respawn=spec.respawn, respawn_delay=1.0, output="screen")
+               for spec in specs]
+    sim = next(a for a, s in zip(actions, specs) if s.name == "sim_node")
     actions.append(RegisterEventHandler(OnProcessExit(
         target_action=sim, on_exit=[EmitEvent(event=Shutdown(reason="episodes done"))])))
     return actions

@@ -150,3 +150,20 @@ def test_graph_launch_and_argument_parsing_do_not_import_torch(code):
                           "assert 'torch' not in sys.modules, 'torch was imported'"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_every_launch_argument_is_a_graph_setting():
+    """The launch file maps its arguments onto `graph.launch_nodes` (read without importing
+    `launch`, which the pip wheels lack): each one must be a setting `load_config` knows."""
+    import ast
+    from dataclasses import fields
+
+    from hybrid_policy.ros.graph import GraphConfig
+
+    tree = ast.parse((REPO / "launch" / "hybrid_launch.py").read_text())
+    args = next(ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and node.targets[0].id == "ARGUMENTS")
+    settings = {f.name for f in fields(GraphConfig)}
+    assert set(args) <= settings, set(args) - settings
+    assert {"link", "calibration", "tau", "models"} <= set(args)
+    assert "launch_nodes" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}

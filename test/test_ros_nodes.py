@@ -222,7 +222,7 @@ def test_launch_description_builds_the_graph_nodes():
     ctx.launch_configurations.update({"config": str(config), "mode": "hybrid", "tau": ""})
     actions = mod._graph(ctx)
     names = {a.node_name.split("/")[-1] for a in actions if isinstance(a, LaunchNode)}
-    assert names == {"sim_node", "draft_node", "link_node", "target_node"}
+    assert names == {"sim_node", "draft_node", "link_node", "target_node", "lifecycle_manager"}
 
 
 def test_interfaces_doc_names_every_topic():
