@@ -4,6 +4,7 @@ process for comparison."""
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -19,6 +20,15 @@ from hybrid_policy.policies import load_policy
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 
 TASK, SEED = "fetch_reach", 3
+
+
+def node_cmd(module, namespace, **params):
+    """``python -m hybrid_policy.ros.<module>`` under ``namespace`` with ``-p`` parameters."""
+    cmd = [sys.executable, "-m", f"hybrid_policy.ros.{module}", "--ros-args", "-r",
+           f"__ns:={namespace}"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    return cmd
 
 
 def in_process(tiny, mode_name, link, episodes, tau=None, deadline_ms=5000.0):

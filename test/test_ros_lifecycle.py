@@ -4,7 +4,6 @@ as soon as the draft node says ``active``: no step is lost to a server path not 
 
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from hybrid_policy.ros import messages, qos  # noqa: E402
 from hybrid_policy.ros.lifecycle_client import (  # noqa: E402
     ACTIVATE, CONFIGURE, DEACTIVATE, LifecycleClient,
 )
+from ros_helpers import node_cmd  # noqa: E402
 from sim_envs import task_spec  # noqa: E402
 
 NS = "/driver"
@@ -29,11 +29,7 @@ SPEC = task_spec("fetch_reach")
 
 
 def _start(module, **params):
-    cmd = [sys.executable, "-m", f"hybrid_policy.ros.{module}", "--ros-args", "-r",
-           f"__ns:={NS}"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(node_cmd(module, NS, **params), stderr=subprocess.DEVNULL)
 
 
 class Driver(Node):

@@ -3,7 +3,6 @@ payload sizes, and the launch description where launch_ros exists."""
 
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,16 +21,14 @@ from hybrid_policy.ros import messages, qos  # noqa: E402
 from hybrid_policy.ros.readiness import READY_QOS, READY_TOPIC  # noqa: E402
 from sim_envs import task_spec  # noqa: E402
 
+import ros_helpers  # noqa: E402
+
 NS = "/probe"
 SPEC = task_spec("fetch_reach")
 
 
 def node_cmd(module, **params):
-    cmd = [sys.executable, "-m", f"hybrid_policy.ros.{module}", "--ros-args", "-r",
-           f"__ns:={NS}"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
+    return ros_helpers.node_cmd(module, NS, **params)
 
 
 class Probe(Node):
