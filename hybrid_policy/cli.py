@@ -179,9 +179,9 @@ def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | N
     task's calibration for the link. The default calibration is made first when it is
     missing or was made for other models or settings; one named by ``--calibration`` is
     never overwritten."""
-    from hybrid_policy.core import calibration
     from dataclasses import replace
 
+    from hybrid_policy.core import calibration
     from hybrid_policy.core.calibration_file import check_given, thresholds_for
     from hybrid_policy.core.mode_names import FROM_CALIBRATION
 

@@ -111,3 +111,28 @@ def thresholds_for(mode: str, given: Mapping[str, float],
     else:
         base = calibrated()
     return replace(base, **explicit)
+
+
+def thresholds_for_checkpoints(mode: str, given: Mapping[str, float], calibration: str | Path,
+                               task: str, link: str, temperature: float, draft: str | Path,
+                               target: str | Path, command: str | None = None
+                               ) -> Thresholds | None:
+    """``thresholds_for`` with the calibration at ``calibration`` ("" = none) checked
+    against the checkpoint directories in use, read from their files (no torch): what the
+    draft node and the launch file decide with."""
+    from hybrid_policy.policies.card import checkpoint_identity
+
+    command = command or calibrate_command(task, link)
+
+    def calibrated() -> Thresholds:
+        if not link:
+            raise HybridPolicyError("a calibration is checked against the link in use: give "
+                                    "the link too (parameter 'link')")
+        try:
+            models = {"draft": checkpoint_identity(draft), "target": checkpoint_identity(target)}
+        except HybridPolicyError as exc:
+            raise HybridPolicyError(f"{exc}; `{command}` trains the default models of the "
+                                    "task on first use") from None
+        return load_thresholds(calibration, task, link, temperature, models, command)
+
+    return thresholds_for(mode, given, calibrated if str(calibration) else None)

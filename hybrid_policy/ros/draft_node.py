@@ -32,12 +32,12 @@ from sensor_msgs.msg import JointState
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
 from hybrid_policy.core import calibration_file
-from hybrid_policy.core.mode_names import FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode
+from hybrid_policy.core.mode_names import FROM_CALIBRATION, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.errors import HybridPolicyError
-from hybrid_policy.policies.card import checkpoint_identity, read_policy_card
+from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.graph import uses_server
 from hybrid_policy.ros.node_main import run
@@ -128,20 +128,9 @@ class DraftNode(LifecycleNode):
                        "giving the skipping threshold")
         link = declare(self, "link", "", "link profile the robot uses (checked against the "
                        "calibration's)")
-        if self.mode_name not in NEEDS_THRESHOLDS:
-            return None
-
-        def calibrated():
-            if not link:
-                raise HybridPolicyError("parameter 'link' is required with 'calibration': the "
-                                        "calibration is checked against the link in use")
-            models = {"draft": checkpoint_identity(self.draft_path),
-                      "target": checkpoint_identity(self.target_path)}
-            return calibration_file.load_thresholds(path, self.task.name, link,
-                                                    self.temperature, models)
-
-        return calibration_file.thresholds_for(self.mode_name, given,
-                                               calibrated if path else None)
+        return calibration_file.thresholds_for_checkpoints(
+            self.mode_name, given, path, self.task.name, link, self.temperature,
+            self.draft_path, self.target_path)
 
     # -- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

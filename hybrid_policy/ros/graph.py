@@ -246,23 +246,12 @@ def resolve(cfg: GraphConfig) -> GraphConfig:
     rule the draft node applies (``core.calibration_file``): explicit, or from the
     calibration of the chosen link, checked against the checkpoints' weights. A missing
     calibration is refused with the command that makes it."""
-    from hybrid_policy.policies.card import checkpoint_identity
-
     if cfg.mode not in NEEDS_THRESHOLDS:
         return cfg
-    command = calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models)
-
-    def calibrated():
-        try:
-            models = {"draft": checkpoint_identity(cfg.draft_path),
-                      "target": checkpoint_identity(cfg.target_path)}
-        except HybridPolicyError as exc:
-            raise HybridPolicyError(f"{exc}; `{command}` trains the default models of the "
-                                    "task on first use") from None
-        return calibration_file.load_thresholds(cfg.calibration_path, cfg.task, cfg.link,
-                                                cfg.temperature, models, command)
-
-    t = calibration_file.thresholds_for(cfg.mode, cfg.thresholds_given, calibrated)
+    t = calibration_file.thresholds_for_checkpoints(
+        cfg.mode, cfg.thresholds_given, cfg.calibration_path, cfg.task, cfg.link,
+        cfg.temperature, cfg.draft_path, cfg.target_path,
+        calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models))
     return replace(cfg, tau=t.tau, uncertainty_tau=t.uncertainty_tau,
                    random_skip=t.random_skip)
 
