@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 
@@ -36,10 +35,10 @@ from hybrid_policy.core.mode_names import FROM_CALIBRATION, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
-from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.graph import uses_server
+from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
@@ -58,7 +57,7 @@ class Pending:
     timer: Timer
 
 
-class DraftNode(LifecycleNode):
+class DraftNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("draft_node")
         self.task = task_spec(require(self, "task", "", "task name (hybrid-policy tasks)"))
@@ -72,7 +71,6 @@ class DraftNode(LifecycleNode):
                                         "ms to wait for a verdict before the draft acts")) / 1e3
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
-        self.threads = int(declare(self, "threads", 1, "torch CPU threads"))
         self.draft_path = require(self, "draft", "", "draft checkpoint directory")
         self.target_path = declare(self, "target", "", "target checkpoint directory (only its "
                                    "config.json and weights hash are read on the robot)")
@@ -93,7 +91,7 @@ class DraftNode(LifecycleNode):
             control = qos.with_deadline(control, self.control_deadline_ms / 1e3)
             callbacks = SubscriptionEventCallbacks(deadline=self._on_observation_deadline)
         self.report = Reporter(self, telemetry)
-        self.report.extra = lambda: {"state": self._state_label(), "mode": self.mode_name,
+        self.report.extra = lambda: {"state": self.state_label, "mode": self.mode_name,
                                      "steps": self.steps}
         self.act_pub = self.create_publisher(JointState, "action", control)
         self.req_pub = self.create_publisher(JointState, "uplink/request",
@@ -109,7 +107,6 @@ class DraftNode(LifecycleNode):
                                      "step": self.step_pub, "events": self.report.events},
                               announce=False)
         self.mode = None  # core.modes object, from configure
-        self.active = False
         self.pending: dict[int, Pending] = {}
         self.episode: int | None = None
         self.last_key: int | None = None
@@ -132,57 +129,33 @@ class DraftNode(LifecycleNode):
             self.mode_name, given, path, self.task.name, link, self.temperature,
             self.draft_path, self.target_path)
 
-    # -- lifecycle -----------------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load the draft (torch is imported here, not at start-up) and warm it up."""
-        try:
-            import torch
+    # -- lifecycle (ros/managed.py) --------------------------------------------------------
+    def load(self) -> str:
+        """The draft, warmed up."""
+        from hybrid_policy.core.modes import make_mode
+        from hybrid_policy.policies import load_policy
 
-            from hybrid_policy.core.modes import make_mode
-            from hybrid_policy.policies import load_policy
+        draft = load_policy(self.draft_path, role="draft", task=self.task.name,
+                            temperature=self.temperature)
+        self.mode = make_mode(self.mode_name, draft, self.target_card, self.thresholds)
+        self._warm_up()
+        return (f"draft {draft.model.num_parameters():,} parameters, deadline "
+                f"{self.deadline_s * 1e3:.0f} ms")
 
-            torch.set_num_threads(self.threads)
-            draft = load_policy(self.draft_path, role="draft", task=self.task.name,
-                                temperature=self.temperature)
-            self.mode = make_mode(self.mode_name, draft, self.target_card, self.thresholds)
-            self._warm_up()
-        except HybridPolicyError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"configured: draft {draft.model.num_parameters():,} "
-                               f"parameters, deadline {self.deadline_s * 1e3:.0f} ms")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Act from now on, once the uplink has a reader and the expected readers matched."""
-        if uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
-            self.get_logger().warning("not activating yet: nothing reads uplink/request "
-                                      "(start the link or target side first)")
-            return TransitionCallbackReturn.FAILURE
-        if not self.gate.matched():
-            self.get_logger().warning(f"not activating yet: readers not matched "
-                                      f"{self.gate.missing()}")
-            return TransitionCallbackReturn.FAILURE
-        self._reset_history()
-        self.active = True
-        self.get_logger().info("active")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        self._expire_all()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def unload(self) -> None:
         self.mode = None
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        return TransitionCallbackReturn.SUCCESS
+    def activation_blocker(self) -> str | None:
+        """Act only once the uplink has a reader and the expected readers matched."""
+        if uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
+            return "nothing reads uplink/request (start the link or target side first)"
+        return f"readers not matched {self.gate.missing()}" if not self.gate.matched() else None
 
-    def _state_label(self) -> str:
-        return self._state_machine.current_state[1]
+    def activated(self) -> None:
+        self._reset_history()
+
+    def deactivated(self) -> None:
+        self._expire_all()
 
     def _warm_up(self, rounds: int = 5) -> None:
         """Plan a few times on a zero observation so the first real step is not slow."""
@@ -202,7 +175,7 @@ class DraftNode(LifecycleNode):
     def on_observation(self, msg: JointState) -> None:
         received = time.monotonic()
         if not self.active:
-            raise messages.MessageError(f"draft_node is {self._state_label()}, not active: "
+            raise messages.MessageError(f"draft_node is {self.state_label}, not active: "
                                         "not acted on (configure and activate it first)")
         episode, step, obs = messages.parse_observation(msg, self.task.obs_fields)
         key = self._check_stamp(msg.header.stamp)

@@ -2,9 +2,9 @@
 
 A node whose parameters are invalid refuses to start: it logs what was wrong and what is
 valid and exits with status 2. Once it runs, no message can end it: subscription callbacks
-are guarded (``reporting.Reporter.guard``) and a bad message is reported and dropped. Ctrl-C (SIGINT), SIGTERM and an external shutdown end the
-spin and exit 0; the node's ``close()`` runs either way, so files are flushed, and the
-summary it returns is logged.
+are guarded (``reporting.Reporter.guard``) and a bad message is reported and dropped.
+Ctrl-C (SIGINT), SIGTERM and an external shutdown end the spin and exit 0; the node's
+``close()`` runs either way, so files are flushed, and the summary it returns is logged.
 """
 
 from __future__ import annotations

@@ -55,7 +55,6 @@ class ReadyGate:
             raise ValueError(f"expect names topics this node does not publish: {unknown}")
         self.ready = False
         if announce:
-            self._pub = node.create_publisher(DiagnosticStatus, READY_TOPIC, READY_QOS)
             self._timer = node.create_timer(0.02, self._check)
 
     def missing(self) -> dict[str, str]:
@@ -72,7 +71,7 @@ class ReadyGate:
             return
         self._timer.cancel()
         self.ready = True
-        self._pub.publish(messages.status(self.node.get_name(), 0, "ready", {}))
+        announce(self.node)
         if self.then is not None:
             self.then()
 

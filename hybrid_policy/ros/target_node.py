@@ -13,35 +13,32 @@ import sys
 import time
 
 import numpy as np
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core.protocol import ProtocolError, Request
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
-from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
+from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import Reporter
 
 
-class TargetNode(LifecycleNode):
+class TargetNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("target_node")
         self.task = require(self, "task", "", "task name (hybrid-policy tasks)")
         self.path = require(self, "target", "", "target checkpoint directory")
         self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
                                          "sampling temperature of the code distributions"))
-        self.threads = int(declare(self, "threads", 1, "torch CPU threads"))
         read_policy_card(self.path, "target", self.task)  # refuse a wrong checkpoint now
         self.target = None
-        self.active = False
         self.served = 0
         self.busy_ms = {"parse": 0.0, "serve": 0.0, "reply": 0.0}  # summed over requests
         self.report = Reporter(self, qos.declare(self, "telemetry"))
-        self.report.extra = lambda: {"state": self._state_machine.current_state[1],
+        self.report.extra = lambda: {"state": self.state_label,
                                      "served": self.served, **self._mean_ms()}
         self.pub = self.create_publisher(JointState, "server/response",
                                          qos.declare(self, "downlink"))
@@ -52,43 +49,20 @@ class TargetNode(LifecycleNode):
                               announce=False)
         self.get_logger().info(f"{self.task} target {self.path}: unconfigured")
 
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load the target (torch is imported here) and warm it up."""
-        try:
-            import torch
+    def load(self) -> str:
+        """The target, warmed up."""
+        from hybrid_policy.policies import load_policy
 
-            from hybrid_policy.policies import load_policy
+        self.target = load_policy(self.path, role="target", task=self.task,
+                                  temperature=self.temperature)
+        self._warm_up()
+        return f"{self.target.model.num_parameters():,} parameters, serving when active"
 
-            torch.set_num_threads(self.threads)
-            self.target = load_policy(self.path, role="target", task=self.task,
-                                      temperature=self.temperature)
-            self._warm_up()
-        except HybridPolicyError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"configured: {self.target.model.num_parameters():,} parameters")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if not self.gate.matched():
-            self.get_logger().warning(f"not activating yet: readers not matched "
-                                      f"{self.gate.missing()}")
-            return TransitionCallbackReturn.FAILURE
-        self.active = True
-        self.get_logger().info("active: serving")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+    def unload(self) -> None:
         self.target = None
-        return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.active = False
-        return TransitionCallbackReturn.SUCCESS
+    def activation_blocker(self) -> str | None:
+        return f"readers not matched {self.gate.missing()}" if not self.gate.matched() else None
 
     def _warm_up(self, rounds: int = 5) -> None:
         """Run the model a few times before serving: the first calls of a torch model are
