@@ -18,6 +18,7 @@ ROS = [
     "ros-diagnostic-msgs",
     "ros-geometry-msgs",
     "ros-lifecycle-msgs",
+    "ros-std-srvs",
 ]
 
 setup(

@@ -269,7 +269,9 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             target=str(Path(target.info["checkpoint"]).resolve()),
             calibration=str(_calibration_path(args)), **explicit,
             temperature=args.temperature, deadline_ms=args.deadline_ms,
-            clock=args.clock, rate_hz=args.rate_hz, bag=str(mode_bag) if mode_bag else "")
+            clock=args.clock, rate_hz=args.rate_hz, interface=args.interface,
+            robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
+            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "")
         log.info("bringup: %s on %s over %s, %d episodes", mode, args.task, args.link,
                  args.episodes)
         rc = bringup(cfg, args.timeout)
@@ -411,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "realtime: it steps at --rate-hz whatever arrived (default lockstep)")
     p.add_argument("--rate-hz", type=_positive_float, default=10.0,
                    help="control rate of the realtime clock (default 10)")
+    p.add_argument("--interface", choices=("standard", "vector"), default="standard",
+                   help="robot interface: standard ROS messages as a robot driver and "
+                   "perception publish them, TwistStamped commands out (default); vector: the "
+                   "task's flat observation and action in one JointState each (faster)")
+    p.add_argument("--robot-map", help="robot interface YAML of the standard interface "
+                   "(default: the package's config/robot_TASK.yaml)")
+    p.add_argument("--max-age-ms", type=_positive_float, default=-1.0,
+                   help="oldest robot input the draft acts on, in ms (default: the robot "
+                   "map's max_age_ms)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.set_defaults(func=cmd_bringup)

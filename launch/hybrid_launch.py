@@ -40,6 +40,9 @@ ARGUMENTS = {
     "random_skip": "random_skip's probability; -1 = from the calibration",
     "clock": "lockstep (the simulator waits for each action) | realtime (steps at rate_hz)",
     "rate_hz": "control rate of the realtime clock",
+    "interface": "robot interface: standard (JointState/PoseStamped/TwistStamped) | vector",
+    "robot_map": "robot interface YAML (default: the package's config/robot_TASK.yaml)",
+    "max_age_ms": "oldest robot input the draft acts on; -1 = the robot map's",
     "bag": "record a rosbag2 (MCAP) into this new directory",
 }
 

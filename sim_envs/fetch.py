@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from sim_envs.spec import ManipulationTask, TaskSpec
@@ -61,6 +62,65 @@ class FetchTask(ManipulationTask):
 
     def close(self) -> None:
         self._env.close()
+
+    # -- the robot's own view: what a Fetch driver and a perception stack would publish ---
+    METRES_PER_UNIT = 0.05  # gymnasium-robotics moves the mocap 0.05 m per unit of action
+
+    def measure(self) -> dict[str, dict[str, Any]]:
+        """The current state as a robot reports it, in SI units and the world frame:
+        ``joint_states`` (every robot joint: position m|rad, velocity m/s|rad/s),
+        ``ee_pose``/``ee_twist`` of the grip site, ``object_pose``/``object_twist`` of the
+        block (object tasks) and the ``goal`` point. Quaternions are (x, y, z, w)."""
+        env, u = self._env, self._env._utils
+        m, d = env.model, env.data
+        names = [n for n in env._model_names.joint_names if n.startswith("robot")]
+        out: dict[str, dict[str, Any]] = {
+            "joint_states": {
+                "name": names,
+                "position": np.array([u.get_joint_qpos(m, d, n) for n in names]).reshape(-1),
+                "velocity": np.array([u.get_joint_qvel(m, d, n) for n in names]).reshape(-1)},
+            "ee_pose": self._site_pose("robot0:grip"),
+            "ee_twist": self._site_twist("robot0:grip"),
+            "goal": {"position": np.array(env.goal, np.float64)},
+        }
+        if env.has_object:
+            out["object_pose"] = self._site_pose("object0")
+            out["object_twist"] = self._site_twist("object0")
+        return out
+
+    def _site_pose(self, site: str) -> dict[str, np.ndarray]:
+        env = self._env
+        wxyz = np.empty(4)
+        mujoco.mju_mat2Quat(wxyz, env._utils.get_site_xmat(env.model, env.data, site).reshape(-1))
+        return {"position": env._utils.get_site_xpos(env.model, env.data, site).copy(),
+                "orientation": np.array([*wxyz[1:], wxyz[0]])}
+
+    def _site_twist(self, site: str) -> dict[str, np.ndarray]:
+        env = self._env
+        return {"linear": env._utils.get_site_xvelp(env.model, env.data, site).copy(),
+                "angular": env._utils.get_site_xvelr(env.model, env.data, site).copy()}
+
+    def action_from_command(self, linear: np.ndarray, finger_targets: np.ndarray) -> np.ndarray:
+        """The normalised action that executes an end-effector velocity (m/s, world frame)
+        over one control step and drives the fingers toward their targets (m). A target at
+        or beyond the servo's range saturates the command (+1 open, -1 close)."""
+        env = self._env
+        a = np.empty(4)
+        a[:3] = np.asarray(linear, np.float64) * (self.task_spec.control_period_ms / 1e3) \
+            / self.METRES_PER_UNIT
+        names = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
+        act = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_ACTUATOR, names[0])
+        # Reach has no finger actuators (its gripper is blocked): nothing saturates.
+        low, high = env.model.actuator_ctrlrange[act] if act >= 0 else (-np.inf, np.inf)
+        q = np.array([env._utils.get_joint_qpos(env.model, env.data, n)[0] for n in names])
+        t = np.asarray(finger_targets, np.float64)
+        if np.all(t >= high):
+            a[3] = 1.0
+        elif np.all(t <= low):
+            a[3] = -1.0
+        else:
+            a[3] = float(np.mean(t - q))
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
 
 
 class FetchReach(FetchTask):

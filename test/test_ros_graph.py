@@ -12,6 +12,7 @@ from ros_helpers import (
 )
 
 from hybrid_policy.bag_analysis import analyze, read_bag
+from hybrid_policy.ros.messages import stamp_key
 
 EPISODES, LINK = 2, "6g_hrllc"
 
@@ -22,26 +23,51 @@ def median_deviation(tiny):
     return float(np.median([r.plan.deviation for r in records]))
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "adahi"])
-def test_ros_graph_makes_the_same_decisions_as_in_process(cli, tiny, tmp_path, mode,
+def commanded(topics, interface, policy):
+    """``(what the robot was told, what the policy's actions say it should be told)`` in
+    normalised units: the flat action topic; or the standard commands divided by the robot
+    map's documented scales (twist: 1.25 m/s per unit; finger target = finger position
+    + 1 m per unit, clipped to [0, 0.2] m), the policy's gripper clipped the same way."""
+    if interface == "vector":
+        return np.array([m.position for _, m in topics["action"]]), policy
+    names = ["robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint"]
+    fingers = {stamp_key(m.header.stamp): np.array([m.position[m.name.index(n)] for n in names])
+               for _, m in topics["joint_states"]}
+    grip = {stamp_key(m.header.stamp): np.array(m.position) for _, m in topics["gripper_command"]}
+    told, expected = [], []
+    for a, (_, m) in zip(policy, topics["cmd_twist"]):
+        assert m.header.frame_id == "world"
+        key = stamp_key(m.header.stamp)
+        assert key in grip and key in fingers  # each command answers one snapshot
+        t, q = m.twist.linear, fingers[key]
+        told.append([t.x / 1.25, t.y / 1.25, t.z / 1.25, *(grip[key] - q)])
+        expected.append([*a[:3], *(np.clip(q + a[3], 0.0, 0.2) - q)])
+    return np.array(told), np.array(expected)
+
+
+@pytest.mark.parametrize("mode,interface", [("hybrid", "standard"), ("adahi", "standard"),
+                                            ("adahi", "vector")])
+def test_ros_graph_makes_the_same_decisions_as_in_process(cli, tiny, tmp_path, mode, interface,
                                                           median_deviation):
     tau = median_deviation if mode == "adahi" else None
     bag = tmp_path / "bag"
-    extra = ["--deadline-ms", "5000"] + ([] if tau is None else ["--tau", repr(tau)])
+    extra = ["--deadline-ms", "5000", "--interface", interface, "--max-age-ms", "60000"] + (
+        [] if tau is None else ["--tau", repr(tau)])
     out = run_bringup(cli, tiny, bag, mode, LINK, EPISODES, *extra)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (bag / "metadata.yaml").exists() and list(bag.glob("*.mcap"))
     records, expected = in_process(tiny, mode, LINK, EPISODES, tau)
 
     _, topics = read_bag(bag)
-    actions = np.array([m.position for _, m in topics["action"]])
+    assert ("cmd_twist" in topics) == (interface == "standard") != ("action" in topics)
     steps = [dict(zip(m.name, m.position)) for _, m in topics["step"]]
-    assert len(actions) == len(records) == len(steps)
+    told, expected_actions = commanded(topics, interface, np.array([r.action for r in records]))
+    assert len(told) == len(records) == len(steps)
     uplink = [bool(s["uplink"]) for s in steps]
     assert uplink == [r.plan.request is not None for r in records]
     if mode == "adahi":
         assert 0 < sum(uplink) < len(uplink)  # τ at the median: some skipped, some sent
-    np.testing.assert_allclose(actions, np.array([r.action for r in records]), atol=1e-6)
+    np.testing.assert_allclose(told, expected_actions, atol=1e-6)
     assert [s["deviation"] for s in steps] == pytest.approx(
         [r.plan.deviation for r in records], rel=1e-6)  # float sums in another order
 

@@ -1,5 +1,15 @@
 """Robot side: the draft policy, the action deviation and the skip decision of one mode.
 
+The robot interface (parameter ``interface``): ``standard`` reads the inputs a robot
+driver and perception publish (JointState, PoseStamped, PointStamped, TwistStamped, as
+the ``robot_map`` YAML says) and commands a ``TwistStamped`` and a gripper ``JointState``;
+``vector`` reads the task's flat observation from one JointState and answers with one
+(fast, for benchmarks). With the standard interface an input that is missing, stale
+(``max_age_ms``), in the wrong frame or non-finite means no policy step: the robot is told
+to hold still (zero twist, fingers where they are) and the hold is reported on ``events``.
+The ``~/reset`` service (``std_srvs/Trigger``) starts a new run: it clears the policy's
+history and Δ state; a robot runs continuously without episodes.
+
 A managed (lifecycle) node. Construction checks every parameter (and the calibration
 against the checkpoints) and refuses to start on a bad one; ``configure`` loads the draft
 and warms it up; ``activate`` starts acting once the uplink has a reader (in modes that ask
@@ -24,20 +34,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from geometry_msgs.msg import TwistStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
 
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
-from hybrid_policy.core import calibration_file
+from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import FROM_CALIBRATION, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
-from hybrid_policy.ros import messages, qos
-from hybrid_policy.ros.graph import uses_server
+from hybrid_policy.ros import messages, qos, robot_io
+from hybrid_policy.ros.graph import INTERFACES, uses_server
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require
@@ -55,6 +67,7 @@ class Pending:
     step: int
     received: float  # time.monotonic() when the observation arrived
     timer: Timer
+    finger_q: np.ndarray | None  # standard interface: finger positions the targets start from
 
 
 class DraftNode(ManagedNode):
@@ -85,6 +98,12 @@ class DraftNode(ManagedNode):
             self, "control_deadline_ms", 0.0, "DDS deadline on observation/action in ms "
             "(realtime graphs: two control periods; 0 = none)"))
 
+        self.interface = declare(self, "interface", "standard", "standard (robot_map topics, "
+                                 "TwistStamped out) | vector (flat observation/action)")
+        if self.interface not in INTERFACES:
+            raise ValueError(f"interface {self.interface!r} is not one of "
+                             f"{', '.join(INTERFACES)}")
+
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
         callbacks = None
         if self.control_deadline_ms > 0:  # realtime: DDS deadline on both ends
@@ -92,28 +111,57 @@ class DraftNode(ManagedNode):
             callbacks = SubscriptionEventCallbacks(deadline=self._on_observation_deadline)
         self.report = Reporter(self, telemetry)
         self.report.extra = lambda: {"state": self.state_label, "mode": self.mode_name,
-                                     "steps": self.steps}
-        self.act_pub = self.create_publisher(JointState, "action", control)
+                                     "steps": self.steps, "run": self.episode}
         self.req_pub = self.create_publisher(JointState, "uplink/request",
                                              qos.declare(self, "uplink"))
         self.step_pub = self.create_publisher(JointState, "step", telemetry)
         self.create_subscription(JointState, "downlink/response",
                                  self.report.guard("response", self.on_response),
                                  qos.declare(self, "downlink"))
-        self.create_subscription(JointState, "observation",
-                                 self.report.guard("observation", self.on_observation), control,
-                                 event_callbacks=callbacks)
-        self.gate = ReadyGate(self, {"action": self.act_pub, "uplink/request": self.req_pub,
-                                     "step": self.step_pub, "events": self.report.events},
-                              announce=False)
+        readers = {"uplink/request": self.req_pub, "step": self.step_pub,
+                   "events": self.report.events}
+        if self.interface == "vector":
+            self.act_pub = self.create_publisher(JointState, "action", control)
+            self.create_subscription(JointState, "observation",
+                                     self.report.guard("observation", self.on_observation),
+                                     control, event_callbacks=callbacks)
+            readers["action"] = self.act_pub
+        else:
+            self._standard_interface(control)
+            readers.update({self.map.twist.topic: self.twist_pub,
+                            self.map.gripper.topic: self.gripper_pub})
+        self.create_service(Trigger, "~/reset", self.on_reset)
+        self.gate = ReadyGate(self, readers, announce=False)
         self.mode = None  # core.modes object, from configure
         self.pending: dict[int, Pending] = {}
         self.episode: int | None = None
         self.last_key: int | None = None
-        self.steps = 0
+        self.steps = self.run_steps = 0
         self.rng = None
         self.get_logger().info(f"{self.mode_name} on {self.task.name}: unconfigured "
                                f"(thresholds {self.thresholds})")
+
+    def _standard_interface(self, control) -> None:
+        """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""
+        path = declare(self, "robot_map", "", "robot interface YAML (\"\" = the package's "
+                       "config/robot_<task>.yaml)") or str(robot_map.default_path(self.task.name))
+        period_s = self.task.control_period_ms / 1e3
+        self.map = robot_map.load(path, self.task.obs_fields, period_s, self.task.name)
+        max_age = float(declare(self, "max_age_ms", -1.0, "oldest usable input in ms "
+                                "(-1 = the robot map's max_age_ms)"))
+        if max_age == -1.0:
+            max_age = self.map.max_age_ms
+        elif not max_age > 0:
+            raise ValueError(f"max_age_ms must be > 0 (or -1 for the map's), got {max_age}")
+        self.twist_pub = self.create_publisher(TwistStamped, self.map.twist.topic, control)
+        self.gripper_pub = self.create_publisher(JointState, self.map.gripper.topic, control)
+        self.inputs = robot_io.RobotInputs(self, self.map, self.task.obs_dim, max_age, control,
+                                           self.report.guard, self.on_tick)
+        if self.map.tick == "timer":
+            self.create_timer(1.0 / self.map.rate_hz,
+                              lambda: self.active and self.on_tick(self.inputs.timer_tick()))
+        self.get_logger().info(f"robot map {path}: {self.map.tick} ticks, max_age_ms "
+                               f"{max_age:g}, twist {self.map.twist_scale:g} m/s per unit")
 
     def _thresholds(self):
         """The mode's thresholds by the rule every entry point shares (core.calibration_file):
@@ -153,6 +201,7 @@ class DraftNode(ManagedNode):
 
     def activated(self) -> None:
         self._reset_history()
+        self.run_steps = 0
 
     def deactivated(self) -> None:
         self._expire_all()
@@ -180,17 +229,46 @@ class DraftNode(ManagedNode):
         episode, step, obs = messages.parse_observation(msg, self.task.obs_fields)
         key = self._check_stamp(msg.header.stamp)
         if episode is None:  # a robot without episodes: one continuous run
-            episode, step = 0, self.steps
-        if episode != self.episode:
+            episode, step = self.episode or 0, self.run_steps
+        elif episode != self.episode:
             self._new_episode(episode)
+        self._plan(msg.header.stamp, key, episode, step, obs, received, None)
+
+    def on_tick(self, tick: robot_map.Tick) -> None:
+        """One tick of the standard interface: a policy step, or a hold when an input is
+        missing, stale or unusable."""
+        received = time.monotonic()
+        stamp = robot_io.time_msg(tick.stamp_ns)
+        if not self.active:
+            raise messages.MessageError(f"draft_node is {self.state_label}, not active: "
+                                        "not acted on (configure and activate it first)")
+        if tick.obs is None:
+            self._hold(stamp, tick)
+            return
+        key = self._check_stamp(stamp)
+        self._plan(stamp, key, self.episode or 0, self.run_steps, tick.obs, received,
+                   tick.finger_q)
+
+    def _hold(self, stamp, tick: robot_map.Tick) -> None:
+        """Zero twist, fingers kept where they are: the robot holds still this tick."""
+        self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, np.zeros(3)))
+        if tick.finger_q is not None:
+            self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
+                                                          tick.finger_q))
+        self.report.event("hold: no usable observation", {
+            "stamp": tick.stamp_ns, "reason": tick.hold_reason})
+
+    def _plan(self, stamp, key: int, episode: int, step: int, obs: np.ndarray,
+              received: float, finger_q: np.ndarray | None) -> None:
         self.last_key = key
+        self.run_steps += 1
         plan = self.mode.plan(obs, self.rng)
         if plan.request is None:
-            self._act(plan, msg.header.stamp, episode, step, received, None)
+            self._act(Pending(plan, stamp, episode, step, received, None, finger_q), None)
             return
         timer = self.create_timer(self.deadline_s, lambda: self._expire(key), clock=STEADY)
-        self.pending[key] = Pending(plan, msg.header.stamp, episode, step, received, timer)
-        self.req_pub.publish(messages.request_msg(msg.header.stamp, plan.request))
+        self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q)
+        self.req_pub.publish(messages.request_msg(stamp, plan.request))
 
     def _check_stamp(self, stamp) -> int:
         """The observation's stamp as a key, refusing one that cannot pair its step."""
@@ -216,7 +294,25 @@ class DraftNode(ManagedNode):
         self._expire_all()  # steps of the last episode can no longer be acted on
         self.mode.reset()
         self.rng = episode_rng(self.seed, episode)
-        self.episode = episode
+        self.episode, self.run_steps = episode, 0
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response
+                 ) -> Trigger.Response:
+        """Start a new run: the policy's history and Δ state are cleared and the sampling
+        stream moves on (run k uses the stream of episode k, as ``eval`` does). Steps in
+        flight are resolved by the draft first. Resetting a run that has taken no step
+        changes nothing, so a driver may reset before every episode, the first included."""
+        if self.mode is None or not self.active:
+            response.success = False
+            response.message = f"draft_node is {self.state_label}: nothing to reset"
+            return response
+        run = self.episode or 0
+        if self.run_steps > 0:
+            run += 1
+            self._new_episode(run)
+        response.success = True
+        response.message = f"run {run}: history cleared"
+        return response
 
     # -- verdicts ------------------------------------------------------------------------
     def on_response(self, msg: JointState) -> None:
@@ -246,18 +342,25 @@ class DraftNode(ManagedNode):
         p = self.pending.pop(key)
         p.timer.cancel()
         self.destroy_timer(p.timer)
-        self._act(p.plan, p.stamp, p.episode, p.step, p.received, response)
+        self._act(p, response)
 
-    def _act(self, plan, stamp, episode: int, step: int, received: float,
-             response: Response | None) -> None:
+    def _act(self, p: Pending, response: Response | None) -> None:
+        plan, stamp = p.plan, p.stamp
         action = self.mode.resolve(plan, response)
-        self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
-        latency_ms = (time.monotonic() - received) * 1e3
+        if self.interface == "vector":
+            self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
+        else:
+            linear, targets = self.map.command(action, p.finger_q)
+            self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, linear))
+            if targets is not None:
+                self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
+                                                              targets))
+        latency_ms = (time.monotonic() - p.received) * 1e3
         self.steps += 1
         req = plan.request
         verdict = rejected(req, response)
         values = {
-            "episode": episode, "step": step, "uplink": float(req is not None),
+            "episode": p.episode, "step": p.step, "uplink": float(req is not None),
             "uplink_bytes": 0 if req is None else req.payload_bytes(),
             "deviation": plan.deviation, "uncertainty": plan.uncertainty,
             "verdict": float(response is not None),

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from hybrid_policy.core import calibration_file
+from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
@@ -38,15 +38,37 @@ class Topic:
     publishers: tuple[str, ...]  # node names
     subscribers: tuple[str, ...]
     meaning: str
+    interface: str = ""  # only with this robot interface ("" = always)
 
 
 JOINT_STATE, STATUS = "sensor_msgs/msg/JointState", "diagnostic_msgs/msg/DiagnosticStatus"
+POSE, POINT = "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PointStamped"
+TWIST = "geometry_msgs/msg/TwistStamped"
+INTERFACES = ("standard", "vector")
+
+
+def _robot(name: str, type_: str, meaning: str, to_robot: bool = False) -> Topic:
+    """A topic of the standard robot interface (config/robot_<task>.yaml names them)."""
+    ends = (("draft_node",), ("sim_node",)) if to_robot else (("sim_node",), ("draft_node",))
+    return Topic(name, type_, "control", *ends, meaning, "standard")
+
 
 TOPICS: dict[str, Topic] = {t.name: t for t in (
+    _robot("joint_states", JOINT_STATE, "every robot joint: position (m|rad), velocity"),
+    _robot("ee_pose", POSE, "end-effector (grip site) pose in frame world"),
+    _robot("ee_twist", TWIST, "end-effector velocity (m/s, rad/s) in frame world"),
+    _robot("object_pose", POSE, "the object's pose in frame world (object tasks)"),
+    _robot("object_twist", TWIST, "the object's velocity in frame world (object tasks)"),
+    _robot("goal", POINT, "the task's goal point in frame world"),
+    _robot("cmd_twist", TWIST, "end-effector velocity command (m/s) in frame world; stamp = "
+           "the snapshot's", to_robot=True),
+    _robot("gripper_command", JOINT_STATE, "finger joint position targets (m); stamp = the "
+           "snapshot's", to_robot=True),
     Topic("observation", JOINT_STATE, "control", ("sim_node",), ("draft_node",),
-          "robot observation; name = ['episode', 'step', *task obs fields]"),
+          "robot observation; name = ['episode', 'step', *task obs fields]", "vector"),
     Topic("action", JOINT_STATE, "control", ("draft_node",), ("sim_node",),
-          "action to execute; name = ['dx', 'dy', 'dz', 'gripper']; stamp = observation's"),
+          "action to execute; name = ['dx', 'dy', 'dz', 'gripper']; stamp = observation's",
+          "vector"),
     Topic("uplink/request", JOINT_STATE, "uplink", ("draft_node",), ("link_node",),
           "request as sent by the robot (protocol.Request: label in name[0])"),
     Topic("server/request", JOINT_STATE, "uplink", ("link_node",), ("target_node",),
@@ -88,6 +110,9 @@ class GraphConfig:
     temperature: float = DEFAULT_TEMPERATURE
     deadline_ms: float = DEFAULT_DEADLINE_MS
     clock: str = "lockstep"  # or "realtime": the simulator steps at rate_hz regardless
+    interface: str = "standard"  # robot interface: standard ROS messages, or "vector"
+    robot_map: str = ""  # standard interface map ("" = config/robot_<task>.yaml)
+    max_age_ms: float = -1.0  # oldest usable robot input (-1 = the robot map's)
     rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
     namespace: str = NAMESPACE_DEFAULT
@@ -100,6 +125,19 @@ class GraphConfig:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
         if not 0 < self.rate_hz <= 1000:
             raise HybridPolicyError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+        if self.interface not in INTERFACES:
+            raise HybridPolicyError(f"interface {self.interface!r} is not one of "
+                                    f"{', '.join(INTERFACES)}")
+        if self.interface == "standard" and not Path(self.robot_map_path).exists():
+            raise HybridPolicyError(f"task {self.task} has no robot map ({self.robot_map_path});"
+                                    " give one with robot_map, or use interface vector")
+        if not (self.max_age_ms == -1 or self.max_age_ms > 0):
+            raise HybridPolicyError(f"max_age_ms must be > 0 (or -1 for the robot map's), got "
+                                    f"{self.max_age_ms}")
+
+    @property
+    def robot_map_path(self) -> str:
+        return self.robot_map or str(robot_map.default_path(self.task))
 
     @property
     def thresholds_given(self) -> dict[str, float]:
@@ -148,10 +186,14 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     specs = [
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
             **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
+            "interface": cfg.interface,
             "wait_for": [n for n in running_nodes(cfg.mode)
                          if n != "sim_node" and n not in MANAGED_NODES]}),
         NodeSpec("draft_node", "hybrid_policy.ros.draft_node", "draft_node", {
             **common, "mode": cfg.mode, "draft": cfg.draft_path, "link": cfg.link,
+            "interface": cfg.interface,
+            **({"robot_map": cfg.robot_map_path, "max_age_ms": cfg.max_age_ms}
+               if cfg.interface == "standard" else {}),
             "target": cfg.target_path if uses_server(cfg.mode) else "",
             "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
             **cfg.thresholds_given, "temperature": cfg.temperature,
@@ -192,14 +234,29 @@ def managed_nodes(mode: str) -> tuple[str, ...]:
     return tuple(n for n in MANAGED_NODES if n in running_nodes(mode))
 
 
-def active_topics(mode: str) -> list[Topic]:
-    """Topics with a publisher in this mode's graph."""
-    return [t for t in TOPICS.values() if set(t.publishers) & set(running_nodes(mode))]
+def active_topics(cfg: GraphConfig) -> list[Topic]:
+    """Topics with a publisher in ``cfg``'s graph: for the standard interface, the robot
+    topics its robot map names (Reach has no object topics)."""
+    used = map_topics(cfg.robot_map_path) if cfg.interface == "standard" else set()
+    return [t for t in TOPICS.values() if set(t.publishers) & set(running_nodes(cfg.mode))
+            and (t.interface == "" or (t.interface == cfg.interface == "vector")
+                 or (t.interface == cfg.interface and t.name in used))]
+
+
+def map_topics(path: str) -> set[str]:
+    """The topic names a robot map reads and commands (read, not validated: the draft node
+    validates the map against its task)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+        return ({spec["topic"] for spec in doc["inputs"].values()}
+                | {spec["topic"] for spec in doc["command"].values()})
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise HybridPolicyError(f"{path}: cannot read the robot map's topics ({exc})") from None
 
 
 def recorded(cfg: GraphConfig) -> list[str]:
     """``name:type`` of every topic the recorder writes."""
-    return [f"{t.name}:{t.type}" for t in active_topics(cfg.mode)]
+    return [f"{t.name}:{t.type}" for t in active_topics(cfg)]
 
 
 def expected_readers(cfg: GraphConfig, node: str) -> list[str]:
@@ -207,7 +264,7 @@ def expected_readers(cfg: GraphConfig, node: str) -> list[str]:
     publisher must have matched before the run starts (readiness handshake)."""
     running = set(running_nodes(cfg.mode))
     return [f"{t.name} {len(set(t.subscribers) & running) + (1 if cfg.bag else 0)}"
-            for t in active_topics(cfg.mode) if node in t.publishers]
+            for t in active_topics(cfg) if node in t.publishers]
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GraphConfig:
@@ -267,6 +324,7 @@ def run_info(cfg: GraphConfig) -> list[str]:
     """``key=value`` facts of the run, stored in the bag's metadata (``custom_data``) so
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
-            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "draft_path",
+            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
+            "max_age_ms", "draft_path",
             "target_path", "calibration_path", "namespace")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

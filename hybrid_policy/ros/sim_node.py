@@ -11,6 +11,14 @@ Two clocks (parameter ``clock``):
   itself was starved past a period it counts the overrun and keeps the period (no burst
   of catch-up steps).
 
+Two robot interfaces (parameter ``interface``), as the draft node's: ``standard`` publishes
+what an arm driver and perception would (``joint_states``, ``ee_pose``, ``ee_twist``,
+``object_pose``, ``object_twist``, ``goal``: one snapshot per step, every message with the
+step's stamp, frame ``world``) and executes ``cmd_twist`` (TwistStamped) with
+``gripper_command`` (finger targets, JointState); before each episode it calls the draft's
+``reset`` service, since a robot has no episodes. ``vector`` publishes the flat observation
+(with episode and step) and executes the flat action.
+
 Episodes use the same reset seeds as ``hybrid-policy eval`` for the same ``seed``. Before
 the first observation the node waits until its publishers are matched and every node in
 ``wait_for`` has announced itself ready (``readiness``). An action that is malformed or
@@ -24,18 +32,23 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import TwistStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
 
 import sim_envs
 from sim_envs.collect import episode_seeds
-from hybrid_policy.ros import messages, qos
-from hybrid_policy.ros.graph import CLOCKS
+from hybrid_policy.ros import messages, qos, robot_io
+from hybrid_policy.ros.graph import CLOCKS, INTERFACES, TOPICS
 from hybrid_policy.ros.node_main import Finished, run
 from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate, ReadyWaiter
 from hybrid_policy.ros.reporting import Reporter
+
+
+FINGERS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
 
 
 class SimNode(Node):
@@ -61,17 +74,45 @@ class SimNode(Node):
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")
         if self.clock == "realtime":  # DDS tells each end when the other goes quiet
             control = qos.with_deadline(control, 2 * self.period_s)
-        self.obs_pub = self.create_publisher(JointState, "observation", control)
+        self.interface = declare(self, "interface", "standard", "standard (driver and "
+                                 "perception topics) | vector (flat observation/action)")
+        if self.interface not in INTERFACES:
+            raise ValueError(f"interface {self.interface!r} is not one of "
+                             f"{', '.join(INTERFACES)}")
         self.episode_pub = self.create_publisher(DiagnosticStatus, "episode", telemetry)
         self.report = Reporter(self, telemetry)
         self.report.extra = lambda: {"episode": self.episode, "step": self.step,
                                      "missed_ticks": self.missed, "overruns": self.overruns}
         callbacks = (SubscriptionEventCallbacks(deadline=self._on_action_deadline)
                      if self.clock == "realtime" else None)
-        self.create_subscription(JointState, "action", self.report.guard("action", self.on_action),
-                                 control, event_callbacks=callbacks)
-        self.gate = ReadyGate(self, {"observation": self.obs_pub, "episode": self.episode_pub,
-                                     "events": self.report.events})
+        readers = {"episode": self.episode_pub, "events": self.report.events}
+        if self.interface == "vector":
+            self.obs_pub = self.create_publisher(JointState, "observation", control)
+            self.create_subscription(JointState, "action",
+                                     self.report.guard("action", self.on_action), control,
+                                     event_callbacks=callbacks)
+            readers["observation"] = self.obs_pub
+            self.reset_client = None
+        else:
+            if not hasattr(self.env, "measure"):
+                raise ValueError(f"task {task} has no standard robot interface yet; use "
+                                 "interface vector")
+            self.robot_pubs = {
+                name: self.create_publisher(robot_io.MESSAGE[TOPICS[name].type], name, control)
+                for name in self.env.measure()}
+            readers.update(self.robot_pubs)
+            self.create_subscription(TwistStamped, "cmd_twist",
+                                     self.report.guard("cmd_twist", self.on_twist), control,
+                                     event_callbacks=callbacks)
+            self.create_subscription(JointState, "gripper_command",
+                                     self.report.guard("gripper_command", self.on_gripper),
+                                     control)
+            self.reset_client = self.create_client(Trigger, declare(
+                self, "reset_service", "draft_node/reset", "the policy's reset service, "
+                "called before each episode"))
+        self.commands: dict[str, np.ndarray] = {}  # standard: this step's twist and gripper
+        self.resetting = False
+        self.gate = ReadyGate(self, readers)
         self.episode, self.step, self.successes = -1, 0, 0
         self.missed = self.episode_missed = self.silent = self.overruns = 0
         self.last_tick = 0.0  # time.monotonic() of the last realtime tick
@@ -85,7 +126,10 @@ class SimNode(Node):
     # -- start-up and watchdog -----------------------------------------------------------
     def _tick(self) -> None:
         if self.episode < 0:
-            if self.gate.ready and self.waiter.done:
+            if self.resetting:
+                return
+            if self.gate.ready and self.waiter.done and (
+                    self.reset_client is None or self.reset_client.service_is_ready()):
                 self._start_episode(0)
                 if self.clock == "realtime":  # from now on, one step per period
                     self._timer.cancel()
@@ -103,6 +147,25 @@ class SimNode(Node):
 
     # -- the loop ------------------------------------------------------------------------
     def _start_episode(self, episode: int) -> None:
+        """Reset the task and, on the standard interface, the robot's policy (its reset
+        service) before the first snapshot."""
+        if self.reset_client is None:
+            self._begin(episode)
+            return
+        self.resetting = True
+        self.reset_client.call_async(Trigger.Request()).add_done_callback(
+            lambda future: self._on_reset(future, episode))
+
+    def _on_reset(self, future, episode: int) -> None:
+        self.resetting = False
+        result = future.result()
+        if result is None or not result.success:
+            self.get_logger().error(f"the policy's reset failed: "
+                                    f"{getattr(result, 'message', 'no answer')}")
+            raise Finished(1)
+        self._begin(episode)
+
+    def _begin(self, episode: int) -> None:
         self.episode, self.step, self.episode_missed = episode, 0, 0
         obs, _ = self.env.reset(seed=self.seeds[episode])
         self.episode_pub.publish(messages.status("sim_node", 0, "episode start", {
@@ -113,16 +176,42 @@ class SimNode(Node):
         stamp = self.get_clock().now().to_msg()
         self.waiting_key = messages.stamp_key(stamp)
         self.received = None
+        self.commands = {}
         self.sent_at = time.monotonic()
-        self.obs_pub.publish(messages.observation_msg(stamp, self.episode, self.step,
-                                                      self.spec.obs_fields, obs))
+        if self.interface == "vector":
+            self.obs_pub.publish(messages.observation_msg(stamp, self.episode, self.step,
+                                                          self.spec.obs_fields, obs))
+            return
+        for name, reading in self.env.measure().items():
+            self.robot_pubs[name].publish(robot_io.message_of(
+                TOPICS[name].type, stamp, "" if name == "joint_states" else "world", reading))
 
     def on_action(self, msg: JointState) -> None:
         key = messages.stamp_key(msg.header.stamp)
         if key != self.waiting_key or self.received is not None:
             raise messages.MessageError("answers no pending observation (late or duplicate): "
                                         "not executed")
-        action = messages.parse_action(msg, self.spec.action_dim)
+        self._execute(messages.parse_action(msg, self.spec.action_dim))
+
+    def on_twist(self, msg: TwistStamped) -> None:
+        self._command(msg, "twist", lambda: robot_io.parse_twist(msg, "world"))
+
+    def on_gripper(self, msg: JointState) -> None:
+        self._command(msg, "gripper", lambda: robot_io.parse_gripper(msg, FINGERS))
+
+    def _command(self, msg, what: str, parse) -> None:
+        """One half of a standard step's command; the step runs once both halves answered
+        the waiting snapshot (a robot told to hold still gets both too)."""
+        key = messages.stamp_key(msg.header.stamp)
+        if key != self.waiting_key or what in self.commands or self.received is not None:
+            raise messages.MessageError("answers no pending snapshot (late or duplicate): "
+                                        "not executed")
+        self.commands[what] = parse()
+        if len(self.commands) == 2:
+            self._execute(self.env.action_from_command(self.commands["twist"],
+                                                       self.commands["gripper"]))
+
+    def _execute(self, action: np.ndarray) -> None:
         if self.clock == "lockstep":
             self._apply(action)
         else:
