@@ -54,7 +54,7 @@ def test_realtime_deadline_falls_back_and_drops_late_verdicts(cli, tiny, tmp_pat
     fallback_stamps = {stamp_key(m.header.stamp) for _, m in topics["step"]}
     late = [status_values(m) for _, m in topics["events"] if m.message == "rejected response"]
     assert late and all(int(e["stamp"]) in fallback_stamps for e in late)
-    assert len(topics["action"]) == len(steps)
+    assert len(topics["cmd_twist"]) == len(topics["gripper_command"]) == len(steps)
     _assert_every_tick_stepped_once(topics, 2)
 
 

@@ -62,8 +62,8 @@ def driver():
 
 
 def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
-    procs = [_start("draft_node", task="fetch_reach", mode="hybrid", draft=tiny["draft"],
-                    target=tiny["target"], deadline_ms=2000.0),
+    procs = [_start("draft_node", task="fetch_reach", mode="hybrid", interface="vector",
+                    draft=tiny["draft"], target=tiny["target"], deadline_ms=2000.0),
              _start("target_node", task="fetch_reach", target=tiny["target"]),
              _start("link_node", link="6g_hrllc")]
     try:

@@ -70,7 +70,7 @@ def graph(tiny):
     procs = [
         # under use_sim_time with no /clock: deadlines still run on the steady clock
         subprocess.Popen(node_cmd("draft_node", task="fetch_reach", mode="hybrid",
-                                  draft=tiny["draft"], target=tiny["target"], use_sim_time="true",
+                                  interface="vector", draft=tiny["draft"], target=tiny["target"], use_sim_time="true",
                                   deadline_ms=300.0, expect="['action 1', 'uplink/request 1']")),
         subprocess.Popen(node_cmd("target_node", task="fetch_reach", target=tiny["target"],
                                   expect="['server/response 1']")),

@@ -427,6 +427,9 @@ class Assembler:
         if spec.frame and frame != spec.frame:
             raise InputError(f"{name} ({spec.topic}): frame {frame!r}, the map expects "
                              f"{spec.frame!r}: not used (transform it upstream)")
+        if self.rmap.tick == "snapshot" and not spec.static and stamp_ns <= self.last_tick_ns:
+            raise InputError(f"{name} ({spec.topic}): stamp not newer than the last snapshot "
+                             "acted on (late or out of order): not used")
         reading = self._select(spec, reading)
         finite = all(np.all(np.isfinite(v)) for v in reading.values())
         self.latest[name] = Latest(stamp_ns, reading if finite else None,

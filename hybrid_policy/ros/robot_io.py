@@ -14,12 +14,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core import robot_map
 from hybrid_policy.core.robot_map import Assembler, RobotMap, Tick
 from hybrid_policy.ros.messages import MessageError, stamp_key
 
+# A static input (a goal set once) is latched: the node gets the last one whenever it starts.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MESSAGE = {robot_map.JOINT_STATE: JointState, robot_map.POSE: PoseStamped,
            robot_map.POINT: PointStamped, robot_map.TWIST: TwistStamped}
 
@@ -115,7 +119,7 @@ class RobotInputs:
         for spec in rmap.inputs.values():
             node.create_subscription(MESSAGE[spec.type], spec.topic,
                                      guard(spec.name, lambda m, n=spec.name: self._put(n, m)),
-                                     qos)
+                                     LATCHED if spec.static else qos)
 
     def _now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
