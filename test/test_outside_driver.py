@@ -68,7 +68,7 @@ gym.register_envs(gymnasium_robotics)
 
 REPO = Path(__file__).resolve().parents[1]
 MAP_FILE = REPO / "config" / "robot_fetch_reach.yaml"
-NS = "/outside"
+NS = f"/outside_{os.getpid()}"  # apart from any other run sharing the ROS domain
 MODE = "draft_only"
 DRIVER_SEEDS = list(range(100, 110))  # the driver's own reset seeds: 10 episodes
 IN_PROCESS_SEEDS = (0, 1, 2)

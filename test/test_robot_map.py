@@ -206,3 +206,29 @@ def test_a_late_message_is_refused_in_snapshot_maps(push):
     asm.snapshot_ticks(10 * MS)
     with pytest.raises(InputError, match="late or out of order"):
         asm.put("ee_pose", 10 * MS, "world", measured["ee_pose"])
+
+
+def test_a_task_without_a_robot_map_needs_the_vector_interface():
+    from hybrid_policy.errors import HybridPolicyError
+    from hybrid_policy.ros.graph import GraphConfig, recorded
+
+    with pytest.raises(HybridPolicyError, match="has no robot map .* use interface vector"):
+        GraphConfig(mode="draft_only", task="mw_pick_place")
+    cfg = GraphConfig(mode="draft_only", task="mw_pick_place", interface="vector")
+    assert "observation:sensor_msgs/msg/JointState" in recorded(cfg)
+
+
+@pytest.mark.parametrize("task,robot_topics", [
+    ("fetch_reach", {"joint_states", "ee_pose", "ee_twist", "goal", "cmd_twist",
+                     "gripper_command"}),
+    ("fetch_push", {"joint_states", "ee_pose", "ee_twist", "object_pose", "object_twist",
+                    "goal", "cmd_twist", "gripper_command"}),
+])
+def test_the_graph_records_the_robot_topics_its_map_names(task, robot_topics):
+    from hybrid_policy.ros.graph import GraphConfig, recorded
+
+    topics = {entry.split(":")[0] for entry in recorded(GraphConfig(mode="hybrid", task=task))}
+    assert robot_topics <= topics and not {"observation", "action"} & topics
+    env = sim_envs.make_task(task)
+    env.reset(seed=0)
+    assert set(env.measure()) == robot_topics - {"cmd_twist", "gripper_command"}

@@ -34,8 +34,8 @@ MAX_AGE_MS = 400
 class Robot(Node):
     """Plays a Fetch driver: publishes the map's inputs from a real Reach scene."""
 
-    def __init__(self):
-        super().__init__("robot", namespace=NS)
+    def __init__(self, namespace=NS, seed=1):
+        super().__init__("robot", namespace=namespace)
         control = qos.profile("control")
         self.pubs = {t: self.create_publisher(robot_io.MESSAGE[TOPICS[t].type], t, control)
                      for t in INPUTS}
@@ -53,7 +53,7 @@ class Robot(Node):
                                  READY_QOS)
         self.reset = self.create_client(Trigger, "draft_node/reset")
         env = sim_envs.make_task("fetch_reach")
-        env.reset(seed=1)
+        env.reset(seed=seed)
         self.measured = env.measure()
 
     def publish(self, stamp_ns, skip=(), frame="world", nan=()):
@@ -228,3 +228,39 @@ def test_a_bad_robot_map_refuses_to_start_with_its_line(tiny, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert f"{bad}:{line}:" in out.stderr and "it gives position" in out.stderr
+
+
+def test_a_timer_map_acts_at_its_rate_on_the_latest_inputs_until_they_age(robot, tiny,
+                                                                           tmp_path):
+    """tick: timer: the robot publishes once; the node acts on it every period while it is
+    younger than max_age_ms, then holds still and says the inputs are stale."""
+    from hybrid_policy.core.robot_map import default_path
+
+    text = default_path("fetch_reach").read_text().replace("tick: snapshot", "tick: timer\n"
+                                                           "rate_hz: 20")
+    timer_map = tmp_path / "timer.yaml"
+    timer_map.write_text(text)
+    ns = "/robot_timer"
+    node = Robot(ns, seed=2)  # rclpy is up: the module's robot fixture started it
+    procs = [subprocess.Popen(ros_helpers.node_cmd(
+                "draft_node", ns, task="fetch_reach", mode="draft_only", draft=tiny["draft"],
+                robot_map=str(timer_map), max_age_ms=600.0)),
+             subprocess.Popen(ros_helpers.node_cmd("lifecycle_manager", ns,
+                                                   node_names="['draft_node']"))]
+    try:
+        assert node.spin_until(lambda: any(m.name == "lifecycle_manager"
+                                           for m in node.got["ready"]), timeout=90)
+        node.got["cmd_twist"].clear()
+        node.publish(node.now_ns())
+        assert node.spin_until(lambda: node.holds() and "stale" in node.holds()[-1]["reason"],
+                               timeout=10)
+        moving = [m for m in node.got["cmd_twist"]
+                  if (m.twist.linear.x, m.twist.linear.y, m.twist.linear.z) != (0.0, 0.0, 0.0)]
+        assert len(moving) >= 3  # several ticks acted on the one set of inputs...
+        stamps = [messages.stamp_key(m.header.stamp) for m in moving]
+        assert stamps == sorted(set(stamps))  # ...each a tick of its own, stamped by the node
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+        node.destroy_node()

@@ -157,9 +157,10 @@ class DraftNode(ManagedNode):
         self.gripper_pub = self.create_publisher(JointState, self.map.gripper.topic, control)
         self.inputs = robot_io.RobotInputs(self, self.map, self.task.obs_dim, max_age, control,
                                            self.report.guard, self.on_tick)
-        if self.map.tick == "timer":
-            self.create_timer(1.0 / self.map.rate_hz,
-                              lambda: self.active and self.on_tick(self.inputs.timer_tick()))
+        if self.map.tick == "timer":  # guarded like a subscription: a tick never kills it
+            tick = self.report.guard("tick", lambda _: self.active and self.on_tick(
+                self.inputs.timer_tick()))
+            self.create_timer(1.0 / self.map.rate_hz, lambda: tick(None))
         self.get_logger().info(f"robot map {path}: {self.map.tick} ticks, max_age_ms "
                                f"{max_age:g}, twist {self.map.twist_scale:g} m/s per unit")
 
