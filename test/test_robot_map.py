@@ -178,6 +178,8 @@ SHIPPED = robot_map.default_path("fetch_push").read_text()
     (("  goal:                   {from: goal, take: position}", ""), "observation:",
      "observation fields not mapped: goal_x, goal_y, goal_z"),
     (("max_age_ms: 200", "max_age_ms: -5"), "max_age_ms:", "max_age_ms must be a number > 0"),
+    (("control_period_ms: 40", "control_period_ms: 50"), "control_period_ms:",
+     "control_period_ms 50 is not fetch_push's control period (40 ms)"),
     (("    frame: world\n    metres_per_unit: 0.05", "    frame: world\n    scale: 0.05"),
      "    scale: 0.05", "unknown key 'scale'"),
 ])

@@ -194,10 +194,14 @@ class _Builder:
         if not isinstance(doc, dict):
             raise RobotMapError(f"{self.path}: expected a mapping (task, inputs, observation, "
                                 "command)")
-        self.keys(doc, (), {"task", "inputs", "observation", "command"},
+        self.keys(doc, (), {"task", "control_period_ms", "inputs", "observation", "command"},
                   {"tick", "rate_hz", "max_age_ms"})
         if doc["task"] != self.task:
             raise self.fail(("task",), f"map is for task {doc['task']!r}, not {self.task!r}")
+        period_ms = self.number(doc, "control_period_ms", ())
+        if abs(period_ms - self.period_s * 1e3) > 1e-9:
+            raise self.fail(("control_period_ms",), f"control_period_ms {period_ms:g} is not "
+                            f"{self.task}'s control period ({self.period_s * 1e3:g} ms)")
         tick = doc.get("tick", "snapshot")
         if tick not in TICKS:
             raise self.fail(("tick",), f"tick {tick!r} is not one of {', '.join(TICKS)}")
