@@ -86,7 +86,7 @@ def main() -> None:
     os.environ.setdefault("ROS_DOMAIN_ID", str(90 + os.getpid() % 10))
     from hybrid_policy.policies.build import ensure_default_models
 
-    ensure_default_models(args.task, args.models)
+    ensure_default_models(args.task, Path(args.models))
 
     per_run = [np.median(in_process(args.task, 2000)) for _ in range(args.runs)]
     print(f"\n{args.task}: standard readings -> observation + commands, in process "

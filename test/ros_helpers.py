@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import rclpy
 
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
@@ -88,3 +89,25 @@ def finish(proc, timeout=60):
     """Wait for a ``start_bringup`` process, draining its log; its exit status."""
     proc.communicate(timeout=timeout)
     return proc.returncode
+
+
+def spin_until(node, cond, timeout=20.0):
+    """Spin ``node`` until ``cond()`` holds (True) or ``timeout`` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if cond():
+            return True
+    return False
+
+
+def stop(procs, timeout=20):
+    """Terminate node processes and wait for each (killed if it does not exit)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

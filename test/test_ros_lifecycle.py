@@ -21,7 +21,7 @@ from hybrid_policy.ros import messages, qos  # noqa: E402
 from hybrid_policy.ros.lifecycle_client import (  # noqa: E402
     ACTIVATE, CONFIGURE, DEACTIVATE, LifecycleClient,
 )
-from ros_helpers import node_cmd  # noqa: E402
+from ros_helpers import node_cmd, stop  # noqa: E402
 from sim_envs import task_spec  # noqa: E402
 
 NS = "/driver"
@@ -93,6 +93,4 @@ def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
         assert all(s["uplink"] == 1 and s["verdict"] == 1 and s["fallback"] == 0 for s in steps)
         assert draft.change(DEACTIVATE) and draft.state() == State.PRIMARY_STATE_INACTIVE
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=20)
+        stop(procs)

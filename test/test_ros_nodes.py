@@ -3,7 +3,6 @@ payload sizes, and the launch description where launch_ros exists."""
 
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -55,12 +54,7 @@ class Probe(Node):
         return lambda msg: self.got[topic].append(msg)
 
     def spin_until(self, cond, timeout=20.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            rclpy.spin_once(self, timeout_sec=0.05)
-            if cond():
-                return True
-        return False
+        return ros_helpers.spin_until(self, cond, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +64,8 @@ def graph(tiny):
     procs = [
         # under use_sim_time with no /clock: deadlines still run on the steady clock
         subprocess.Popen(node_cmd("draft_node", task="fetch_reach", mode="hybrid",
-                                  interface="vector", draft=tiny["draft"], target=tiny["target"], use_sim_time="true",
+                                  interface="vector", draft=tiny["draft"],
+                                  target=tiny["target"], use_sim_time="true",
                                   deadline_ms=300.0, expect="['action 1', 'uplink/request 1']")),
         subprocess.Popen(node_cmd("target_node", task="fetch_reach", target=tiny["target"],
                                   expect="['server/response 1']")),
@@ -80,9 +75,7 @@ def graph(tiny):
     ready = probe.spin_until(lambda: {m.name for m in probe.got["ready"]} >=
                              {"lifecycle_manager"}, timeout=90)
     yield probe, ready
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=20)
+    ros_helpers.stop(procs)
     probe.destroy_node()
     rclpy.shutdown()
 

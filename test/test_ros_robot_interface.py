@@ -72,12 +72,7 @@ class Robot(Node):
         return self.get_clock().now().nanoseconds
 
     def spin_until(self, cond, timeout=20.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            rclpy.spin_once(self, timeout_sec=0.05)
-            if cond():
-                return True
-        return False
+        return ros_helpers.spin_until(self, cond, timeout)
 
     def answered(self, stamp_ns):
         """The twist and gripper command stamped ``stamp_ns``, once both came."""
@@ -116,9 +111,7 @@ def robot(tiny):
     assert node.spin_until(lambda: any(m.name == "lifecycle_manager" for m in node.got["ready"]),
                            timeout=90), "draft node did not become active"
     yield node
-    for p in procs:
-        p.terminate()
-        p.wait(timeout=20)
+    ros_helpers.stop(procs)
     node.destroy_node()
     rclpy.shutdown()
 
@@ -260,7 +253,5 @@ def test_a_timer_map_acts_at_its_rate_on_the_latest_inputs_until_they_age(robot,
         stamps = [messages.stamp_key(m.header.stamp) for m in moving]
         assert stamps == sorted(set(stamps))  # ...each a tick of its own, stamped by the node
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=20)
+        ros_helpers.stop(procs)
         node.destroy_node()

@@ -256,7 +256,8 @@ class _Builder:
 
     def observation(self, doc: dict, inputs: dict[str, InputSpec]) -> tuple[ObsEntry, ...]:
         index = {f: i for i, f in enumerate(self.fields)}
-        groups = sorted({f[:-2] for f in self.fields if f[-2:] in ("_x", "_y", "_z")})
+        grouped = [f for f in self.fields if f[-2:] in ("_x", "_y", "_z")]
+        valid = [*sorted({f[:-2] for f in grouped}), *(f for f in self.fields if f not in grouped)]
         entries, covered = [], set()
         for key, spec in doc.items():
             where = ("observation", key)
@@ -266,7 +267,7 @@ class _Builder:
                 indices = tuple(index[f"{key}_{a}"] for a in "xyz")
             else:
                 raise self.fail(where, f"unknown observation field {key!r} for {self.task}; "
-                                f"valid: {', '.join([*groups, *(f for f in self.fields if f[-2:] not in ('_x', '_y', '_z'))])}")
+                                f"valid: {', '.join(valid)}")
             if not isinstance(spec, dict):
                 raise self.fail(where, f"{key}: expected a mapping (from, take[, joint, minus])")
             self.keys(spec, where, {"from", "take"}, {"joint", "minus"})
