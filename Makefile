@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hybrid_results.py
 	$(BIN)/python bench/ros_overhead.py
 	$(BIN)/python bench/node_startup.py
+	$(BIN)/python bench/robot_interface.py
 	$(BIN)/python bench/dds_floor.py
 
 clean:
