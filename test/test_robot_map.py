@@ -150,6 +150,9 @@ def test_wrong_frame_and_missing_joints_are_refused_and_not_stored(push):
     assert "ee_pose" not in asm.latest
     with pytest.raises(InputError, match="joints .* missing"):
         asm.put("joints", 5 * MS, "", {"name": ["a"], "position": [0.0], "velocity": [0.0]})
+    no_velocity = {**measured["joint_states"], "velocity": []}
+    with pytest.raises(InputError, match=r"0 velocity values .*\(the map reads velocity\)"):
+        asm.put("joints", 5 * MS, "", no_velocity)
     with pytest.raises(InputError, match="zero stamp"):
         asm.put("goal", 0, "world", measured["goal"])
 

@@ -454,14 +454,16 @@ class Assembler:
             raise InputError(f"{spec.name} ({spec.topic}): joints {lacking} missing from "
                              f"name[] {names[:6]}: not used")
         idx = [names.index(j) for j in spec.joints]
+        needs_velocity = any(e.take == "velocity_per_step" and spec.name in (e.source, e.minus)
+                             for e in self.rmap.observation)
         out = {}
         for key in ("position", "velocity"):
             values = np.asarray(reading[key], np.float64)
             if len(values) == len(names):
                 out[key] = values[idx]
-            elif len(values) or key == "position":
+            elif len(values) or key == "position" or needs_velocity:
                 raise InputError(f"{spec.name} ({spec.topic}): {len(values)} {key} values "
-                                 f"for {len(names)} names: not used")
+                                 f"for {len(names)} names (the map reads {key}): not used")
         return out
 
     def snapshot_ticks(self, now_ns: int) -> list[Tick]:

@@ -49,6 +49,7 @@ from hybrid_policy.ros.reporting import Reporter
 
 
 FINGERS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
+FRAME = "world"  # the frame of every pose, twist and command of the simulated Fetch
 
 
 class SimNode(Node):
@@ -125,9 +126,13 @@ class SimNode(Node):
 
     # -- start-up and watchdog -----------------------------------------------------------
     def _tick(self) -> None:
+        if self.resetting:
+            if time.monotonic() - self.sent_at > self.action_timeout_s:
+                self.get_logger().error(f"the policy's reset service did not answer in "
+                                        f"{self.action_timeout_s:.0f} s: giving up")
+                raise Finished(1)
+            return
         if self.episode < 0:
-            if self.resetting:
-                return
             if self.gate.ready and self.waiter.done and (
                     self.reset_client is None or self.reset_client.service_is_ready()):
                 self._start_episode(0)
@@ -152,7 +157,7 @@ class SimNode(Node):
         if self.reset_client is None:
             self._begin(episode)
             return
-        self.resetting = True
+        self.resetting, self.sent_at = True, time.monotonic()
         self.reset_client.call_async(Trigger.Request()).add_done_callback(
             lambda future: self._on_reset(future, episode))
 
@@ -184,7 +189,7 @@ class SimNode(Node):
             return
         for name, reading in self.env.measure().items():
             self.robot_pubs[name].publish(robot_io.message_of(
-                TOPICS[name].type, stamp, "" if name == "joint_states" else "world", reading))
+                TOPICS[name].type, stamp, "" if name == "joint_states" else FRAME, reading))
 
     def on_action(self, msg: JointState) -> None:
         key = messages.stamp_key(msg.header.stamp)
@@ -194,7 +199,7 @@ class SimNode(Node):
         self._execute(messages.parse_action(msg, self.spec.action_dim))
 
     def on_twist(self, msg: TwistStamped) -> None:
-        self._command(msg, "twist", lambda: robot_io.parse_twist(msg, "world"))
+        self._command(msg, "twist", lambda: robot_io.parse_twist(msg, FRAME))
 
     def on_gripper(self, msg: JointState) -> None:
         self._command(msg, "gripper", lambda: robot_io.parse_gripper(msg, FINGERS))
