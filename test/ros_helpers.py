@@ -86,8 +86,17 @@ def alive(pid):
 
 
 def finish(proc, timeout=60):
-    """Wait for a ``start_bringup`` process, draining its log; its exit status."""
-    proc.communicate(timeout=timeout)
+    """Wait for a ``start_bringup`` process, draining its log; its exit status. On a
+    timeout the process is killed and the failure shows the end of its log."""
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        rest = proc.communicate()[1] or ""
+        log = (exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes)
+               else exc.stderr or "") + rest
+        pytest.fail(f"bringup still running {timeout} s later (exit status "
+                    f"{proc.poll()}); its log ends:\n{log[-4000:]}")
     return proc.returncode
 
 

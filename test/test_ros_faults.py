@@ -76,6 +76,19 @@ def test_lossy_link_counts_every_loss_and_fallback(cli, tiny, tmp_path):
     assert [bool(s["fallback"]) for s in steps] == [r.lost for r in records]
 
 
+def _longest_run(flags: np.ndarray) -> tuple[int, int]:
+    """First and last index of the longest run of True in ``flags``."""
+    best, start = (0, -1), None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            if i - start > best[1] - best[0] + 1:
+                best = (start, i - 1)
+            start = None
+    return best
+
+
 def test_server_killed_mid_run_robot_rides_it_out_and_verification_resumes(cli, tiny, tmp_path):
     bag = tmp_path / "bag"
     args = bringup_args(cli, tiny, bag, "hybrid", "6g_hrllc", 12, "--clock", "realtime",
@@ -89,7 +102,8 @@ def test_server_killed_mid_run_robot_rides_it_out_and_verification_resumes(cli, 
     fallback = np.array([s["fallback"] for s in steps], bool)
     verdict = np.array([s["verdict"] for s in steps], bool)
     assert counts["fallbacks"] == fallback.sum() > 10  # the outage was ridden out on the draft
-    first, last = np.flatnonzero(fallback)[[0, -1]]
+    first, last = _longest_run(fallback)  # the outage (a loaded machine adds stray ones)
+    assert last - first + 1 > 10
     assert verdict[:first].any() and verdict[last + 1:].sum() > 10  # before, and resumed after
     # meanwhile the simulator kept its period: no tick skipped or doubled, starved ticks
     # counted (how many depends on the machine's load, so no share is asserted)
