@@ -35,6 +35,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def cmd_topology(args: argparse.Namespace) -> int:
+    from hybrid_policy.core import topology
+
+    print(topology.table(topology.load(args.file)))
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from sim_envs import task_names, task_spec
 
@@ -425,6 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.set_defaults(func=cmd_bringup)
+
+    p = sub.add_parser("topology", help="show a fleet topology (robots, compute nodes, links)",
+                       description="Validate a fleet topology file and print its compute "
+                       "nodes and robots as tables, each robot with its route to its server.")
+    p.add_argument("action", choices=("show",), help="what to do with the file")
+    p.add_argument("file", help="topology YAML (e.g. config/fleet.yaml)")
+    p.set_defaults(func=cmd_topology)
 
     p = sub.add_parser("analyze", help="metrics table of recorded bags (same schema as eval)",
                        description="Read rosbag2 directories recorded by bringup or the launch "

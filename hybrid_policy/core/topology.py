@@ -1,0 +1,242 @@
+"""A fleet: robots, the compute nodes that serve them, and the links between them.
+
+Read from YAML (``config/fleet.yaml``; ``hybrid-policy topology show FILE`` prints it).
+Compute nodes form a tree towards the cloud: each names its ``parent`` (the next hop
+up) and the link profile of that hop. A robot names its ``access`` node (the first hop,
+over its own ``link``) and its ``server``, the node that verifies its requests; the server
+must lie on the path up from the access node. Every error names the entry and what is
+valid. No ROS, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybrid_policy.core.link import PROFILES, LinkProfile, link_profile
+from hybrid_policy.core.mode_names import MODE_NAMES
+from hybrid_policy.errors import HybridPolicyError
+
+TIERS = ("robot", "edge", "regional", "cloud")
+
+
+class TopologyError(HybridPolicyError, ValueError):
+    """A topology that cannot be used; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class ComputeNode:
+    name: str
+    tier: str
+    speed: float  # compute speed relative to this machine (2 = twice as fast)
+    max_batch: int  # the most requests verified in one forward pass
+    batch_window_ms: float  # wait this long for more requests after the first (0: none)
+    memory_params: int  # parameters the node can hold (0 = unlimited)
+    parent: str  # the next node towards the cloud ("" = top of the tree)
+    uplink: LinkProfile | None  # the hop to the parent (None at the top)
+
+
+@dataclass(frozen=True)
+class Robot:
+    name: str
+    task: str
+    mode: str
+    access: str  # the compute node its link reaches first
+    server: str  # the compute node that verifies its requests
+    link: LinkProfile  # robot → access node
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: str
+    robots: tuple[Robot, ...]
+    nodes: dict[str, ComputeNode]
+
+    def route(self, robot: Robot) -> tuple[LinkProfile, ...]:
+        """The hops a request of ``robot`` crosses to its server, in order."""
+        hops, node = [robot.link], robot.access
+        while node != robot.server:
+            hops.append(self.nodes[node].uplink)
+            node = self.nodes[node].parent
+        return tuple(hops)
+
+    def servers(self) -> list[str]:
+        """Nodes that serve at least one robot, in the order the file names them."""
+        used = {r.server for r in self.robots}
+        return [n for n in self.nodes if n in used]
+
+    def robots_of(self, server: str) -> list[Robot]:
+        return [r for r in self.robots if r.server == server]
+
+
+def load(path: str | Path) -> Topology:
+    """The validated topology in ``path``."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read the topology ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path}: not valid YAML ({exc})") from None
+    return parse(doc, str(path))
+
+
+def parse(doc: Any, where: str = "topology") -> Topology:
+    if not isinstance(doc, dict):
+        raise TopologyError(f"{where}: expected a mapping with 'nodes' and 'robots'")
+    _keys(doc, where, {"nodes", "robots"}, set())
+    if not isinstance(doc["nodes"], dict) or not doc["nodes"]:
+        raise TopologyError(f"{where}: 'nodes' must map node names to their settings")
+    nodes = {name: _node(where, str(name), spec) for name, spec in doc["nodes"].items()}
+    for node in nodes.values():
+        if node.parent and node.parent not in nodes:
+            raise TopologyError(f"{where}: node {node.name}: parent {node.parent!r} is not a "
+                                f"node; nodes: {', '.join(nodes)}")
+        _path_up(nodes, node.name, where)  # refuses a cycle
+    if not isinstance(doc["robots"], list) or not doc["robots"]:
+        raise TopologyError(f"{where}: 'robots' must be a non-empty list")
+    robots: list[Robot] = []
+    for i, spec in enumerate(doc["robots"]):
+        robots += _robots(where, i, spec, nodes)
+    names = [r.name for r in robots]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise TopologyError(f"{where}: robot names must be unique; repeated: {', '.join(dup)}")
+    return Topology(where, tuple(robots), nodes)
+
+
+def _keys(spec: dict, entry: str, required: set[str], optional: set[str]) -> None:
+    unknown = sorted(set(spec) - required - optional)
+    if unknown:
+        raise TopologyError(f"{entry}: unknown key {unknown[0]!r}; valid: "
+                            f"{', '.join(sorted(required | optional))}")
+    missing = sorted(required - set(spec))
+    if missing:
+        raise TopologyError(f"{entry}: missing {missing[0]!r}")
+
+
+def _number(entry: str, key: str, value: Any, low: float, integer: bool = False) -> float:
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low
+    if integer and not bad and value != int(value):
+        bad = True
+    if bad:
+        kind = "a whole number" if integer else "a number"
+        raise TopologyError(f"{entry}: {key} must be {kind} >= {low:g}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _link(entry: str, spec: Any) -> LinkProfile:
+    """A link profile by name, or ``{profile, uplink_mbps?, downlink_mbps?, delay_ms?}``."""
+    if isinstance(spec, str):
+        spec = {"profile": spec}
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{entry}: link must be a profile name or a mapping with "
+                            "'profile'")
+    _keys(spec, entry, {"profile"}, {"uplink_mbps", "downlink_mbps", "delay_ms"})
+    if spec["profile"] not in PROFILES:
+        raise TopologyError(f"{entry}: unknown link profile {spec['profile']!r}; valid: "
+                            f"{', '.join(PROFILES)}")
+    base = link_profile(spec["profile"])
+    overrides = {k: _number(entry, k, spec[k], 0.0) for k in
+                 ("uplink_mbps", "downlink_mbps", "delay_ms") if k in spec}
+    for k in ("uplink_mbps", "downlink_mbps"):
+        if overrides.get(k) == 0:
+            raise TopologyError(f"{entry}: {k} must be > 0")
+    return replace(base, **overrides) if overrides else base
+
+
+def _node(where: str, name: str, spec: Any) -> ComputeNode:
+    entry = f"{where}: node {name}"
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{entry}: expected a mapping (tier, speed, max_batch, ...)")
+    _keys(spec, entry, {"tier"}, {"speed", "max_batch", "batch_window_ms", "memory_params",
+                                  "parent", "link"})
+    if spec["tier"] not in TIERS:
+        raise TopologyError(f"{entry}: tier {spec['tier']!r} is not one of {', '.join(TIERS)}")
+    parent = str(spec.get("parent", "") or "")
+    if bool(parent) != ("link" in spec):
+        raise TopologyError(f"{entry}: a node with a parent needs the 'link' of that hop, and "
+                            "a node without one has no link")
+    speed = _number(entry, "speed", spec.get("speed", 1.0), 0.0)
+    if speed == 0:
+        raise TopologyError(f"{entry}: speed must be > 0")
+    max_batch = _number(entry, "max_batch", spec.get("max_batch", 1), 1, integer=True)
+    return ComputeNode(name, spec["tier"], speed, int(max_batch),
+                       _number(entry, "batch_window_ms", spec.get("batch_window_ms", 0.0), 0.0),
+                       int(_number(entry, "memory_params", spec.get("memory_params", 0), 0,
+                                   integer=True)),
+                       parent, _link(entry, spec["link"]) if parent else None)
+
+
+def _path_up(nodes: dict[str, ComputeNode], start: str, where: str) -> list[str]:
+    path, node = [start], nodes[start].parent
+    while node:
+        if node in path:
+            raise TopologyError(f"{where}: node {start}: its parents form a cycle "
+                                f"({' -> '.join([*path, node])}); the nodes must form a tree")
+        path.append(node)
+        node = nodes[node].parent
+    return path
+
+
+def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) -> list[Robot]:
+    entry = f"{where}: robots[{index}]"
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{entry}: expected a mapping (name, task, mode, access, server, "
+                            "link)")
+    _keys(spec, entry, {"name", "task", "mode", "access", "link"}, {"server", "count"})
+    name = str(spec["name"])
+    entry = f"{where}: robot {name}"
+    from sim_envs import task_names  # the registry: a robot's task must be one
+
+    if spec["task"] not in task_names():
+        raise TopologyError(f"{entry}: unknown task {spec['task']!r}; valid: "
+                            f"{', '.join(task_names())}")
+    if spec["mode"] not in MODE_NAMES:
+        raise TopologyError(f"{entry}: unknown mode {spec['mode']!r}; valid: "
+                            f"{', '.join(MODE_NAMES)}")
+    for key in ("access", "server"):
+        if key in spec and spec[key] not in nodes:
+            raise TopologyError(f"{entry}: {key} {spec[key]!r} is not a node; nodes: "
+                                f"{', '.join(nodes)}")
+    access = spec["access"]
+    server = spec.get("server", access)
+    up = _path_up(nodes, access, where)
+    if server not in up:
+        raise TopologyError(f"{entry}: no path to its server {server!r}: requests go up from "
+                            f"{access} through {' -> '.join(up)}")
+    count = int(_number(entry, "count", spec.get("count", 1), 1, integer=True))
+    link = _link(entry, spec["link"])
+    names = [name] if "count" not in spec else [f"{name}_{i}" for i in range(count)]
+    return [Robot(n, str(spec["task"]), spec["mode"], access, server, link) for n in names]
+
+
+def table(topo: Topology) -> str:
+    """The topology as text tables: compute nodes, then robots with their route."""
+    rows = [("node", "tier", "speed", "max_batch", "window_ms", "memory_params", "parent",
+             "uplink")]
+    for n in topo.nodes.values():
+        rows.append((n.name, n.tier, f"{n.speed:g}", str(n.max_batch), f"{n.batch_window_ms:g}",
+                     f"{n.memory_params:,}" if n.memory_params else "-", n.parent or "-",
+                     _describe(n.uplink) if n.uplink else "-"))
+    out = [_format(rows), ""]
+    rows = [("robot", "task", "mode", "access link", "route to server")]
+    for r in topo.robots:
+        route = " -> ".join([r.name, *_path_up(topo.nodes, r.access, topo.path)[
+            : _path_up(topo.nodes, r.access, topo.path).index(r.server) + 1]])
+        rows.append((r.name, r.task, r.mode, _describe(r.link), route))
+    out.append(_format(rows))
+    return "\n".join(out)
+
+
+def _describe(link: LinkProfile) -> str:
+    return (f"{link.name} ({link.delay_ms:g} ms, {link.uplink_mbps:g}/{link.downlink_mbps:g} "
+            "Mb/s)")
+
+
+def _format(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
