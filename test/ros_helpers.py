@@ -61,9 +61,10 @@ def node_pids(stderr_text):
     return {name: int(pid) for name, pid in re.findall(r"(\w+_node) \(pid (\d+)\)", stderr_text)}
 
 
-def start_bringup(args, until, timeout=120):
+def start_bringup(args, until, timeout=120, preexec_fn=None):
     """Popen of bringup, read until a stderr line contains ``until``."""
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=preexec_fn)
     text = ""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -86,18 +87,21 @@ def alive(pid):
 
 
 def finish(proc, timeout=60):
-    """Wait for a ``start_bringup`` process, draining its log; its exit status. On a
-    timeout the process is killed and the failure shows the end of its log."""
+    """Wait for a ``start_bringup`` process to exit, draining its log; its exit status. On
+    a timeout the process is killed and the failure shows the end of its log."""
+    import threading
+
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)  # node processes may hold the pipe: never join
+    reader.start()
     try:
-        proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
         proc.kill()
-        rest = proc.communicate()[1] or ""
-        log = (exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes)
-               else exc.stderr or "") + rest
-        pytest.fail(f"bringup still running {timeout} s later (exit status "
-                    f"{proc.poll()}); its log ends:\n{log[-4000:]}")
-    return proc.returncode
+        proc.wait()
+        pytest.fail(f"bringup still running {timeout} s later; its log ends:\n"
+                    f"{''.join(chunks)[-4000:]}")
 
 
 def spin_until(node, cond, timeout=20.0):

@@ -98,17 +98,25 @@ def test_analyze_cli_writes_eval_schema(cli, tiny, tmp_path):
     assert again.returncode == 2 and "already exists; give a new directory" in again.stderr
 
 
-@pytest.mark.parametrize("how", ["kill_draft", "ctrl_c"])
+def _deaf():
+    """What some parents hand their children: SIGINT and SIGTERM ignored and blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@pytest.mark.parametrize("how", ["kill_draft", "ctrl_c", "sigterm_from_a_deaf_parent"])
 def test_bringup_stops_every_node(cli, tiny, tmp_path, how):
     bag = tmp_path / "bag"
-    proc, text = start_bringup(bringup_args(cli, tiny, bag, "hybrid", LINK, 500), "episode 1/500")
+    proc, text = start_bringup(bringup_args(cli, tiny, bag, "hybrid", LINK, 500), "episode 1/500",
+                               preexec_fn=_deaf if how.endswith("deaf_parent") else None)
     pids = node_pids(text)
     assert set(pids) == {"sim_node", "draft_node", "link_node", "target_node", "recorder_node"}
     if how == "kill_draft":
         os.kill(pids["draft_node"], signal.SIGKILL)
         assert finish(proc) == 1  # a robot-side node died: the run failed
     else:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT if how == "ctrl_c" else signal.SIGTERM)
         assert finish(proc) == 130
     time.sleep(0.5)
     assert not [n for n, pid in pids.items() if alive(pid)]  # no orphans

@@ -4,7 +4,8 @@
 Nodes and parameters come from ``graph.nodes`` (the launch file uses the same). Each node
 gets its own parameter file and runs as ``python -m <module> --ros-args ...`` in its own
 session, so a Ctrl-C reaches only this supervisor, which then stops every node in order.
-The run ends when the simulator finishes its episodes. A server-side node (``respawn`` in
+The run ends when the simulator finishes its episodes; Ctrl-C (SIGINT) or SIGTERM stop it
+early (exit 130). A server-side node (``respawn`` in
 the graph description) that dies is started again after a second, as ``ros2 launch`` does
 with ``respawn=True``; the robot rides out the gap on its own actions. If any other node
 dies, the rest are stopped and the exit status says so. No process outlives the
@@ -108,8 +109,21 @@ class Supervisor:
         return {name: p.poll() for name, p in self.procs.items()}
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stoppable() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the graph, whatever this process inherited: a
+    parent may start it with those signals ignored or blocked, which ``exec`` keeps."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def bringup(cfg: GraphConfig, timeout_s: float = 3600.0) -> int:
     """Run ``cfg``'s graph to the end of its episodes. Returns 0 on a clean run."""
+    _stoppable()
     specs = nodes(cfg)
     with tempfile.TemporaryDirectory(prefix="hybrid_bringup_") as tmp:
         sup = Supervisor(specs, cfg.namespace, Path(tmp))
@@ -118,8 +132,8 @@ def bringup(cfg: GraphConfig, timeout_s: float = 3600.0) -> int:
             rc = sup.wait("sim_node", timeout_s)
             if rc == 0:
                 time.sleep(0.3)  # the recorder's last messages
-        except KeyboardInterrupt:
-            log.warning("interrupted: stopping the graph")
+        except KeyboardInterrupt as exc:
+            log.warning("interrupted (%s): stopping the graph", exc or "SIGINT")
             rc = 130
         finally:
             sup.stop()
