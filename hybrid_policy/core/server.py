@@ -22,11 +22,28 @@ class _SentDraft:
 
 def serve(target: Policy, req: Request) -> Response:
     """Answer one request. Raises ``ProtocolError`` for a request the target cannot use."""
+    _check(target, req)
+    return _answer(target, req, target.begin(req.window))
+
+
+def serve_batch(target: Policy, requests: list[Request]) -> list[Response]:
+    """Answer several requests with one forward pass of the target's trunk (a batching
+    server). Each answer depends only on its own request (its seed draws its sampling); a
+    batch of one is ``serve``. Raises ``ProtocolError`` if any request is unusable."""
+    for req in requests:
+        _check(target, req)
+    steps = target.begin_batch([req.window for req in requests])
+    return [_answer(target, req, step) for req, step in zip(requests, steps)]
+
+
+def _check(target: Policy, req: Request) -> None:
     if req.window.shape[1] != target.obs_dim:
         raise ProtocolError(f"request observations have {req.window.shape[1]} elements, the "
                             f"target expects {target.obs_dim}")
+
+
+def _answer(target: Policy, req: Request, step) -> Response:
     rng = np.random.default_rng(req.seed)
-    step = target.begin(req.window)
     if req.kind == "act":
         codes = step.sample(rng)
         return Response(step.action(codes), codes, True, target.levels, ())

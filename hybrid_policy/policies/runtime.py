@@ -77,9 +77,19 @@ class Policy:
         """The tokenizer's action for ``codes`` (no offset)."""
         return self.code_table[np.ravel_multi_index(codes, (self.codebook_size,) * self.levels)]
 
-    @torch.inference_mode()
     def begin(self, obs_history: np.ndarray) -> "PolicyStep":
         """Encode the most recent ``history`` observations (oldest first) for one step."""
+        return self.begin_batch([obs_history])[0]
+
+    @torch.inference_mode()
+    def begin_batch(self, histories: list[np.ndarray]) -> list["PolicyStep"]:
+        """``begin`` for several steps (of different robots) in one forward pass of the
+        trunk: what a server that batches requests runs."""
+        windows = np.stack([self._window(h) for h in histories])
+        h = self.model.encode(torch.from_numpy(windows))
+        return [PolicyStep(self, h[i : i + 1]) for i in range(len(histories))]
+
+    def _window(self, obs_history: np.ndarray) -> np.ndarray:
         window = np.asarray(obs_history, dtype=np.float32)[-self.history :]
         if window.ndim != 2:
             raise ValueError(f"observation history must be 2-D [steps, obs_dim], got {window.shape}")
@@ -87,8 +97,7 @@ class Policy:
             check_observation(row, self.obs_dim)
         if len(window) < self.history:  # pad like the start of an episode
             window = np.concatenate([np.repeat(window[:1], self.history - len(window), 0), window])
-        h = self.model.encode(torch.from_numpy(window).unsqueeze(0))
-        return PolicyStep(self, h)
+        return window
 
 
 class PolicyStep:

@@ -1,0 +1,248 @@
+"""In-process fleet evaluation: N robots, each in its own MuJoCo episode, sharing servers
+that queue and batch, all advanced by one discrete-event clock in simulated time.
+
+Each robot acts at control ticks (its task's control period, robots offset evenly within
+one period). A tick runs the mode's ``plan`` (the same call the single-robot evaluator and
+the ROS draft node make); a request crosses the robot's route hop by hop (``core.link``,
+the request's own packet randomness, as ``evaluator.control_step`` draws it), waits in its
+server's FIFO, is verified in a batch (``server.serve_batch``; time from the measured batch
+curve, ``ComputeModel.target_batch``), and its answer crosses the route back. An answer
+not back within ``deadline_ms`` of sending is a fallback, as in ``evaluator``. The robot
+executes its action once it has one, and its next tick is the first control tick after
+that: a robot waiting on a busy server falls behind its clock, which the step latency
+shows.
+
+With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
+verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
+``E`` episodes runs the run's episodes ``i·E … i·E + E − 1`` (reset seeds and sampling
+streams), so robot 0 of any fleet runs what ``eval`` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+import sim_envs
+from sim_envs.collect import episode_seeds
+from hybrid_policy.core.compute import ComputeModel
+from hybrid_policy.core.evaluator import StepRecord, episode_rng
+from hybrid_policy.core.events import BatchServer, Clock
+from hybrid_policy.core.link import packet_rng
+from hybrid_policy.core.modes import Mode, Plan
+from hybrid_policy.core.protocol import Response
+from hybrid_policy.core.server import serve_batch
+from hybrid_policy.core.stepmetrics import ModeResult, rejected
+from hybrid_policy.core.topology import Robot, Topology
+from hybrid_policy.policies import Policy
+
+
+@dataclass
+class FleetResult:
+    """One fleet run of one mode: per robot (eval's metrics) and per server."""
+
+    mode: str
+    robots: dict[str, ModeResult]
+    servers: dict[str, dict[str, Any]]
+    simulated_s: float
+
+    def total(self) -> ModeResult:
+        """Every robot's steps and episodes as one result (the fleet as a whole)."""
+        out = ModeResult(self.mode)
+        for r in self.robots.values():
+            out.episodes += r.episodes
+            out.successes += r.successes
+            out.steps += r.steps
+            out.uplink_tx += r.uplink_tx
+            out.server_ops += r.server_ops
+            out.uplink_bytes += r.uplink_bytes
+            out.rejections += r.rejections
+            out.fallbacks += r.fallbacks
+            out.latencies += r.latencies
+            out.episode_success += r.episode_success
+        return out
+
+
+@dataclass
+class _Pending:
+    robot: "_Robot"
+    plan: Plan
+    step: int
+    sent_ms: float  # simulated time the request left the robot
+    link_rng: np.random.Generator
+    elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
+    server_op: bool = False
+    resolved: bool = False
+
+
+@dataclass
+class _Robot:
+    spec: Robot
+    mode: Mode
+    env: Any
+    hops: tuple
+    period_ms: float
+    reset_seeds: list[int]
+    first_episode: int  # index of its first episode in the run's sequence
+    result: ModeResult
+    episode: int = -1
+    step: int = 0
+    obs: np.ndarray | None = None
+    rng: np.random.Generator | None = None
+    tick_ms: float = 0.0  # time of the current step's tick
+    done: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class FleetEvaluator:
+    def __init__(self, topology: Topology, modes: Callable[[Robot], Mode],
+                 targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
+                 episodes: int, seed: int,
+                 on_step: Callable[[str, StepRecord], None] | None = None) -> None:
+        if episodes < 1:
+            raise ValueError(f"episodes must be a positive integer, got {episodes}")
+        self.topology, self.targets, self.compute = topology, targets, compute
+        self.deadline_ms, self.on_step = deadline_ms, on_step
+        self.clock = Clock()
+        n = len(topology.robots)
+        seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
+        self.seed = seed
+        self.robots: list[_Robot] = []
+        for i, spec in enumerate(topology.robots):
+            period = sim_envs.task_spec(spec.task).control_period_ms
+            mode = modes(spec)
+            robot = _Robot(spec, mode, sim_envs.make_task(spec.task), topology.route(spec),
+                           period, seeds[i * episodes:(i + 1) * episodes], i * episodes,
+                           ModeResult(mode.name))
+            self.robots.append(robot)
+            self.clock.at(i * period / n, lambda r=robot: self._begin_episode(r, 0))
+        self.servers = {
+            name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
+                              lambda k, s=node.speed: compute.target_batch(k, s),
+                              self._work, self._served)
+            for name, node in topology.nodes.items() if name in topology.servers()}
+        self.bar: tqdm | None = None
+
+    def run(self, progress: bool | None = None) -> FleetResult:
+        total = sum(len(r.reset_seeds) for r in self.robots)
+        self.bar = tqdm(total=total, desc=f"fleet {self.robots[0].mode.name}", unit="ep",
+                        disable=None if progress is None else not progress)
+        try:
+            self.clock.run()
+        finally:
+            self.bar.close()
+            for r in self.robots:
+                r.env.close()
+        return FleetResult(self.robots[0].mode.name, {r.spec.name: r.result for r in self.robots},
+                           {name: s.stats.summary() for name, s in self.servers.items()},
+                           self.clock.now / 1e3)
+
+    # -- a robot's episodes and ticks ------------------------------------------------------
+    def _begin_episode(self, r: _Robot, episode: int) -> None:
+        r.episode, r.step = episode, 0
+        r.obs, _ = r.env.reset(seed=r.reset_seeds[episode])
+        r.mode.reset()
+        r.rng = episode_rng(self.seed, r.first_episode + episode)
+        self._tick(r)
+
+    def _tick(self, r: _Robot) -> None:
+        r.tick_ms = self.clock.now
+        plan = r.mode.plan(r.obs, r.rng)
+        draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
+        if plan.request is None:
+            self._resolve(r, plan, None, draft_ms, server_op=False)
+            return
+        p = _Pending(r, plan, r.step, self.clock.now + draft_ms,
+                     packet_rng(plan.request.seed))
+        r.extra["pending"] = p
+        self.clock.at(p.sent_ms, lambda: self._uplink(p))
+        self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
+
+    def _uplink(self, p: _Pending) -> None:
+        size = p.plan.request.payload_bytes()
+        for hop in p.robot.hops:
+            t = hop.deliver(size, True, p.link_rng)
+            if t is None:
+                return  # lost on the way up: the deadline decides
+            p.elapsed_ms += t
+        self.clock.at(p.sent_ms + p.elapsed_ms,
+                      lambda: self.servers[p.robot.spec.server].arrive(p))
+
+    def _work(self, batch: list[_Pending]) -> list[Response]:
+        """One server operation: the batch's requests, grouped by task (one model each)."""
+        answers: dict[int, Response] = {}
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, p in enumerate(batch):
+            p.server_op = True
+            by_task[p.robot.spec.task].append(i)
+        for task, idx in by_task.items():
+            for i, resp in zip(idx, serve_batch(self.targets[task],
+                                                [batch[i].plan.request for i in idx])):
+                answers[i] = resp
+        return [answers[i] for i in range(len(batch))]
+
+    def _served(self, p: _Pending, response: Response, waited_ms: float,
+                service_ms: float) -> None:
+        p.elapsed_ms = p.elapsed_ms + waited_ms + service_ms  # eval's order: up + target
+        size = response.payload_bytes()
+        for hop in reversed(p.robot.hops):
+            t = hop.deliver(size, False, p.link_rng)
+            if t is None:
+                return  # lost on the way down
+            p.elapsed_ms += t
+        if p.elapsed_ms <= self.deadline_ms:
+            self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self._answered(p, response))
+
+    def _answered(self, p: _Pending, response: Response) -> None:
+        if not p.resolved:
+            p.resolved = True
+            self._resolve(p.robot, p.plan, response,
+                          (self.compute.draft() if p.plan.draft_action is not None else 0.0)
+                          + p.elapsed_ms, p.server_op)
+
+    def _deadline(self, p: _Pending) -> None:
+        if not p.resolved:
+            p.resolved = True
+            self._resolve(p.robot, p.plan, None,
+                          (self.compute.draft() if p.plan.draft_action is not None else 0.0)
+                          + self.deadline_ms, p.server_op)
+
+    def _resolve(self, r: _Robot, plan: Plan, response: Response | None, latency_ms: float,
+                 server_op: bool) -> None:
+        """Execute the step's action; the next tick is the first one after it."""
+        action = r.mode.resolve(plan, response)
+        lost = plan.request is not None and response is None
+        rec = StepRecord(r.step, plan, action, response, latency_ms, server_op, lost)
+        req = plan.request
+        r.result.add_step(latency_ms, None if req is None else req.payload_bytes(),
+                          rejected(req, response), lost)
+        r.result.server_ops += server_op
+        if self.on_step is not None:
+            self.on_step(r.spec.name, rec)
+        r.obs, _, terminated, truncated, info = r.env.step(action)
+        r.step += 1
+        periods = max(1, math.ceil(latency_ms / r.period_ms - 1e-9))
+        next_ms = r.tick_ms + periods * r.period_ms
+        if terminated or truncated:
+            r.result.add_episode(bool(info["success"]))
+            self.bar.update(1)
+            if r.episode + 1 < len(r.reset_seeds):
+                self.clock.at(next_ms, lambda: self._begin_episode(r, r.episode + 1))
+            else:
+                r.done = True
+            return
+        self.clock.at(next_ms, lambda: self._tick(r))
+
+
+def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
+                   targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
+                   episodes: int, seed: int, progress: bool | None = None,
+                   on_step: Callable[[str, StepRecord], None] | None = None) -> FleetResult:
+    """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
+    return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
+                          on_step).run(progress)
