@@ -231,17 +231,57 @@ def cmd_eval(args: argparse.Namespace) -> int:
     draft, target = _models(args)
     setting = _setting(args, draft, target)
     thresholds = _thresholds(args, draft, target, setting, tau, names)
-    modes = [make_mode(n, draft, target, thresholds) for n in names]
-    results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
-    doc = stepmetrics.report(args.task, results, {
-        "seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
-        "thresholds": None if thresholds is None else thresholds.__dict__,
-        "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]})
+    meta = {"seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
+            "thresholds": None if thresholds is None else thresholds.__dict__,
+            "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]}
+    if args.topology:
+        doc = _eval_fleet(args, names, draft, target, setting, thresholds, meta)
+    else:
+        modes = [make_mode(n, draft, target, thresholds) for n in names]
+        results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
+        doc = stepmetrics.report(args.task, results, meta)
     print(stepmetrics.format_table(doc))
     if args.json:
         stepmetrics.write_json(doc, args.json)
         log.info("wrote %s", args.json)
     return 0
+
+
+def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
+    """``eval --topology``: every robot of the fleet runs each mode in turn."""
+    from dataclasses import replace
+
+    from hybrid_policy.core import compute, fleet, stepmetrics, topology
+    from hybrid_policy.core.modes import make_mode
+
+    topo = topology.load(args.topology)
+    other = sorted({r.task for r in topo.robots} - {args.task})
+    if other:
+        raise HybridPolicyError(f"{args.topology}: eval --topology runs one task ({args.task});"
+                                f" robots of other tasks: {', '.join(other)}")
+    largest = max(topo.nodes[s].max_batch for s in topo.servers())
+    sizes = tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n < largest) + (largest,)
+    requests = compute.verify_requests(draft, target, compute.sample_observations(args.task),
+                                       max(sizes))
+    model = replace(setting.compute, batch_ms=compute.measure_batches(target, requests, sizes))
+    log.info("batch curve of the target (ms per batch): %s",
+             ", ".join(f"{n}: {ms:.2f}" for n, ms in model.batch_ms))
+    results, robots, servers = {}, {}, {}
+    for name in names:
+        run = fleet.evaluate_fleet(topo, lambda spec: make_mode(name, draft, target, thresholds),
+                                   {args.task: target}, model, args.deadline_ms, args.episodes,
+                                   args.seed)
+        results[name] = run.total()
+        robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
+                         **run.robots[r.name].summary()} for r in topo.robots]
+        servers[name] = run.servers
+    doc = stepmetrics.report(args.task, results, {**meta, "compute": model.as_dict(),
+                                                  "topology": str(args.topology)})
+    for name in names:
+        doc["modes"][name]["robots"] = robots[name]
+        doc["modes"][name]["servers"] = servers[name]
+    print(stepmetrics.format_fleet(doc))
+    return doc
 
 
 def cmd_bringup(args: argparse.Namespace) -> int:
@@ -400,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
+                   "each mode, sharing its servers (queues, batches); per-robot and per-server "
+                   "tables, and modes.<m>.robots / .servers in the JSON")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",

@@ -101,7 +101,8 @@ def verify_requests(draft: Policy, target: Policy, observations: np.ndarray,
 def measure_batches(target: Policy, requests: list, sizes: tuple[int, ...] = (1, 2, 4, 8, 16,
                     32, 64), rounds: int = 15) -> tuple[tuple[int, float], ...]:
     """Median wall time (ms) of one batched server operation (``serve_batch``) per batch
-    size, on this machine."""
+    size, on this machine. A larger batch can always be run as a smaller one plus padding,
+    so the curve is made non-decreasing (timing noise can make it dip)."""
     from hybrid_policy.core.server import serve_batch
 
     out = []
@@ -113,8 +114,8 @@ def measure_batches(target: Policy, requests: list, sizes: tuple[int, ...] = (1,
             t0 = time.perf_counter()
             serve_batch(target, batch)
             times.append((time.perf_counter() - t0) * 1e3)
-        out.append((n, float(np.median(times))))
-    return tuple(out)
+        out.append(float(np.median(times)))
+    return tuple(zip(sizes, np.maximum.accumulate(out).tolist()))
 
 
 def sample_observations(task: str, steps: int = 60, seed: int = 0) -> np.ndarray:

@@ -124,6 +124,34 @@ def format_table(doc: dict[str, Any]) -> str:
                                enumerate(zip(r, widths))) for r in rows)
 
 
+def format_fleet(doc: dict[str, Any]) -> str:
+    """Per-robot and per-server tables of a fleet evaluation (``eval --topology``)."""
+    rows = [["mode", "robot", "server", "success", "uplink/step", "server_ops/step",
+             "latency_mean", "latency_p95"]]
+    for name, m in doc["modes"].items():
+        for r in m.get("robots", []):
+            rows.append([name, r["robot"], r["server"], f"{r['success_rate']:.1%}",
+                         f"{r['uplink_tx_per_step']:.3f}", f"{r['server_ops_per_step']:.3f}",
+                         f"{r['latency_ms_mean']:.2f}", f"{r['latency_ms_p95']:.2f}"])
+    out = [_columns(rows), ""]
+    rows = [["mode", "server", "requests", "operations", "mean_batch", "utilisation",
+             "queue_mean", "queueing_ms_p95"]]
+    for name, m in doc["modes"].items():
+        for server, s in m.get("servers", {}).items():
+            rows.append([name, server, str(s["requests"]), str(s["operations"]),
+                         f"{s['requests'] / max(s['operations'], 1):.2f}",
+                         f"{s['utilisation']:.1%}", f"{s['queue_length_mean']:.2f}",
+                         f"{s['queueing_ms_p95']:.2f}"])
+    out.append(_columns(rows))
+    return "\n".join(out)
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in
+                               enumerate(zip(r, widths))) for r in rows)
+
+
 def write_json(doc: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, sort_keys=True))
