@@ -158,3 +158,16 @@ def test_eval_topology_writes_robots_and_servers(cli, tiny, tmp_path):
     assert doc["modes"]["draft_only"]["servers"]["edge"]["requests"] == 0
     assert [n for n, _ in doc["compute"]["batch_ms"]] == [1, 2, 4]
     assert "utilisation" in out.stdout and "r_2" in out.stdout
+
+
+def test_requests_past_their_deadline_are_dropped_unserved():
+    clock, done = Clock(), []
+    server = BatchServer(clock, 1, 0.0, lambda n: 10.0, lambda items: items,
+                         lambda item, *_: done.append(item),
+                         expired=lambda item, now: now >= item + 15.0)  # item = its send time
+    for t in (0.0, 0.0, 0.0):
+        clock.at(t, lambda t=t: server.arrive(t))
+    clock.run()
+    # the first is served at once, the second starts at 10 (< 15), the third would start
+    # at 20: past its deadline, it is dropped
+    assert done == [0.0, 0.0] and server.stats.summary()["expired"] == 1

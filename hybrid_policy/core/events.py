@@ -3,7 +3,8 @@
 ``Clock`` runs callbacks in time order (ties in the order they were scheduled, so a run is
 deterministic). ``BatchServer`` keeps a FIFO of requests; when idle it serves up to
 ``max_batch`` of them in one operation, after waiting ``window_ms`` from the first arrival
-for more (unless the batch fills first). Its statistics are what the fleet reports per
+for more (unless the batch fills first). A request whose deadline passed while it waited
+is dropped unserved (its robot has already acted) and counted as expired. Its statistics are what the fleet reports per
 server: utilisation, queue length, batch sizes and queueing delay.
 """
 
@@ -41,6 +42,7 @@ class ServerStats:
     batches: Counter = field(default_factory=Counter)  # batch size -> count
     waits_ms: list[float] = field(default_factory=list)  # arrival -> start of service
     queue_area: float = 0.0  # integral of the queue length over time (ms)
+    expired: int = 0  # dropped unserved: their deadline passed in the queue
     last_change: float = 0.0
     end_ms: float = 0.0
 
@@ -49,6 +51,7 @@ class ServerStats:
         served = sum(n * c for n, c in self.batches.items())
         return {
             "requests": served, "operations": sum(self.batches.values()),
+            "expired": self.expired,
             "utilisation": self.busy_ms / span,
             "queue_length_mean": self.queue_area / span,
             "queueing_ms_mean": float(np.mean(self.waits_ms)) if self.waits_ms else 0.0,
@@ -68,11 +71,13 @@ class BatchServer:
 
     def __init__(self, clock: Clock, max_batch: int, window_ms: float,
                  service_ms: Callable[[int], float], work: Callable[[list], list],
-                 done: Callable[[Any, Any, float, float], None]) -> None:
+                 done: Callable[[Any, Any, float, float], None],
+                 expired: Callable[[Any, float], bool] = lambda item, now: False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.clock, self.max_batch, self.window_ms = clock, max_batch, window_ms
         self.service_ms, self.work, self.done = service_ms, work, done
+        self.is_expired = expired
         self.queue: deque[tuple[float, Any]] = deque()
         self.busy = False
         self.window_open = False
@@ -97,7 +102,15 @@ class BatchServer:
     def _start(self) -> None:
         self._queue_changed()
         now = self.clock.now
-        batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
+        batch = []
+        while self.queue and len(batch) < self.max_batch:
+            arrived, item = self.queue.popleft()
+            if self.is_expired(item, now):
+                self.stats.expired += 1
+            else:
+                batch.append((arrived, item))
+        if not batch:
+            return
         waits = [now - arrived for arrived, _ in batch]
         self.stats.waits_ms += waits
         self.stats.batches[len(batch)] += 1

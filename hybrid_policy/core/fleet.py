@@ -7,7 +7,8 @@ the ROS draft node make); a request crosses the robot's route hop by hop (``core
 the request's own packet randomness, as ``evaluator.control_step`` draws it), waits in its
 server's FIFO, is verified in a batch (``server.serve_batch``; time from the measured batch
 curve, ``ComputeModel.target_batch``), and its answer crosses the route back. An answer
-not back within ``deadline_ms`` of sending is a fallback, as in ``evaluator``. The robot
+not back within ``deadline_ms`` of sending is a fallback, as in ``evaluator``; a server
+drops a request whose deadline passed while it queued (no server operation for it). The robot
 executes its action once it has one, and its next tick is the first control tick after
 that: a robot waiting on a busy server falls behind its clock, which the step latency
 shows.
@@ -124,7 +125,8 @@ class FleetEvaluator:
         self.servers = {
             name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
                               lambda k, s=node.speed: compute.target_batch(k, s),
-                              self._work, self._served)
+                              self._work, self._served,
+                              lambda p, now: now >= p.sent_ms + self.deadline_ms)
             for name, node in topology.nodes.items() if name in topology.servers()}
         self.bar: tqdm | None = None
 
