@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ros_overhead.py
 	$(BIN)/python bench/node_startup.py
 	$(BIN)/python bench/robot_interface.py
+	$(BIN)/python bench/batch_speed.py
+	$(BIN)/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
 	$(BIN)/python bench/dds_floor.py
 
 clean:
