@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -73,7 +73,6 @@ class FleetResult:
 class _Pending:
     robot: "_Robot"
     plan: Plan
-    step: int
     sent_ms: float  # simulated time the request left the robot
     link_rng: np.random.Generator
     elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
@@ -96,8 +95,6 @@ class _Robot:
     obs: np.ndarray | None = None
     rng: np.random.Generator | None = None
     tick_ms: float = 0.0  # time of the current step's tick
-    done: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class FleetEvaluator:
@@ -159,9 +156,7 @@ class FleetEvaluator:
         if plan.request is None:
             self._resolve(r, plan, None, draft_ms, server_op=False)
             return
-        p = _Pending(r, plan, r.step, self.clock.now + draft_ms,
-                     packet_rng(plan.request.seed))
-        r.extra["pending"] = p
+        p = _Pending(r, plan, self.clock.now + draft_ms, packet_rng(plan.request.seed))
         self.clock.at(p.sent_ms, lambda: self._uplink(p))
         self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
 
@@ -235,8 +230,6 @@ class FleetEvaluator:
             self.bar.update(1)
             if r.episode + 1 < len(r.reset_seeds):
                 self.clock.at(next_ms, lambda: self._begin_episode(r, r.episode + 1))
-            else:
-                r.done = True
             return
         self.clock.at(next_ms, lambda: self._tick(r))
 
