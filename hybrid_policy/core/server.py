@@ -22,7 +22,7 @@ class _SentDraft:
 
 def serve(target: Policy, req: Request) -> Response:
     """Answer one request. Raises ``ProtocolError`` for a request the target cannot use."""
-    _check(target, req)
+    check_request(target, req)
     return _answer(target, req, target.begin(req.window))
 
 
@@ -31,15 +31,21 @@ def serve_batch(target: Policy, requests: list[Request]) -> list[Response]:
     server). Each answer depends only on its own request (its seed draws its sampling); a
     batch of one is ``serve``. Raises ``ProtocolError`` if any request is unusable."""
     for req in requests:
-        _check(target, req)
+        check_request(target, req)
     steps = target.begin_batch([req.window for req in requests])
     return [_answer(target, req, step) for req, step in zip(requests, steps)]
 
 
-def _check(target: Policy, req: Request) -> None:
+def check_request(target: Policy, req: Request) -> None:
+    """Raise ``ProtocolError`` unless ``target`` can answer ``req`` (a batching server
+    checks each request as it arrives, so one bad request never spoils a batch)."""
     if req.window.shape[1] != target.obs_dim:
         raise ProtocolError(f"request observations have {req.window.shape[1]} elements, the "
                             f"target expects {target.obs_dim}")
+    if req.kind != "act" and (req.draft_probs is None or req.draft_probs.shape != (
+            target.levels, target.codebook_size)):
+        raise ProtocolError(f"verify request needs draft probabilities of shape "
+                            f"({target.levels}, {target.codebook_size})")
 
 
 def _answer(target: Policy, req: Request, step) -> Response:
@@ -47,9 +53,6 @@ def _answer(target: Policy, req: Request, step) -> Response:
     if req.kind == "act":
         codes = step.sample(rng)
         return Response(step.action(codes), codes, True, target.levels, ())
-    if req.draft_probs is None or req.draft_probs.shape != (target.levels, target.codebook_size):
-        raise ProtocolError(f"verify request needs draft probabilities of shape "
-                            f"({target.levels}, {target.codebook_size})")
     verdict = verify(_SentDraft(req.codes, req.draft_probs), step, req.codes, rng)
     return Response(step.action(verdict.codes), verdict.codes, verdict.accepted,
                     verdict.accepted_levels, verdict.level_tv)

@@ -5,12 +5,19 @@ starts serving; requests that arrive while it is not active are reported and not
 (the robot falls back at its deadline). The work is ``core.server.serve``: the node only
 decodes the request, calls it and encodes the response with the request's stamp. A
 malformed request is logged, reported on ``events`` and not answered.
+
+With ``max_batch`` > 1 the node is a batching server (as ``core.events.BatchServer`` models
+one): requests queue in arrival order and are verified up to ``max_batch`` at a time in one
+forward pass (``core.server.serve_batch``), ``batch_window_ms`` after the first of them
+(or at once when the batch is full). Each answer is the one ``serve`` gives its request.
+Batch sizes and the longest queue are counted on ``/diagnostics``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter, deque
 
 import numpy as np
 from sensor_msgs.msg import JointState
@@ -23,7 +30,7 @@ from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
-from hybrid_policy.ros.reporting import Reporter
+from hybrid_policy.ros.reporting import STEADY, Reporter
 
 
 class TargetNode(ManagedNode):
@@ -34,12 +41,24 @@ class TargetNode(ManagedNode):
         self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
                                          "sampling temperature of the code distributions"))
         read_policy_card(self.path, "target", self.task)  # refuse a wrong checkpoint now
+        self.max_batch = int(declare(self, "max_batch", 1, "requests verified in one forward "
+                                     "pass (1 = one at a time, as they arrive)"))
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        self.window_s = float(declare(self, "batch_window_ms", 0.0, "wait this long after "
+                                      "the first queued request for more (ms)")) / 1e3
+        if not self.window_s >= 0:
+            raise ValueError(f"batch_window_ms must be >= 0, got {self.window_s * 1e3}")
+        self.queue: deque = deque()  # (stamp, request) in arrival order
+        self.batches: Counter[int] = Counter()
+        self.queue_max = 0
+        self.batch_timer = None
         self.target = None
         self.served = 0
         self.busy_ms = {"parse": 0.0, "serve": 0.0, "reply": 0.0}  # summed over requests
         self.report = Reporter(self, qos.declare(self, "telemetry"))
-        self.report.extra = lambda: {"state": self.state_label,
-                                     "served": self.served, **self._mean_ms()}
+        self.report.extra = lambda: {"state": self.state_label, "served": self.served,
+                                     **self._mean_ms(), **self._batch_stats()}
         self.pub = self.create_publisher(JointState, "server/response",
                                          qos.declare(self, "downlink"))
         self.create_subscription(JointState, "server/request",
@@ -77,10 +96,63 @@ class TargetNode(ManagedNode):
             serve(t, Request("act", window, i))
 
     def on_request(self, msg: JointState) -> None:
-        from hybrid_policy.core.server import serve
+        from hybrid_policy.core.server import check_request
 
         if not self.active:
             raise messages.MessageError("target_node is not active: not served")
+        if self.max_batch > 1:
+            try:
+                req = messages.parse_request(msg)
+                check_request(self.target, req)
+            except ProtocolError as exc:
+                raise messages.MessageError(str(exc)) from None
+            self.queue.append((msg.header.stamp, req))
+            self.queue_max = max(self.queue_max, len(self.queue))
+            if len(self.queue) >= self.max_batch:
+                self._serve_batch()
+            elif self.batch_timer is None:  # the window opens with the first request
+                window_ends = self.report.guard("batch", lambda _: self._window_ends())
+                self.batch_timer = self.create_timer(max(self.window_s, 1e-4),
+                                                     lambda: window_ends(None), clock=STEADY)
+            return
+        self._serve_one(msg)
+
+    def _window_ends(self) -> None:
+        self.destroy_timer(self.batch_timer)
+        self.batch_timer = None
+        while self.queue:
+            self._serve_batch()
+
+    def _serve_batch(self) -> None:
+        """Up to ``max_batch`` queued requests in one forward pass, answered in order."""
+        from hybrid_policy.core.server import serve_batch
+
+        batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
+        t1 = time.perf_counter()
+        answers = serve_batch(self.target, [req for _, req in batch])
+        t2 = time.perf_counter()
+        for (stamp, _), resp in zip(batch, answers):
+            self.pub.publish(messages.response_msg(stamp, resp))
+        self.served += len(batch)
+        self.batches[len(batch)] += 1
+        self.busy_ms["serve"] += (t2 - t1) * 1e3
+        self.busy_ms["reply"] += (time.perf_counter() - t2) * 1e3
+
+    def deactivated(self) -> None:
+        """Requests still queued will not be answered: the robots fall back; say so."""
+        if self.queue:
+            self.report.event("queued requests dropped on deactivate",
+                              {"requests": len(self.queue)})
+            self.queue.clear()
+
+    def _batch_stats(self) -> dict[str, object]:
+        if self.max_batch == 1:
+            return {}
+        return {"batch_sizes": dict(sorted(self.batches.items())), "queue_max": self.queue_max}
+
+    def _serve_one(self, msg: JointState) -> None:
+        from hybrid_policy.core.server import serve
+
         t0 = time.perf_counter()
         try:
             req = messages.parse_request(msg)
