@@ -225,8 +225,8 @@ def table(topo: Topology) -> str:
     out = [_format(rows), ""]
     rows = [("robot", "task", "mode", "access link", "route to server")]
     for r in topo.robots:
-        route = " -> ".join([r.name, *_path_up(topo.nodes, r.access, topo.path)[
-            : _path_up(topo.nodes, r.access, topo.path).index(r.server) + 1]])
+        up = _path_up(topo.nodes, r.access, topo.path)
+        route = " -> ".join([r.name, *up[: up.index(r.server) + 1]])
         rows.append((r.name, r.task, r.mode, _describe(r.link), route))
     out.append(_format(rows))
     return "\n".join(out)
