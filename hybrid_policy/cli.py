@@ -44,15 +44,14 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     from sim_envs import task_names, task_spec
+    from hybrid_policy.text_table import text_table
 
     rows = [("name", "obs", "act", "steps", "level", "source", "description")]
     for name in task_names():
         s = task_spec(name)
         rows.append((s.name, str(s.obs_dim), str(s.action_dim), str(s.max_steps),
                      str(s.difficulty), s.source, s.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(text_table(rows, left=len(rows[0])))
     return 0
 
 

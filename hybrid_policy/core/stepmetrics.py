@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hybrid_policy.core.protocol import Request, Response
+from hybrid_policy.text_table import text_table
 
 # Labels of the ROS ``step`` message (sensor_msgs/JointState), in order.
 FIELDS = ("episode", "step", "uplink", "uplink_bytes", "deviation", "uncertainty", "verdict",
@@ -119,9 +120,7 @@ def format_table(doc: dict[str, Any]) -> str:
         vals = {"mode": name, **m}
         rows.append([fmt.format(vals[c]) if vals.get(c) is not None else "-"
                      for c, fmt in COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in
-                               enumerate(zip(r, widths))) for r in rows)
+    return text_table(rows)
 
 
 def format_fleet(doc: dict[str, Any]) -> str:
@@ -133,7 +132,7 @@ def format_fleet(doc: dict[str, Any]) -> str:
             rows.append([name, r["robot"], r["server"], f"{r['success_rate']:.1%}",
                          f"{r['uplink_tx_per_step']:.3f}", f"{r['server_ops_per_step']:.3f}",
                          f"{r['latency_ms_mean']:.2f}", f"{r['latency_ms_p95']:.2f}"])
-    out = [_columns(rows), ""]
+    out = [text_table(rows, left=2), ""]
     rows = [["mode", "server", "requests", "operations", "mean_batch", "utilisation",
              "queue_mean", "queueing_ms_p95"]]
     for name, m in doc["modes"].items():
@@ -142,14 +141,8 @@ def format_fleet(doc: dict[str, Any]) -> str:
                          f"{s['requests'] / max(s['operations'], 1):.2f}",
                          f"{s['utilisation']:.1%}", f"{s['queue_length_mean']:.2f}",
                          f"{s['queueing_ms_p95']:.2f}"])
-    out.append(_columns(rows))
+    out.append(text_table(rows, left=2))
     return "\n".join(out)
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in
-                               enumerate(zip(r, widths))) for r in rows)
 
 
 def write_json(doc: dict[str, Any], path: str | Path) -> None:

@@ -19,6 +19,7 @@ import yaml
 from hybrid_policy.core.link import PROFILES, LinkProfile, link_profile
 from hybrid_policy.core.mode_names import MODE_NAMES
 from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.text_table import text_table
 
 TIERS = ("robot", "edge", "regional", "cloud")
 
@@ -222,21 +223,16 @@ def table(topo: Topology) -> str:
         rows.append((n.name, n.tier, f"{n.speed:g}", str(n.max_batch), f"{n.batch_window_ms:g}",
                      f"{n.memory_params:,}" if n.memory_params else "-", n.parent or "-",
                      _describe(n.uplink) if n.uplink else "-"))
-    out = [_format(rows), ""]
+    out = [text_table(rows, left=len(rows[0])), ""]
     rows = [("robot", "task", "mode", "access link", "route to server")]
     for r in topo.robots:
         up = _path_up(topo.nodes, r.access, topo.path)
         route = " -> ".join([r.name, *up[: up.index(r.server) + 1]])
         rows.append((r.name, r.task, r.mode, _describe(r.link), route))
-    out.append(_format(rows))
+    out.append(text_table(rows, left=len(rows[0])))
     return "\n".join(out)
 
 
 def _describe(link: LinkProfile) -> str:
     return (f"{link.name} ({link.delay_ms:g} ms, {link.uplink_mbps:g}/{link.downlink_mbps:g} "
             "Mb/s)")
-
-
-def _format(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
