@@ -69,9 +69,25 @@ def control_step(mode: Mode, obs: np.ndarray, step: int, rng: np.random.Generato
             if down is not None and up + s.compute.target() + down <= s.deadline_ms:
                 response, rtt = answer, up + s.compute.target() + down
         latency += rtt
+    rec = resolve_step(mode, plan, response, step, latency, server_op)
+    return rec.action, rec
+
+
+def resolve_step(mode: Mode, plan: Plan, response: Response | None, step: int,
+                 latency_ms: float, server_op: bool) -> StepRecord:
+    """The step's executed action (the mode's ``resolve``) and its record; a request with
+    no answer is a lost step. Both evaluators, single robot and fleet, end a step here."""
     action = mode.resolve(plan, response)
     lost = plan.request is not None and response is None
-    return action, StepRecord(step, plan, action, response, latency, server_op, lost)
+    return StepRecord(step, plan, action, response, latency_ms, server_op, lost)
+
+
+def record(result: ModeResult, rec: StepRecord) -> None:
+    """Count one step in ``result``: latency, transmission, verdict, fallback, server op."""
+    req = rec.plan.request
+    result.add_step(rec.latency_ms, None if req is None else req.payload_bytes(),
+                    rejected(req, rec.response), rec.lost)
+    result.server_ops += rec.server_op
 
 
 def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, seed: int,
@@ -82,10 +98,7 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
     rng = episode_rng(seed, episode)
     for step in itertools.count():
         action, rec = control_step(mode, obs, step, rng, s)
-        req = rec.plan.request
-        result.add_step(rec.latency_ms, None if req is None else req.payload_bytes(),
-                        rejected(req, rec.response), rec.lost)
-        result.server_ops += rec.server_op
+        record(result, rec)
         if on_step is not None:
             on_step(rec)
         obs, _, terminated, truncated, info = env.step(action)

@@ -4,8 +4,9 @@
 deterministic). ``BatchServer`` keeps a FIFO of requests; when idle it serves up to
 ``max_batch`` of them in one operation, after waiting ``window_ms`` from the first arrival
 for more (unless the batch fills first). A request whose deadline passed while it waited
-is dropped unserved (its robot has already acted) and counted as expired. Its statistics are what the fleet reports per
-server: utilisation, queue length, batch sizes and queueing delay.
+is dropped unserved (its robot has already acted) and counted as expired. Its statistics
+are what the fleet reports per server: utilisation, queue length, batch sizes and queueing
+delay.
 """
 
 from __future__ import annotations

@@ -32,13 +32,13 @@ from tqdm import tqdm
 import sim_envs
 from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.evaluator import StepRecord, episode_rng
+from hybrid_policy.core.evaluator import StepRecord, episode_rng, record, resolve_step
 from hybrid_policy.core.events import BatchServer, Clock
 from hybrid_policy.core.link import packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.server import serve_batch
-from hybrid_policy.core.stepmetrics import ModeResult, rejected
+from hybrid_policy.core.stepmetrics import ModeResult
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.policies import Policy
 
@@ -73,6 +73,7 @@ class FleetResult:
 class _Pending:
     robot: "_Robot"
     plan: Plan
+    draft_ms: float  # the robot's compute before sending (part of the step's latency)
     sent_ms: float  # simulated time the request left the robot
     link_rng: np.random.Generator
     elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
@@ -156,7 +157,8 @@ class FleetEvaluator:
         if plan.request is None:
             self._resolve(r, plan, None, draft_ms, server_op=False)
             return
-        p = _Pending(r, plan, self.clock.now + draft_ms, packet_rng(plan.request.seed))
+        p = _Pending(r, plan, draft_ms, self.clock.now + draft_ms,
+                     packet_rng(plan.request.seed))
         self.clock.at(p.sent_ms, lambda: self._uplink(p))
         self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
 
@@ -198,30 +200,21 @@ class FleetEvaluator:
     def _answered(self, p: _Pending, response: Response) -> None:
         if not p.resolved:
             p.resolved = True
-            self._resolve(p.robot, p.plan, response,
-                          (self.compute.draft() if p.plan.draft_action is not None else 0.0)
-                          + p.elapsed_ms, p.server_op)
+            self._resolve(p.robot, p.plan, response, p.draft_ms + p.elapsed_ms, p.server_op)
 
     def _deadline(self, p: _Pending) -> None:
         if not p.resolved:
             p.resolved = True
-            self._resolve(p.robot, p.plan, None,
-                          (self.compute.draft() if p.plan.draft_action is not None else 0.0)
-                          + self.deadline_ms, p.server_op)
+            self._resolve(p.robot, p.plan, None, p.draft_ms + self.deadline_ms, p.server_op)
 
     def _resolve(self, r: _Robot, plan: Plan, response: Response | None, latency_ms: float,
                  server_op: bool) -> None:
         """Execute the step's action; the next tick is the first one after it."""
-        action = r.mode.resolve(plan, response)
-        lost = plan.request is not None and response is None
-        rec = StepRecord(r.step, plan, action, response, latency_ms, server_op, lost)
-        req = plan.request
-        r.result.add_step(latency_ms, None if req is None else req.payload_bytes(),
-                          rejected(req, response), lost)
-        r.result.server_ops += server_op
+        rec = resolve_step(r.mode, plan, response, r.step, latency_ms, server_op)
+        record(r.result, rec)
         if self.on_step is not None:
             self.on_step(r.spec.name, rec)
-        r.obs, _, terminated, truncated, info = r.env.step(action)
+        r.obs, _, terminated, truncated, info = r.env.step(rec.action)
         r.step += 1
         periods = max(1, math.ceil(latency_ms / r.period_ms - 1e-9))
         next_ms = r.tick_ms + periods * r.period_ms
