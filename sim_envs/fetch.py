@@ -29,6 +29,7 @@ def _xyz(prefix: str) -> tuple[str, ...]:
 
 
 _GRIPPER = ("gripper_finger_right", "gripper_finger_left")
+FINGER_JOINTS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")  # in that order
 _GRIPPER_VEL = ("gripper_finger_right_vel", "gripper_finger_left_vel")
 REACH_FIELDS = (
     *_xyz("grip_pos"), *_GRIPPER, *_xyz("grip_velp"), *_GRIPPER_VEL, *_xyz("goal"),
@@ -108,11 +109,11 @@ class FetchTask(ManipulationTask):
         a = np.empty(4)
         a[:3] = np.asarray(linear, np.float64) * (self.task_spec.control_period_ms / 1e3) \
             / self.METRES_PER_UNIT
-        names = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
-        act = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_ACTUATOR, names[0])
+        act = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_ACTUATOR, FINGER_JOINTS[0])
         # Reach has no finger actuators (its gripper is blocked): nothing saturates.
         low, high = env.model.actuator_ctrlrange[act] if act >= 0 else (-np.inf, np.inf)
-        q = np.array([env._utils.get_joint_qpos(env.model, env.data, n)[0] for n in names])
+        q = np.array([env._utils.get_joint_qpos(env.model, env.data, n)[0]
+                      for n in FINGER_JOINTS])
         t = np.asarray(finger_targets, np.float64)
         if np.all(t >= high):
             a[3] = 1.0

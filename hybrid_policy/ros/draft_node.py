@@ -224,9 +224,7 @@ class DraftNode(ManagedNode):
     # -- observation → plan → request or action ------------------------------------------
     def on_observation(self, msg: JointState) -> None:
         received = time.monotonic()
-        if not self.active:
-            raise messages.MessageError(f"draft_node is {self.state_label}, not active: "
-                                        "not acted on (configure and activate it first)")
+        self._require_active()
         episode, step, obs = messages.parse_observation(msg, self.task.obs_fields)
         key = self._check_stamp(msg.header.stamp)
         if episode is None:  # a robot without episodes: one continuous run
@@ -240,15 +238,18 @@ class DraftNode(ManagedNode):
         missing, stale or unusable."""
         received = time.monotonic()
         stamp = robot_io.time_msg(tick.stamp_ns)
-        if not self.active:
-            raise messages.MessageError(f"draft_node is {self.state_label}, not active: "
-                                        "not acted on (configure and activate it first)")
+        self._require_active()
         if tick.obs is None:
             self._hold(stamp, tick)
             return
         key = self._check_stamp(stamp)
         self._plan(stamp, key, self.episode or 0, self.run_steps, tick.obs, received,
                    tick.finger_q)
+
+    def _require_active(self) -> None:
+        if not self.active:
+            raise messages.MessageError(f"draft_node is {self.state_label}, not active: "
+                                        "not acted on (configure and activate it first)")
 
     def _hold(self, stamp, tick: robot_map.Tick) -> None:
         """Zero twist, fingers kept where they are: the robot holds still this tick."""

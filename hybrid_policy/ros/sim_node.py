@@ -40,6 +40,7 @@ from std_srvs.srv import Trigger
 
 import sim_envs
 from sim_envs.collect import episode_seeds
+from sim_envs.fetch import FINGER_JOINTS
 from hybrid_policy.ros import messages, qos, robot_io
 from hybrid_policy.ros.graph import CLOCKS, INTERFACES, TOPICS
 from hybrid_policy.ros.node_main import Finished, run
@@ -48,7 +49,6 @@ from hybrid_policy.ros.readiness import ReadyGate, ReadyWaiter
 from hybrid_policy.ros.reporting import Reporter
 
 
-FINGERS = ("robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint")
 FRAME = "world"  # the frame of every pose, twist and command of the simulated Fetch
 
 
@@ -202,7 +202,7 @@ class SimNode(Node):
         self._command(msg, "twist", lambda: robot_io.parse_twist(msg, FRAME))
 
     def on_gripper(self, msg: JointState) -> None:
-        self._command(msg, "gripper", lambda: robot_io.parse_gripper(msg, FINGERS))
+        self._command(msg, "gripper", lambda: robot_io.parse_gripper(msg, FINGER_JOINTS))
 
     def _command(self, msg, what: str, parse) -> None:
         """One half of a standard step's command; the step runs once both halves answered
