@@ -9,7 +9,9 @@ argument given overrides the file. Nodes and their parameters come from
 uses, tested for every link without launch_ros. A skipping mode takes the calibration of
 the chosen link, or refuses to start with the command that makes it. The lifecycle manager
 configures and activates the managed draft and target nodes. The launch ends when the
-simulator has run its episodes.
+simulator has run its episodes. With ``topology:=config/fleet.yaml`` every robot of the
+fleet runs ``mode`` under its own namespace, with one target node per server
+(``hybrid_policy.ros.fleet_graph``); the launch ends when every robot's simulator is done.
 """
 
 from pathlib import Path
@@ -44,6 +46,7 @@ ARGUMENTS = {
     "robot_map": "robot interface YAML (default: the package's config/robot_TASK.yaml)",
     "max_age_ms": "oldest robot input the draft acts on; -1 = the robot map's",
     "bag": "record a rosbag2 (MCAP) into this new directory",
+    "topology": "a fleet (config/fleet.yaml): every robot runs mode under its own namespace",
 }
 
 
@@ -51,12 +54,21 @@ def _graph(context):
     overrides = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
     cfg, specs = launch_nodes(LaunchConfiguration("config").perform(context), overrides)
     actions = [Node(package=PACKAGE, executable=spec.executable, name=spec.name,
-                    namespace=cfg.namespace, parameters=[spec.parameters],
-                    respawn=spec.respawn, respawn_delay=1.0, output="screen")
+                    namespace=spec.full_namespace(cfg.namespace), parameters=[spec.parameters],
+                    remappings=list(spec.remaps), respawn=spec.respawn, respawn_delay=1.0,
+                    output="screen")
                for spec in specs]
-    sim = next(a for a, s in zip(actions, specs) if s.name == "sim_node")
-    actions.append(RegisterEventHandler(OnProcessExit(
-        target_action=sim, on_exit=[EmitEvent(event=Shutdown(reason="episodes done"))])))
+    sims = [a for a, s in zip(actions, specs) if s.name == "sim_node"]  # one per robot
+    running = set(range(len(sims)))
+
+    def sim_done(index):
+        def on_exit(event, context):
+            running.discard(index)
+            return [] if running else [EmitEvent(event=Shutdown(reason="episodes done"))]
+        return on_exit
+
+    actions += [RegisterEventHandler(OnProcessExit(target_action=sim, on_exit=sim_done(i)))
+                for i, sim in enumerate(sims)]
     return actions
 
 

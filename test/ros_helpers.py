@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import rclpy
 
@@ -16,6 +17,7 @@ from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.core.modes import Thresholds, make_mode
 from hybrid_policy.policies import load_policy
+from hybrid_policy.ros.messages import stamp_key
 
 # Keep the tests' DDS traffic apart from anything else on the machine.
 os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
@@ -124,3 +126,25 @@ def stop(procs, timeout=20):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def commanded(topics, interface, policy):
+    """``(what the robot was told, what the policy's actions say it should be told)`` in
+    normalised units: the flat action topic; or the standard commands divided by the robot
+    map's documented scales (twist: 1.25 m/s per unit; finger target = finger position
+    + 1 m per unit, clipped to [0, 0.2] m), the policy's gripper clipped the same way."""
+    if interface == "vector":
+        return np.array([m.position for _, m in topics["action"]]), policy
+    names = ["robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint"]
+    fingers = {stamp_key(m.header.stamp): np.array([m.position[m.name.index(n)] for n in names])
+               for _, m in topics["joint_states"]}
+    grip = {stamp_key(m.header.stamp): np.array(m.position) for _, m in topics["gripper_command"]}
+    told, expected = [], []
+    for a, (_, m) in zip(policy, topics["cmd_twist"]):
+        assert m.header.frame_id == "world"
+        key = stamp_key(m.header.stamp)
+        assert key in grip and key in fingers  # each command answers one snapshot
+        t, q = m.twist.linear, fingers[key]
+        told.append([t.x / 1.25, t.y / 1.25, t.z / 1.25, *(grip[key] - q)])
+        expected.append([*a[:3], *(np.clip(q + a[3], 0.0, 0.2) - q)])
+    return np.array(told), np.array(expected)

@@ -292,7 +292,7 @@ def _ready_seen(node: Node, timeout: float) -> bool:
     try:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if any(m.name == "lifecycle_manager" for m in seen):
+            if any(m.name.endswith("/lifecycle_manager") for m in seen):
                 return True
             rclpy.spin_once(node, timeout_sec=0.1)
         return False

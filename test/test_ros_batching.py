@@ -53,7 +53,7 @@ def robots(tiny):
                  batch_window_ms=200.0, expect="['server/response 1']")),
              subprocess.Popen(ros_helpers.node_cmd("lifecycle_manager", NS,
                                                    node_names="['target_node']"))]
-    assert ros_helpers.spin_until(node, lambda: any(m.name == "lifecycle_manager"
+    assert ros_helpers.spin_until(node, lambda: any(m.name.endswith("/lifecycle_manager")
                                                     for m in node.ready), timeout=90)
     yield node
     ros_helpers.stop(procs)

@@ -8,11 +8,10 @@ import time
 import numpy as np
 import pytest
 from ros_helpers import (
-    alive, bringup_args, finish, in_process, node_pids, run_bringup, start_bringup,
+    alive, bringup_args, commanded, finish, in_process, node_pids, run_bringup, start_bringup,
 )
 
 from hybrid_policy.bag_analysis import analyze, read_bag
-from hybrid_policy.ros.messages import stamp_key
 
 EPISODES, LINK = 2, "6g_hrllc"
 
@@ -21,28 +20,6 @@ EPISODES, LINK = 2, "6g_hrllc"
 def median_deviation(tiny):
     records, _ = in_process(tiny, "hybrid", LINK, EPISODES)
     return float(np.median([r.plan.deviation for r in records]))
-
-
-def commanded(topics, interface, policy):
-    """``(what the robot was told, what the policy's actions say it should be told)`` in
-    normalised units: the flat action topic; or the standard commands divided by the robot
-    map's documented scales (twist: 1.25 m/s per unit; finger target = finger position
-    + 1 m per unit, clipped to [0, 0.2] m), the policy's gripper clipped the same way."""
-    if interface == "vector":
-        return np.array([m.position for _, m in topics["action"]]), policy
-    names = ["robot0:r_gripper_finger_joint", "robot0:l_gripper_finger_joint"]
-    fingers = {stamp_key(m.header.stamp): np.array([m.position[m.name.index(n)] for n in names])
-               for _, m in topics["joint_states"]}
-    grip = {stamp_key(m.header.stamp): np.array(m.position) for _, m in topics["gripper_command"]}
-    told, expected = [], []
-    for a, (_, m) in zip(policy, topics["cmd_twist"]):
-        assert m.header.frame_id == "world"
-        key = stamp_key(m.header.stamp)
-        assert key in grip and key in fingers  # each command answers one snapshot
-        t, q = m.twist.linear, fingers[key]
-        told.append([t.x / 1.25, t.y / 1.25, t.z / 1.25, *(grip[key] - q)])
-        expected.append([*a[:3], *(np.clip(q + a[3], 0.0, 0.2) - q)])
-    return np.array(told), np.array(expected)
 
 
 @pytest.mark.parametrize("mode,interface", [("hybrid", "standard"), ("adahi", "standard"),

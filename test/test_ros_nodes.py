@@ -72,7 +72,7 @@ def graph(tiny):
         subprocess.Popen(node_cmd("lifecycle_manager",
                                   node_names="['target_node', 'draft_node']")),
     ]
-    ready = probe.spin_until(lambda: {m.name for m in probe.got["ready"]} >=
+    ready = probe.spin_until(lambda: {m.name.rsplit("/", 1)[-1] for m in probe.got["ready"]} >=
                              {"lifecycle_manager"}, timeout=90)
     yield probe, ready
     ros_helpers.stop(procs)

@@ -4,7 +4,8 @@ that queue and batch, all advanced by one discrete-event clock in simulated time
 Each robot acts at control ticks (its task's control period, robots offset evenly within
 one period). A tick runs the mode's ``plan`` (the same call the single-robot evaluator and
 the ROS draft node make); a request crosses the robot's route hop by hop (``core.link``,
-the request's own packet randomness, as ``evaluator.control_step`` draws it), waits in its
+each hop with the request's own packet randomness, ``link.packet_rng(seed, hop)``, which the
+ROS link node of that hop draws too), waits in its
 server's FIFO, is verified in a batch (``server.serve_batch``; time from the measured batch
 curve, ``ComputeModel.target_batch``), and its answer crosses the route back. An answer
 not back within ``deadline_ms`` of sending is a fallback, as in ``evaluator``; a server
@@ -38,7 +39,7 @@ from hybrid_policy.core.link import packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.server import serve_batch
-from hybrid_policy.core.stepmetrics import ModeResult
+from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.policies import Policy
 
@@ -54,19 +55,7 @@ class FleetResult:
 
     def total(self) -> ModeResult:
         """Every robot's steps and episodes as one result (the fleet as a whole)."""
-        out = ModeResult(self.mode)
-        for r in self.robots.values():
-            out.episodes += r.episodes
-            out.successes += r.successes
-            out.steps += r.steps
-            out.uplink_tx += r.uplink_tx
-            out.server_ops += r.server_ops
-            out.uplink_bytes += r.uplink_bytes
-            out.rejections += r.rejections
-            out.fallbacks += r.fallbacks
-            out.latencies += r.latencies
-            out.episode_success += r.episode_success
-        return out
+        return combine(self.mode, list(self.robots.values()))
 
 
 @dataclass
@@ -75,7 +64,7 @@ class _Pending:
     plan: Plan
     draft_ms: float  # the robot's compute before sending (part of the step's latency)
     sent_ms: float  # simulated time the request left the robot
-    link_rng: np.random.Generator
+    link_rngs: list[np.random.Generator]  # one per hop of the route
     elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
     server_op: bool = False
     resolved: bool = False
@@ -158,14 +147,14 @@ class FleetEvaluator:
             self._resolve(r, plan, None, draft_ms, server_op=False)
             return
         p = _Pending(r, plan, draft_ms, self.clock.now + draft_ms,
-                     packet_rng(plan.request.seed))
+                     [packet_rng(plan.request.seed, k) for k in range(len(r.hops))])
         self.clock.at(p.sent_ms, lambda: self._uplink(p))
         self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
 
     def _uplink(self, p: _Pending) -> None:
         size = p.plan.request.payload_bytes()
-        for hop in p.robot.hops:
-            t = hop.deliver(size, True, p.link_rng)
+        for hop, rng in zip(p.robot.hops, p.link_rngs):
+            t = hop.deliver(size, True, rng)
             if t is None:
                 return  # lost on the way up: the deadline decides
             p.elapsed_ms += t
@@ -189,8 +178,8 @@ class FleetEvaluator:
                 service_ms: float) -> None:
         p.elapsed_ms = p.elapsed_ms + waited_ms + service_ms  # eval's order: up + target
         size = response.payload_bytes()
-        for hop in reversed(p.robot.hops):
-            t = hop.deliver(size, False, p.link_rng)
+        for hop, rng in zip(reversed(p.robot.hops), reversed(p.link_rngs)):
+            t = hop.deliver(size, False, rng)
             if t is None:
                 return  # lost on the way down
             p.elapsed_ms += t

@@ -55,11 +55,12 @@ class LinkProfile:
         return self.transfer_ms(payload_bytes, uplink, rng)
 
 
-def packet_rng(request_seed: int) -> np.random.Generator:
-    """The link's randomness for one request and its response, derived from the request's
-    seed: the in-process evaluator and the ROS link node draw the same losses and jitter
-    for the same request, whatever else happened before it."""
-    return np.random.default_rng([request_seed, 0x11C])
+def packet_rng(request_seed: int, hop: int = 0) -> np.random.Generator:
+    """The randomness of one hop for one request and its response, derived from the
+    request's seed and the hop's place on the route (0 = the robot's own link): the
+    in-process evaluators and the ROS link node of that hop draw the same losses and
+    jitter for the same request, whatever else happened before it."""
+    return np.random.default_rng([request_seed, 0x11C] + ([hop] if hop else []))
 
 
 PROFILES: dict[str, LinkProfile] = {p.name: p for p in (

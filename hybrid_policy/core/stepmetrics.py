@@ -20,6 +20,9 @@ from hybrid_policy.text_table import text_table
 # Labels of the ROS ``step`` message (sensor_msgs/JointState), in order.
 FIELDS = ("episode", "step", "uplink", "uplink_bytes", "deviation", "uncertainty", "verdict",
           "accepted", "fallback", "latency_ms")
+# Labels of a server's ``server/batches`` message, one per operation; then one "wait_ms"
+# per request it served (its time in the queue).
+BATCH_FIELDS = ("batch_size", "service_ms", "queue_left")
 
 
 def rejected(request: Request | None, response: Response | None) -> bool | None:
@@ -76,6 +79,23 @@ class ModeResult:
                 "fallbacks_per_step": self.fallbacks / steps,
                 "latency_ms_mean": float(lat.mean()),
                 "latency_ms_p95": float(np.percentile(lat, 95))}
+
+
+def combine(name: str, results: list[ModeResult]) -> ModeResult:
+    """Several robots' steps and episodes as one result (a fleet as a whole)."""
+    out = ModeResult(name)
+    for r in results:
+        out.episodes += r.episodes
+        out.successes += r.successes
+        out.steps += r.steps
+        out.uplink_tx += r.uplink_tx
+        out.server_ops += r.server_ops
+        out.uplink_bytes += r.uplink_bytes
+        out.rejections += r.rejections
+        out.fallbacks += r.fallbacks
+        out.latencies += r.latencies
+        out.episode_success += r.episode_success
+    return out
 
 
 def report(task: str, results: dict[str, ModeResult], meta: dict[str, Any]) -> dict[str, Any]:

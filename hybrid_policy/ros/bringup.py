@@ -4,8 +4,8 @@
 Nodes and parameters come from ``graph.nodes`` (the launch file uses the same). Each node
 gets its own parameter file and runs as ``python -m <module> --ros-args ...`` in its own
 session, so a Ctrl-C reaches only this supervisor, which then stops every node in order.
-The run ends when the simulator finishes its episodes; Ctrl-C (SIGINT) or SIGTERM stop it
-early (exit 130). A server-side node (``respawn`` in
+The run ends when the simulators (one per robot of a fleet) finish their episodes;
+Ctrl-C (SIGINT) or SIGTERM stop it early (exit 130). A server-side node (``respawn`` in
 the graph description) that dies is started again after a second, as ``ros2 launch`` does
 with ``respawn=True``; the robot rides out the gap on its own actions. If any other node
 dies, the rest are stopped and the exit status says so. No process outlives the
@@ -31,12 +31,14 @@ log = logging.getLogger(__name__)
 
 
 def command(spec: NodeSpec, params_file: Path, namespace: str) -> list[str]:
+    remaps = [arg for a, b in spec.remaps for arg in ("-r", f"{a}:={b}")]
     return [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}",
-            "-r", f"__ns:={namespace}", "--params-file", str(params_file)]
+            "-r", f"__ns:={spec.full_namespace(namespace)}", *remaps,
+            "--params-file", str(params_file)]
 
 
 def write_params(spec: NodeSpec, folder: Path) -> Path:
-    path = folder / f"{spec.name}.yaml"
+    path = folder / f"{spec.key.replace('/', '.')}.yaml"
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": spec.parameters}}))
     return path
 
@@ -46,8 +48,8 @@ class Supervisor:
 
     def __init__(self, specs: list[NodeSpec], namespace: str, folder: Path,
                  respawn_delay_s: float = 1.0) -> None:
-        self.specs = {spec.name: spec for spec in specs}
-        self.cmds = {s.name: command(s, write_params(s, folder), namespace) for s in specs}
+        self.specs = {spec.key: spec for spec in specs}
+        self.cmds = {s.key: command(s, write_params(s, folder), namespace) for s in specs}
         self.respawn_delay_s = respawn_delay_s
         self.restarts: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -58,20 +60,23 @@ class Supervisor:
         self.procs[name] = subprocess.Popen(self.cmds[name], start_new_session=True)
         log.debug("started %s: %s", name, " ".join(self.cmds[name]))
 
-    def wait(self, main: str, timeout_s: float) -> int:
-        """Until ``main`` exits (its status) or a node that is not respawned dies (1) or time
-        runs out (1). A ``respawn`` node that dies is started again after a delay."""
+    def wait(self, mains: list[str], timeout_s: float) -> int:
+        """Until every node of ``mains`` has exited (0), or one exits with an error (its
+        status) or a node that is not respawned dies (1) or time runs out (1). A
+        ``respawn`` node that dies is started again after a delay."""
         deadline = time.monotonic() + timeout_s
         dead_since: dict[str, float] = {}
         while True:
             now = time.monotonic()
-            rc = self.procs[main].poll()
-            if rc is not None:
-                if rc != 0:
+            for main in mains:
+                rc = self.procs[main].poll()
+                if rc:
                     log.error("%s exited with status %d", main, rc)
-                return rc
+                    return rc
+            if all(self.procs[m].poll() == 0 for m in mains):
+                return 0
             for name, proc in list(self.procs.items()):
-                if name == main or proc.poll() is None:
+                if name in mains or proc.poll() is None:
                     continue
                 if not self.specs[name].respawn:
                     log.error("%s died (status %d): stopping the graph", name, proc.returncode)
@@ -129,7 +134,7 @@ def bringup(cfg: GraphConfig, timeout_s: float = 3600.0) -> int:
         sup = Supervisor(specs, cfg.namespace, Path(tmp))
         log.info("started %s", ", ".join(f"{n} (pid {p.pid})" for n, p in sup.procs.items()))
         try:
-            rc = sup.wait("sim_node", timeout_s)
+            rc = sup.wait([s.key for s in specs if s.name == "sim_node"], timeout_s)
             if rc == 0:
                 time.sleep(0.3)  # the recorder's last messages
         except KeyboardInterrupt as exc:

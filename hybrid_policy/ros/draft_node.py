@@ -78,6 +78,10 @@ class DraftNode(ManagedNode):
             self, "mode", "", "draft_only | target_only | hybrid | adahi | uncertainty_skip | "
             "random_skip"))
         self.seed = int(declare(self, "seed", 0, "seed of the per-episode sampling streams"))
+        self.first_episode = int(declare(self, "first_episode", 0, "sampling stream of run 0 "
+                                         "(a fleet's robot i of E episodes: i·E)"))
+        if self.first_episode < 0:
+            raise ValueError(f"first_episode must be >= 0, got {self.first_episode}")
         self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
                                          "sampling temperature of the code distributions"))
         self.deadline_s = float(declare(self, "deadline_ms", DEFAULT_DEADLINE_MS,
@@ -219,7 +223,7 @@ class DraftNode(ManagedNode):
 
         self.mode.reset()
         self.episode, self.last_key = None, None
-        self.rng = episode_rng(self.seed, 0)
+        self.rng = episode_rng(self.seed, self.first_episode)
 
     # -- observation → plan → request or action ------------------------------------------
     def on_observation(self, msg: JointState) -> None:
@@ -295,7 +299,7 @@ class DraftNode(ManagedNode):
 
         self._expire_all()  # steps of the last episode can no longer be acted on
         self.mode.reset()
-        self.rng = episode_rng(self.seed, episode)
+        self.rng = episode_rng(self.seed, self.first_episode + episode)
         self.episode, self.run_steps = episode, 0
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response

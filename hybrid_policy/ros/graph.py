@@ -116,6 +116,7 @@ class GraphConfig:
     rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
     namespace: str = NAMESPACE_DEFAULT
+    topology: str = ""  # a fleet (core.topology YAML): every robot runs ``mode`` (fleet_graph)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
 
     def __post_init__(self) -> None:
@@ -173,6 +174,16 @@ class NodeSpec:
     name: str
     parameters: dict[str, Any]
     respawn: bool = False  # restarted when it dies (server side: a crash is a fault to ride out)
+    namespace: str = ""  # under the graph's namespace ("" = in it; a fleet: robot_0, edge_0)
+    remaps: tuple[tuple[str, str], ...] = ()  # topic remappings (from, to)
+
+    @property
+    def key(self) -> str:
+        """The node's name relative to the graph's namespace (unique in a graph)."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def full_namespace(self, root: str) -> str:
+        return f"{root.rstrip('/')}/{self.namespace}" if self.namespace else root
 
 
 def uses_server(mode: str) -> bool:
@@ -181,6 +192,10 @@ def uses_server(mode: str) -> bool:
 
 def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     """The nodes of ``cfg``'s graph and their parameters."""
+    if cfg.topology:
+        from hybrid_policy.ros.fleet_graph import fleet_nodes
+
+        return fleet_nodes(cfg)
     common = {"task": cfg.task, "seed": cfg.seed}
     realtime = cfg.clock == "realtime"
     specs = [
@@ -326,5 +341,5 @@ def run_info(cfg: GraphConfig) -> list[str]:
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
             "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
             "max_age_ms", "draft_path",
-            "target_path", "calibration_path", "namespace")
+            "target_path", "calibration_path", "namespace", "topology")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

@@ -1,26 +1,36 @@
-"""The wireless link between robot and server, as a relay with a named link profile.
+"""A link between two nodes of the graph, as a relay with a named link profile.
 
-Each request from the robot is delayed by the profile's one-way time for its real
-serialised size (or dropped with the profile's loss probability) before it reaches the
-server; each response likewise on the way back. Loss and jitter are drawn from
-``core.link.packet_rng(request seed)`` in the same order as the in-process evaluator, so
-both see the same link for the same request. Losses are reported on ``events``.
+Each request is delayed by the profile's one-way time for its real serialised size (or
+dropped with the profile's loss probability) before it is passed on; each response
+likewise on the way back. Loss and jitter are drawn from ``core.link.packet_rng(request
+seed, hop)`` in the same order as the in-process evaluators, so both see the same link for
+the same request. Losses are reported on ``events``.
+
+A robot's own link (``clients`` unset) relays ``uplink/request`` → ``server/request`` and
+``server/response`` → ``downlink/response``; a fleet remaps the server side to its server's
+topics for this robot. A hop between two compute nodes of a fleet relays, for each client
+robot ``c`` (``clients``: ``c:k``, the hop's place ``k`` on c's route; ``upstream``: the next
+node's namespace), ``server/c/request`` → ``UPSTREAM/server/c/request`` and the responses
+back. ``uplink_mbps``, ``downlink_mbps`` and ``delay_ms`` override the profile's figures (as
+a topology may per hop).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 
-from hybrid_policy.core.link import link_profile, packet_rng
+from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng
+from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.params import require
+from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import Reporter
 
@@ -28,57 +38,98 @@ from hybrid_policy.ros.reporting import Reporter
 class LinkNode(Node):
     def __init__(self) -> None:
         super().__init__("link_node")
-        self.link = link_profile(require(self, "link", ""))
+        self.link = _profile(self)
+        clients = dict(_client(c) for c in string_list(
+            self, "clients", "robot:hop for each robot whose requests this link carries, hop = "
+            "the link's place on its route (fleet hops between compute nodes; unset = one "
+            "robot's own link, place 0)"))
+        upstream = declare(self, "upstream", "", "namespace of the next node up (with clients)")
+        if clients and not upstream:
+            raise HybridPolicyError("parameter 'upstream' is required with 'clients'")
+        self.hops = clients or {"": 0}
+        routes = ([("uplink/request", "server/request", "server/response",
+                    "downlink/response", "")] if not clients else
+                  [(f"server/{c}/request", f"{upstream}/server/{c}/request",
+                    f"{upstream}/server/{c}/response", f"server/{c}/response", c)
+                   for c in clients])
         up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
-        self.to_server = self.create_publisher(JointState, "server/request", up)
-        self.to_robot = self.create_publisher(JointState, "downlink/response", down)
         self.report = Reporter(self, qos.declare(self, "telemetry"))
         self.events = self.report.events
-        self.create_subscription(JointState, "server/response",
-                                 self.report.guard("response", self.on_response), down, raw=True)
-        self.create_subscription(JointState, "uplink/request",
-                                 self.report.guard("request", self.on_request), up, raw=True)
-        self._rngs: dict[int, np.random.Generator] = {}
+        publishers = {"events": self.events}
+        for req_in, req_out, resp_in, resp_out, client in routes:
+            to_server = self.create_publisher(JointState, req_out, up)
+            to_robot = self.create_publisher(JointState, resp_out, down)
+            publishers.update({req_out: to_server, resp_out: to_robot})
+            self.create_subscription(
+                JointState, resp_in, self.report.guard(
+                    "response", lambda raw, c=client, p=to_robot: self.on_response(raw, c, p)),
+                down, raw=True)
+            self.create_subscription(
+                JointState, req_in, self.report.guard(
+                    "request", lambda raw, c=client, p=to_server: self.on_request(raw, c, p)),
+                up, raw=True)
+        self._rngs: dict[tuple[str, int], np.random.Generator] = {}
         self.delay = DelayLine()
         self.lost = {"uplink": 0, "downlink": 0}
-        self.gate = ReadyGate(self, {"server/request": self.to_server,
-                                     "downlink/response": self.to_robot, "events": self.events})
+        self.gate = ReadyGate(self, publishers)
         self.get_logger().info(f"link {self.link.name}: {self.link.delay_ms} ms one way, "
                                f"{self.link.uplink_mbps}/{self.link.downlink_mbps} Mb/s, "
-                               f"loss {self.link.loss}")
+                               f"loss {self.link.loss}"
+                               + (f", clients {', '.join(clients)}" if clients else ""))
 
-    def on_request(self, raw: bytes) -> None:
+    def on_request(self, raw: bytes, client: str, out) -> None:
         msg = deserialize_message(raw, JointState)
         key = messages.stamp_key(msg.header.stamp)
         try:
             seed = int(messages.parse_request(msg).seed)
         except messages.MessageError:
             seed = key  # the link carries what it is given; the server will refuse it
-        rng = packet_rng(seed)
+        rng = packet_rng(seed, self.hops[client])
         delay = self.link.deliver(len(raw), True, rng)
         if delay is None:
-            self._report_loss("uplink", key)
+            self._report_loss("uplink", key, client)
             return
-        self._rngs[key] = rng
-        self.delay.schedule(delay, lambda: self.to_server.publish(raw))
+        self._rngs[(client, key)] = rng
+        self.delay.schedule(delay, lambda: out.publish(raw))
 
-    def on_response(self, raw: bytes) -> None:
+    def on_response(self, raw: bytes, client: str, out) -> None:
         key = messages.stamp_key(deserialize_message(raw, JointState).header.stamp)
-        rng = self._rngs.pop(key, None) or packet_rng(key)
+        rng = self._rngs.pop((client, key), None) or packet_rng(key, self.hops[client])
         delay = self.link.deliver(len(raw), False, rng)
         if delay is None:
-            self._report_loss("downlink", key)
+            self._report_loss("downlink", key, client)
             return
-        self.delay.schedule(delay, lambda: self.to_robot.publish(raw))
+        self.delay.schedule(delay, lambda: out.publish(raw))
 
-    def _report_loss(self, direction: str, key: int) -> None:
+    def _report_loss(self, direction: str, key: int, client: str) -> None:
         self.lost[direction] += 1
-        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction},
+        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction,
+                                                   **({"robot": client} if client else {})},
                           log=False)
 
     def close(self) -> str:
         self.delay.close()
         return f"lost: {self.lost}"
+
+
+def _client(entry: str) -> tuple[str, int]:
+    name, _, hop = entry.partition(":")
+    if not name or not hop.isdigit():
+        raise HybridPolicyError(f"clients entry {entry!r} is not 'robot:hop' (hop: a whole "
+                                "number, the link's place on that robot's route)")
+    return name, int(hop)
+
+
+def _profile(node: Node) -> LinkProfile:
+    """The named profile with the figures a topology may override per hop (-1 = keep)."""
+    link = link_profile(require(node, "link", "", "link profile name"))
+    overrides = {k: float(declare(node, k, -1.0, f"override the profile's {k} (-1 = keep)"))
+                 for k in ("uplink_mbps", "downlink_mbps", "delay_ms")}
+    for k, v in overrides.items():
+        if v != -1.0 and not (v > 0 or (k == "delay_ms" and v == 0)):
+            raise HybridPolicyError(f"parameter '{k}' must be > 0 (delay_ms >= 0) or -1 to keep "
+                                    f"the profile's, got {v}")
+    return replace(link, **{k: v for k, v in overrides.items() if v != -1.0})
 
 
 def main(args: list[str] | None = None) -> int:

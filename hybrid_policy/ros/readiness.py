@@ -77,10 +77,12 @@ class ReadyGate:
 
 
 class ReadyWaiter:
-    """Collects the ``ready`` announcements of the nodes named in ``names``."""
+    """Collects the ``ready`` announcements of the nodes named in ``names`` (relative names
+    are in the waiting node's namespace)."""
 
     def __init__(self, node: Node, names: list[str]) -> None:
-        self.waiting = set(names)
+        ns = node.get_namespace().rstrip("/")
+        self.waiting = {n if n.startswith("/") else f"{ns}/{n}" for n in names}
         node.create_subscription(DiagnosticStatus, READY_TOPIC, self._on_ready, READY_QOS)
 
     def _on_ready(self, msg: DiagnosticStatus) -> None:
@@ -92,6 +94,7 @@ class ReadyWaiter:
 
 
 def announce(node: Node) -> None:
-    """Announce ``node`` as ready on the latched ``ready`` topic."""
+    """Announce ``node`` (by its fully qualified name) as ready on the latched ``ready``
+    topic (a fleet remaps every node's ``ready`` to one topic at its root)."""
     pub = node.create_publisher(DiagnosticStatus, READY_TOPIC, READY_QOS)
-    pub.publish(messages.status(node.get_name(), 0, "ready", {}))
+    pub.publish(messages.status(node.get_fully_qualified_name(), 0, "ready", {}))

@@ -52,7 +52,9 @@ class RecorderNode(Node):
         profiles = {role: qos.declare(self, role) for role in qos.ROLES}
         for entry in entries:
             name, _, type_name = entry.partition(":")
-            role = TOPICS[name].role if name in TOPICS else "telemetry"
+            parts = name.split("/")  # a fleet's robot topics: NS/<robot>/<graph topic>
+            role = next((TOPICS[t].role for t in ("/".join(parts[i:]) for i in range(len(parts)))
+                         if t in TOPICS), "telemetry")
             conn = self.writer.add_connection(f"{ns}/{name}", type_name, typestore=store)
             self.create_subscription(message_class(type_name), name,
                                      lambda raw, c=conn: self._write(c, raw), profiles[role],

@@ -54,12 +54,13 @@ class Reporter:
         self.event(f"rejected {what}", {
             "stamp": "" if stamp is None else messages.stamp_key(stamp), "reason": reason})
 
-    def guard(self, what: str, callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        """``callback`` that never raises: anything a message makes it raise is a rejection."""
+    def guard(self, what: str, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` that never raises: anything a message makes it raise is a rejection.
+        Arguments after the message (rclpy's message info, say) are passed through."""
 
-        def guarded(msg: Any) -> None:
+        def guarded(msg: Any, *more: Any) -> None:
             try:
-                callback(msg)
+                callback(msg, *more)
             except messages.MessageError as exc:
                 self.reject(what, getattr(getattr(msg, "header", None), "stamp", None), exc)
             except Exception as exc:  # noqa: BLE001  the node must survive any message

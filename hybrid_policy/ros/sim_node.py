@@ -69,7 +69,11 @@ class SimNode(Node):
         if not 0 < rate <= 1000:
             raise ValueError(f"rate_hz must be in (0, 1000], got {rate}")
         self.period_s = 1.0 / rate
-        self.seeds = episode_seeds(seed, episodes, split="eval").tolist()
+        first = int(declare(self, "first_episode", 0, "index of this robot's first episode in "
+                            "the run's sequence (a fleet's robot i of E episodes: i·E)"))
+        if first < 0:
+            raise ValueError(f"first_episode must be >= 0, got {first}")
+        self.seeds = episode_seeds(seed, first + episodes, split="eval").tolist()[first:]
         self.waiter = ReadyWaiter(self, string_list(self, "wait_for"))
         self.action_timeout_s = float(declare(self, "action_timeout_s", 60.0))
         control, telemetry = qos.declare(self, "control"), qos.declare(self, "telemetry")

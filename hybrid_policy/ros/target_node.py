@@ -10,7 +10,13 @@ With ``max_batch`` > 1 the node is a batching server (as ``core.events.BatchServ
 one): requests queue in arrival order and are verified up to ``max_batch`` at a time in one
 forward pass (``core.server.serve_batch``), ``batch_window_ms`` after the first of them
 (or at once when the batch is full). Each answer is the one ``serve`` gives its request.
-Batch sizes and the longest queue are counted on ``/diagnostics``.
+Batch sizes and the longest queue are counted on ``/diagnostics``, and each operation is
+reported on ``server/batches`` (its size, duration, the requests left waiting and each
+request's wait in the queue) for bags and ``analyze``.
+
+In a fleet the node serves several robots (``clients``): robot ``c``'s requests arrive on
+``server/c/request`` and its answers leave on ``server/c/response``, so each answer goes
+back the way its request came; the requests of all clients share one queue.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import numpy as np
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core.protocol import ProtocolError, Request
+from hybrid_policy.core.stepmetrics import BATCH_FIELDS
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.params import declare, require
+from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import STEADY, Reporter
 
@@ -49,23 +56,31 @@ class TargetNode(ManagedNode):
                                       "the first queued request for more (ms)")) / 1e3
         if not self.window_s >= 0:
             raise ValueError(f"batch_window_ms must be >= 0, got {self.window_s * 1e3}")
-        self.queue: deque = deque()  # (stamp, request) in arrival order
+        self.robots = string_list(self, "clients", "robots served, each on its own topics "
+                                   "server/<robot>/request|response (unset: one robot)")
+        self.queue: deque = deque()  # (stamp, request, publisher, arrival s) in arrival order
         self.batches: Counter[int] = Counter()
         self.queue_max = 0
         self.batch_timer = None
         self.target = None
         self.served = 0
         self.busy_ms = {"parse": 0.0, "serve": 0.0, "reply": 0.0}  # summed over requests
-        self.report = Reporter(self, qos.declare(self, "telemetry"))
+        telemetry = qos.declare(self, "telemetry")
+        self.report = Reporter(self, telemetry)
         self.report.extra = lambda: {"state": self.state_label, "served": self.served,
                                      **self._mean_ms(), **self._batch_stats()}
-        self.pub = self.create_publisher(JointState, "server/response",
-                                         qos.declare(self, "downlink"))
-        self.create_subscription(JointState, "server/request",
-                                 self.report.guard("request", self.on_request),
-                                 qos.declare(self, "uplink"))
-        self.gate = ReadyGate(self, {"server/response": self.pub, "events": self.report.events},
-                              announce=False)
+        down, up = qos.declare(self, "downlink"), qos.declare(self, "uplink")
+        publishers = {"events": self.report.events}
+        for prefix in [f"server/{c}/" for c in self.robots] or ["server/"]:
+            pub = self.create_publisher(JointState, prefix + "response", down)
+            publishers[prefix + "response"] = pub
+            guarded = self.report.guard("request", self.on_request)
+            self.create_subscription(  # two arguments: rclpy passes the message info
+                JointState, prefix + "request",
+                lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
+        self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
+        publishers["server/batches"] = self.batch_pub
+        self.gate = ReadyGate(self, publishers, announce=False)
         self.get_logger().info(f"{self.task} target {self.path}: unconfigured")
 
     def load(self) -> str:
@@ -95,18 +110,20 @@ class TargetNode(ManagedNode):
             serve(t, Request("verify", window, i, (0,) * t.levels, probs))
             serve(t, Request("act", window, i))
 
-    def on_request(self, msg: JointState) -> None:
+    def on_request(self, msg: JointState, pub, info: dict) -> None:
         from hybrid_policy.core.server import check_request
 
         if not self.active:
             raise messages.MessageError("target_node is not active: not served")
-        if self.max_batch > 1:
+        if self.max_batch > 1 or self.robots:
             try:
                 req = messages.parse_request(msg)
                 check_request(self.target, req)
             except ProtocolError as exc:
                 raise messages.MessageError(str(exc)) from None
-            self.queue.append((msg.header.stamp, req))
+            # arrival: when DDS received it, which counts the time it waited unread while
+            # the node was busy serving (system clock, as time.time_ns)
+            self.queue.append((msg.header.stamp, req, pub, info["received_timestamp"]))
             self.queue_max = max(self.queue_max, len(self.queue))
             if len(self.queue) >= self.max_batch:
                 self._serve_batch()
@@ -115,7 +132,7 @@ class TargetNode(ManagedNode):
                 self.batch_timer = self.create_timer(max(self.window_s, 1e-4),
                                                      lambda: window_ends(None), clock=STEADY)
             return
-        self._serve_one(msg)
+        self._serve_one(msg, pub)
 
     def _window_ends(self) -> None:
         self.destroy_timer(self.batch_timer)
@@ -128,15 +145,20 @@ class TargetNode(ManagedNode):
         from hybrid_policy.core.server import serve_batch
 
         batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
+        start = time.time_ns()
         t1 = time.perf_counter()
-        answers = serve_batch(self.target, [req for _, req in batch])
+        answers = serve_batch(self.target, [req for _, req, _, _ in batch])
         t2 = time.perf_counter()
-        for (stamp, _), resp in zip(batch, answers):
-            self.pub.publish(messages.response_msg(stamp, resp))
+        for (stamp, _, pub, _), resp in zip(batch, answers):
+            pub.publish(messages.response_msg(stamp, resp))
         self.served += len(batch)
         self.batches[len(batch)] += 1
         self.busy_ms["serve"] += (t2 - t1) * 1e3
         self.busy_ms["reply"] += (time.perf_counter() - t2) * 1e3
+        waits = [max(start - arrived, 0) / 1e6 for *_, arrived in batch]
+        self.batch_pub.publish(messages.joint_state(
+            self.get_clock().now().to_msg(), [*BATCH_FIELDS, *(["wait_ms"] * len(waits))],
+            np.array([len(batch), (t2 - t1) * 1e3, len(self.queue), *waits])))
 
     def deactivated(self) -> None:
         """Requests still queued will not be answered: the robots fall back; say so."""
@@ -150,7 +172,7 @@ class TargetNode(ManagedNode):
             return {}
         return {"batch_sizes": dict(sorted(self.batches.items())), "queue_max": self.queue_max}
 
-    def _serve_one(self, msg: JointState) -> None:
+    def _serve_one(self, msg: JointState, pub) -> None:
         from hybrid_policy.core.server import serve
 
         t0 = time.perf_counter()
@@ -162,7 +184,7 @@ class TargetNode(ManagedNode):
             raise messages.MessageError(str(exc)) from None
         t2 = time.perf_counter()
         self.served += 1
-        self.pub.publish(messages.response_msg(msg.header.stamp, resp))
+        pub.publish(messages.response_msg(msg.header.stamp, resp))
         t3 = time.perf_counter()
         self.busy_ms["parse"] += (t1 - t0) * 1e3
         self.busy_ms["serve"] += (t2 - t1) * 1e3
