@@ -21,10 +21,16 @@ $(STAMP): setup.py setup.cfg package.xml
 DEMO_LINK ?= 5g_embb
 DEMO_ROS_EPISODES ?= 10
 DEMO_RUN := runs/demo/$(DEMO_TASK)
+# The fleet part: config/fleet.yaml (4 fetch_push robots, one edge server), in process and
+# over ROS 2; it runs when DEMO_TASK is the fleet's task.
+DEMO_FLEET ?= config/fleet.yaml
+DEMO_FLEET_TASK ?= fetch_push
+DEMO_FLEET_EPISODES ?= 10
 
 # Default models are trained on first use (a few minutes) and cached under models/.
 # In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
-# own graph of node processes, each recorded to a bag, then one table from the bags.
+# own graph of node processes, each recorded to a bag, then one table from the bags. Then
+# the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each).
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
@@ -34,6 +40,14 @@ demo: $(STAMP)
 	$(BIN)/hybrid-policy bringup --task $(DEMO_TASK) --link $(DEMO_LINK) --mode all \
 		--episodes $(DEMO_ROS_EPISODES) --seed 0 --bag $(DEMO_RUN)/bags
 	$(BIN)/hybrid-policy analyze $(DEMO_RUN)/bags/* --json $(DEMO_RUN)/ros.json
+ifeq ($(DEMO_TASK),$(DEMO_FLEET_TASK))
+	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes hybrid,adahi \
+		--episodes $(DEMO_FLEET_EPISODES) --seed 0 --topology $(DEMO_FLEET) \
+		--json $(DEMO_RUN)/fleet.json
+	rm -rf $(DEMO_RUN)/fleet_bags
+	$(BIN)/hybrid-policy bringup --topology $(DEMO_FLEET) --task $(DEMO_TASK) \
+		--link $(DEMO_LINK) --mode hybrid,adahi --episodes 2 --seed 0 --bag $(DEMO_RUN)/fleet_bags
+endif
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile test
