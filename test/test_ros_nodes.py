@@ -174,6 +174,13 @@ def test_target_refuses_a_malformed_request_and_answers_a_good_one(graph):
     ("sim_node", {"task": "fetch_reach", "rate_hz": 0.0}, "rate_hz must be in (0, 1000]"),
     ("recorder_node", {"bag": "x", "topics": "['step:sensor_msgs/msg/JointState']"},
      "already exists"),
+    ("link_node", {"link": "wifi", "clients": "['robot_0']", "upstream": "/hybrid/regional"},
+     "clients entry 'robot_0' is not 'robot:hop'"),
+    ("link_node", {"link": "wifi", "clients": "['robot_0:1']"},
+     "parameter 'upstream' is required with 'clients'"),
+    ("link_node", {"link": "wifi", "uplink_mbps": 0.0},
+     "parameter 'uplink_mbps' must be > 0 (delay_ms >= 0) or -1"),
+    ("sim_node", {"task": "fetch_reach", "first_episode": -2}, "first_episode must be >= 0"),
 ])
 def test_bad_parameters_refuse_to_start(module, params, expected, tiny, calibrations):
     subst = {"x": str(tiny["draft"]), "t": str(tiny["target"]),
