@@ -7,7 +7,8 @@ The batch curve is measured first (``core.compute.measure_batches``). Capacity i
 largest N whose p95 step latency is within the task's control period (40 ms for Fetch).
 Prints one table (p95, uplink and server operations per step, success, server
 utilisation per N), the capacities side by side with the adahi / hybrid ratio, and writes
-the plot of p95 against N (``--plot``).
+the plot of p95 against N (``--plot``). With ``--price-ms`` a third series, ``adahi_load``,
+runs adahi at the load-aware τ (``core.load_threshold``) solved for each N and batch size.
 
     .venv/bin/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
 """
@@ -39,12 +40,18 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", help="write p95 latency against N to this PNG")
+    parser.add_argument("--draft-ms", type=float, help="use this draft time instead of the "
+                        "measured one (compare runs on a machine whose load changes)")
+    parser.add_argument("--target-ms", type=float, help="use this verification time (batch "
+                        "of one) instead of the measured one; the batch curve keeps its shape")
+    parser.add_argument("--price-ms", type=float, help="add adahi_load: adahi at the "
+                        "load-aware τ with this price (ms per transmission + server operation)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
 
     import sim_envs
-    from hybrid_policy.core import calibration, compute, topology
+    from hybrid_policy.core import calibration, compute, load_threshold, topology
     from hybrid_policy.core.calibration_file import default_path
     from hybrid_policy.core.fleet import evaluate_fleet
     from hybrid_policy.core.modes import make_mode
@@ -57,9 +64,16 @@ def main() -> None:
     thresholds = calibration.load_thresholds(default_path(args.models, args.task, args.link),
                                              args.task, args.link, draft, target)
     period = sim_envs.task_spec(args.task).control_period_ms
+    modes = args.modes.split(",") + ([] if args.price_ms is None else ["adahi_load"])
+    cal = None if args.price_ms is None else load_threshold.Calibrated.from_doc(
+        calibration.load_doc(default_path(args.models, args.task, args.link), args.task,
+                             args.link, draft, target))
     observations = compute.sample_observations(args.task)
     batches = [int(b) for b in args.batch.split(",")]
     model = compute.measure(draft, target, observations)
+    if args.draft_ms or args.target_ms:
+        model = replace(model, draft_ms=args.draft_ms or model.draft_ms,
+                        target_ms=args.target_ms or model.target_ms)
     sizes = tuple(n for n in (1, 2, 4, 8, 16, 32, 64) if n <= max(batches))
     model = replace(model, batch_ms=compute.measure_batches(
         target, compute.verify_requests(draft, target, observations, max(sizes)), sizes))
@@ -67,15 +81,23 @@ def main() -> None:
              model.batch_ms)
     counts = [int(n) for n in args.counts.split(",")]
     rows, curves = [], {}
-    for mode in args.modes.split(","):
+    for mode in modes:
         for max_batch in batches:
             for n in counts:
+                kind = "adahi" if mode == "adahi_load" else mode
                 topo = topology.parse({
                     "nodes": {"edge": {"tier": "edge", "max_batch": max_batch}},
-                    "robots": [{"name": "r", "count": n, "task": args.task, "mode": mode,
+                    "robots": [{"name": "r", "count": n, "task": args.task, "mode": kind,
                                 "access": "edge", "link": args.link}]})
+                th = thresholds
+                if mode == "adahi_load":
+                    solved = load_threshold.solve(
+                        cal, load_threshold.server_loads(topo, model)["edge"], args.price_ms)
+                    th = replace(thresholds, tau=solved.tau)
+                    log.info("adahi_load N=%d: τ %.4f (calibration's %.4f), %s bound", n,
+                             th.tau, thresholds.tau, solved.bound)
                 t0 = time.perf_counter()
-                run = evaluate_fleet(topo, lambda _: make_mode(mode, draft, target, thresholds),
+                run = evaluate_fleet(topo, lambda _: make_mode(kind, draft, target, th),
                                      {args.task: target}, model, args.deadline_ms,
                                      args.episodes, args.seed, progress=False)
                 wall = time.perf_counter() - t0
@@ -102,9 +124,10 @@ def main() -> None:
     for (mode, max_batch), cap in capacity.items():
         print(f"  {mode:12s} max_batch {max_batch:3d}: {cap}")
     for max_batch in batches:
-        a, h = capacity.get(("adahi", max_batch)), capacity.get(("hybrid", max_batch))
-        if a is not None and h:
-            print(f"  adahi / hybrid at max_batch {max_batch}: {a / h:.2f}")
+        for skipper in ("adahi", "adahi_load"):
+            a, h = capacity.get((skipper, max_batch)), capacity.get(("hybrid", max_batch))
+            if a is not None and h:
+                print(f"  {skipper} / hybrid at max_batch {max_batch}: {a / h:.2f}")
     if args.plot:
         import matplotlib
 

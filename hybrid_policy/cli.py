@@ -35,6 +35,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _price_ms(text: str) -> float:
+    """--price-ms: the ms-equivalent price of one transmission + server operation."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a price in ms (a number >= 0), got "
+                                         f"{text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of ms >= 0 (0 = no price), "
+                                         f"got {text}")
+    return value
+
+
 def cmd_topology(args: argparse.Namespace) -> int:
     from hybrid_policy.core import topology
 
@@ -135,7 +148,7 @@ def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes:
     from hybrid_policy.core import calibration, plots
 
     cfg = replace(calibration.CalibrationConfig(), episodes=episodes,
-                  quality_weight=args.quality_weight,
+                  quality_weight=args.quality_weight, price_ms=getattr(args, "price_ms", 0.0),
                   sweep_episodes=getattr(args, "sweep_episodes",
                                          calibration.CalibrationConfig().sweep_episodes))
     doc = calibration.calibrate(args.task, draft, target, setting, cfg,
@@ -175,6 +188,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"{c['mean_rejection']:.4f}; r* = {c['r_star']:.4f} ({c['bound']} bound)")
     print(f"tau* = {t['tau']:.4f} (skips {doc['calibration_skip_rate']:.0%} of calibration "
           f"steps; lowest-cost tau on the empirical curve: {doc['empirical_best_tau']:.4f})")
+    if c.get("price_ms"):
+        delay = c["load"]["marginal_ms"]
+        print(f"price {c['price_ms']:g} ms per transmission + server operation, one robot "
+              f"(server {100 * c['load']['utilisation']:.0f}% busy, marginal queueing delay "
+              f"{'inf' if delay is None else f'{delay:.2f}'} ms): tau* is the load-aware fixed "
+              f"point (docs/method.md section 6), {c['bound']} bound")
     return 0
 
 
@@ -226,6 +245,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_model_args(args)
     names = parse_modes(args.modes)
     tau = None if args.tau is None else check_tau(args.tau)
+    if tau is not None and args.load_price_ms is not None:
+        raise HybridPolicyError("--tau sets adahi's threshold and --price-ms derives it for "
+                                "the load: give one of them")
     torch.set_num_threads(1)  # batch-1 inference: threads only add overhead
     draft, target = _models(args)
     setting = _setting(args, draft, target)
@@ -236,6 +258,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.topology:
         doc = _eval_fleet(args, names, draft, target, setting, thresholds, meta)
     else:
+        if args.load_price_ms is not None:  # one robot on its own server
+            from sim_envs import task_spec
+            from hybrid_policy.core.load_threshold import Load
+
+            load = Load(1, task_spec(args.task).control_period_ms, setting.compute.target())
+            thresholds = _load_aware(args, draft, target, thresholds, meta,
+                                     {"server": load}).get("server", thresholds)
         modes = [make_mode(n, draft, target, thresholds) for n in names]
         results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
         doc = stepmetrics.report(args.task, results, meta)
@@ -265,9 +294,17 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
     model = replace(setting.compute, batch_ms=compute.measure_batches(target, requests, sizes))
     log.info("batch curve of the target (ms per batch): %s",
              ", ".join(f"{n}: {ms:.2f}" for n, ms in model.batch_ms))
+    per_server = {}
+    if args.load_price_ms is not None:
+        from hybrid_policy.core.load_threshold import server_loads
+
+        per_server = _load_aware(args, draft, target, thresholds, meta, server_loads(topo, model))
     results, robots, servers = {}, {}, {}
     for name in names:
-        run = fleet.evaluate_fleet(topo, lambda spec: make_mode(name, draft, target, thresholds),
+        def mode_for(spec, name=name):  # adahi's τ per server with --price-ms
+            return make_mode(name, draft, target, per_server.get(spec.server, thresholds))
+
+        run = fleet.evaluate_fleet(topo, mode_for,
                                    {args.task: target}, model, args.deadline_ms, args.episodes,
                                    args.seed)
         results[name] = run.total()
@@ -281,6 +318,33 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         doc["modes"][name]["servers"] = servers[name]
     print(stepmetrics.format_fleet(doc))
     return doc
+
+
+def _load_aware(args, draft, target, thresholds, meta: dict, loads: dict) -> dict:
+    """adahi's τ per server, derived for the server's load and ``--price-ms``
+    (``core.load_threshold``) from the calibration ``_thresholds`` read; recorded in
+    ``meta["load_threshold"]``. No skipping mode: nothing to derive."""
+    from dataclasses import replace
+
+    from hybrid_policy.core import calibration, load_threshold
+
+    if thresholds is None:
+        log.warning("--price-ms only changes adahi's threshold; these modes have none")
+        return {}
+    cal = load_threshold.Calibrated.from_doc(calibration.load_doc(
+        _calibration_path(args), args.task, args.link, draft, target))
+    out, record = {}, {}
+    for server, load in loads.items():
+        res = load_threshold.solve(cal, load, args.load_price_ms)
+        out[server] = replace(thresholds, tau=res.tau)
+        record[server] = {"robots": load.robots, "service_ms": load.service_ms, **res.as_dict()}
+        print(f"load-aware tau for {server}: {load.robots} robot(s), verification "
+              f"{load.service_ms:.2f} ms, price {res.price_ms:g} ms -> tau {res.tau:.4f} "
+              f"(calibration's {thresholds.tau:.4f}), skips {res.skip_rate:.0%} of calibration "
+              f"steps, utilisation {res.utilisation:.2f}, wait {res.wait_ms:.2f} ms, marginal "
+              f"delay {res.marginal_ms:.2f} ms, {res.bound} bound")
+    meta["load_threshold"] = record
+    return out
 
 
 def cmd_bringup(args: argparse.Namespace) -> int:
@@ -317,9 +381,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             temperature=args.temperature, deadline_ms=args.deadline_ms,
             clock=args.clock, rate_hz=args.rate_hz, interface=args.interface,
             robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
-            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "")
-        log.info("bringup: %s on %s over %s, %d episodes", mode, args.task, args.link,
-                 args.episodes)
+            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "",
+            topology=str(Path(args.topology).resolve()) if args.topology else "")
+        log.info("bringup: %s on %s over %s, %d episodes%s", mode, args.task, args.link,
+                 args.episodes, f" per robot of {args.topology}" if args.topology else "")
         rc = bringup(cfg, args.timeout)
         if rc != 0:
             return rc
@@ -338,6 +403,8 @@ def _print_bags(bags) -> dict:
     docs = [analyze(bag) for bag in bags]
     doc = docs[0] if len(docs) == 1 else stepmetrics.merge(docs)
     print(stepmetrics.format_table(doc))
+    if any("robots" in m for m in doc["modes"].values()):
+        print(stepmetrics.format_fleet(doc))
     print(format_counts(doc))
     return doc
 
@@ -426,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify-every-step episodes for the fit (default 40)")
     p.add_argument("--sweep-episodes", type=_positive_int, default=20,
                    help="closed-loop episodes per point of the trade-off sweep (default 20)")
+    p.add_argument("--price-ms", type=_price_ms, default=0.0,
+                   help="price of one transmission + server operation in ms-equivalents: τ* "
+                   "becomes the load-aware fixed point for one robot (docs/method.md §6; "
+                   "default 0: τ* as before)")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval", help="closed-loop evaluation of inference modes (no ROS)",
@@ -442,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
                    "each mode, sharing its servers (queues, batches); per-robot and per-server "
                    "tables, and modes.<m>.robots / .servers in the JSON")
+    p.add_argument("--price-ms", dest="load_price_ms", type=_price_ms,
+                   help="derive adahi's τ for each server's load (its robots, the queueing "
+                   "delay at the operating point) with this price in ms per transmission + "
+                   "server operation, from the calibration's samples (docs/method.md §6); "
+                   "default: the calibration's τ*")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",
@@ -473,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "map's max_age_ms)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
+    p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
+                   "the mode under its own namespace (NS/<robot>/...), one batching target "
+                   "node per server, link nodes per hop, one bag; analyze prints per-robot and "
+                   "per-server tables")
     p.set_defaults(func=cmd_bringup)
 
     p = sub.add_parser("topology", help="show a fleet topology (robots, compute nodes, links)",

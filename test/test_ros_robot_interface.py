@@ -108,7 +108,8 @@ def robot(tiny):
         subprocess.Popen(ros_helpers.node_cmd("lifecycle_manager", NS,
                                               node_names="['draft_node']")),
     ]
-    assert node.spin_until(lambda: any(m.name == "lifecycle_manager" for m in node.got["ready"]),
+    assert node.spin_until(lambda: any(m.name.endswith("/lifecycle_manager")
+                                       for m in node.got["ready"]),
                            timeout=90), "draft node did not become active"
     yield node
     ros_helpers.stop(procs)
@@ -241,7 +242,7 @@ def test_a_timer_map_acts_at_its_rate_on_the_latest_inputs_until_they_age(robot,
              subprocess.Popen(ros_helpers.node_cmd("lifecycle_manager", ns,
                                                    node_names="['draft_node']"))]
     try:
-        assert node.spin_until(lambda: any(m.name == "lifecycle_manager"
+        assert node.spin_until(lambda: any(m.name.endswith("/lifecycle_manager")
                                            for m in node.got["ready"]), timeout=90)
         node.got["cmd_twist"].clear()
         node.publish(node.now_ns())

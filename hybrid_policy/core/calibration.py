@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_policy.core import calibration_file, evaluator
+from hybrid_policy.core import calibration_file, evaluator, load_threshold
 from hybrid_policy.core.calibration_file import VERSION, StaleCalibrationError  # noqa: F401
 from hybrid_policy.core.evaluator import Setting, StepRecord
 from hybrid_policy.core.modes import DraftMode, SkipRule, Thresholds, make_mode
@@ -42,6 +42,9 @@ class CalibrationConfig:
     quality_weight: float = 2.0
     sweep_episodes: int = 20
     sweep_points: int = 6
+    # π: ms-equivalent price of one transmission + server operation (core.load_threshold).
+    # 0 derives τ* exactly as before; > 0 solves the load-aware fixed point for one robot.
+    price_ms: float = 0.0
 
 
 @dataclass
@@ -87,6 +90,12 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
                   float(np.mean(s.correction)) if s.correction else 0.0, cfg.quality_weight)
     r_star, bound = rejection_bound(costs, float(r.mean()))
     tau = derive_tau(f, r_star)
+    priced = None
+    if cfg.price_ms > 0:  # one robot on its own server: the calibration's own setting
+        priced = load_threshold.solve(
+            load_threshold.Calibrated.from_samples(f, costs, float(r.mean()), s.delta),
+            load_threshold.Load(1, control_period_ms, setting.compute.target()), cfg.price_ms)
+        tau, r_star, bound = priced.tau, priced.r_star, priced.bound
     skip_rate = float(np.mean(delta < tau))
     uncertainty = np.asarray(s.uncertainty)
     thresholds = Thresholds(
@@ -109,7 +118,9 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
         "config": asdict(cfg), "fit": asdict(f), "thresholds": asdict(thresholds),
         "costs": {**asdict(costs), "error_cost_ms": costs.error_cost_ms,
                   "rejection_budget": costs.rejection_budget,
-                  "mean_rejection": float(r.mean()), "r_star": r_star, "bound": bound},
+                  "mean_rejection": float(r.mean()), "r_star": r_star, "bound": bound,
+                  **({} if priced is None else {"price_ms": cfg.price_ms,
+                                                "load": priced.as_dict()})},
         "calibration_skip_rate": skip_rate, "tradeoff": curve,
         "empirical_best_tau": curve["tau"][best], "sweep": sweep,
         "samples": {"delta": [x if np.isfinite(x) else None for x in s.delta],
@@ -156,3 +167,9 @@ def load_thresholds(path: Path, task: str, link: str, draft: Policy,
     """The thresholds of the calibration at ``path``, refusing one that does not fit."""
     return calibration_file.load_thresholds(path, task, link, draft.temperature,
                                             models_id(draft, target))
+
+
+def load_doc(path: Path, task: str, link: str, draft: Policy, target: Policy) -> dict[str, Any]:
+    """The whole calibration at ``path`` (for ``load_threshold``), checked likewise."""
+    return calibration_file.load_doc(path, task, link, draft.temperature,
+                                     models_id(draft, target))

@@ -44,6 +44,19 @@ def load_thresholds(path: str | Path, task: str, link: str, temperature: float,
     """The thresholds of the calibration at ``path``, refusing one that does not fit.
     ``models``: ``{"draft": identity, "target": identity}`` of the checkpoints in use."""
     command = command or calibrate_command(task, link)
+    doc = load_doc(path, task, link, temperature, models, command)
+    try:
+        return Thresholds(**doc["thresholds"])
+    except (KeyError, TypeError) as exc:
+        raise HybridPolicyError(f"{path}: bad thresholds section ({exc})") from None
+
+
+def load_doc(path: str | Path, task: str, link: str, temperature: float,
+             models: Mapping[str, str] | None = None,
+             command: str | None = None) -> dict:
+    """The whole calibration at ``path`` (fit, costs, samples: what a threshold is derived
+    from), refusing one that does not fit, as ``load_thresholds`` does."""
+    command = command or calibrate_command(task, link)
     try:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -62,10 +75,7 @@ def load_thresholds(path: str | Path, task: str, link: str, temperature: float,
     if differ:
         raise StaleCalibrationError(f"{path}: calibrated for other settings: "
                                     f"{'; '.join(differ)}. Run `{command}` again")
-    try:
-        return Thresholds(**doc["thresholds"])
-    except (KeyError, TypeError) as exc:
-        raise HybridPolicyError(f"{path}: bad thresholds section ({exc})") from None
+    return doc
 
 
 def check_given(given: Mapping[str, float]) -> dict[str, float]:
