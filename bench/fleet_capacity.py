@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--batch", default="1,16", help="server max_batch values to compare")
     parser.add_argument("--deadline-ms", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", choices=("random", "even"), default="random",
+                        help="robots' start phases (core.fleet; default random)")
     parser.add_argument("--plot", help="write p95 latency against N to this PNG")
     parser.add_argument("--draft-ms", type=float, help="use this draft time instead of the "
                         "measured one (compare runs on a machine whose load changes)")
@@ -99,7 +101,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run = evaluate_fleet(topo, lambda _: make_mode(kind, draft, target, th),
                                      {args.task: target}, model, args.deadline_ms,
-                                     args.episodes, args.seed, progress=False)
+                                     args.episodes, args.seed, progress=False,
+                                     phases=args.phases)
                 wall = time.perf_counter() - t0
                 total, server = run.total(), run.servers["edge"]
                 p95 = float(np.percentile(total.latencies, 95))

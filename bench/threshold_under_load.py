@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=1)
     parser.add_argument("--episodes", type=int, default=12, help="episodes per robot per seed")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--phases", choices=("random", "even"), default="random",
+                        help="robots' start phases (core.fleet; default random)")
     parser.add_argument("--deadline-ms", type=float, default=100.0)
     parser.add_argument("--prices", default="0,1,2,5,10,20,50",
                         help="prices for the closed-form table")
@@ -123,7 +125,7 @@ def main() -> None:
             t0 = time.perf_counter()
             run = evaluate_fleet(topo, lambda _: make_mode(mode, draft, target, th),
                                  {args.task: target}, model, args.deadline_ms, args.episodes,
-                                 seed, progress=False)
+                                 seed, progress=False, phases=args.phases)
             total, server = run.total(), run.servers["edge"]
             per[label].append({
                 "steps": total.steps, "uplink": total.uplink_tx, "ops": total.server_ops,

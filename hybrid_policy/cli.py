@@ -306,7 +306,7 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
 
         run = fleet.evaluate_fleet(topo, mode_for,
                                    {args.task: target}, model, args.deadline_ms, args.episodes,
-                                   args.seed)
+                                   args.seed, phases=args.phases)
         results[name] = run.total()
         robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
                          **run.robots[r.name].summary()} for r in topo.robots]
@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "delay at the operating point) with this price in ms per transmission + "
                    "server operation, from the calibration's samples (docs/method.md §6); "
                    "default: the calibration's τ*")
+    p.add_argument("--phases", choices=("random", "even"), default="random",
+                   help="with --topology: robots start at random phases within their first "
+                   "control period, drawn from the seed (default), or evenly spaced")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",

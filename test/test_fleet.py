@@ -79,6 +79,21 @@ def test_the_fleet_is_deterministic_and_robots_share_the_server(models):
     assert a.robots["r_0"].episode_success == alone.robots["r_0"].episode_success
 
 
+def test_robots_start_out_of_phase_unless_asked_to_start_evenly(models):
+    """Evenly spaced robots whose server keeps up never meet in its queue; robots at
+    random phases (the default, drawn from the seed) do; an unknown choice is refused."""
+    draft, target = models
+    runs = {phases: evaluate_fleet(fleet(6, max_batch=1), lambda _: make_mode(
+                "hybrid", draft, target), {TASK: target}, COMPUTE, 100.0, 1, 0,
+                progress=False, phases=phases)
+            for phases in ("even", "random")}
+    assert runs["even"].servers["edge"]["queueing_ms_mean"] == 0.0
+    assert runs["random"].servers["edge"]["queueing_ms_mean"] > 0.0
+    with pytest.raises(ValueError, match="phases 'sync' is not one of random, even"):
+        evaluate_fleet(fleet(2), lambda _: make_mode("hybrid", draft, target), {TASK: target},
+                       COMPUTE, 100.0, 1, 0, progress=False, phases="sync")
+
+
 def test_a_loaded_server_batches_and_queues(models):
     """Eight robots in phase behind a slow server: requests wait, and batches form."""
     draft, target = models

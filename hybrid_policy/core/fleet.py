@@ -1,8 +1,10 @@
 """In-process fleet evaluation: N robots, each in its own MuJoCo episode, sharing servers
 that queue and batch, all advanced by one discrete-event clock in simulated time.
 
-Each robot acts at control ticks (its task's control period, robots offset evenly within
-one period). A tick runs the mode's ``plan`` (the same call the single-robot evaluator and
+Each robot acts at control ticks (its task's control period). Robots do not share a clock:
+robot 0 starts at 0 and each other robot at a phase drawn uniformly within its first period
+from the run's seed (``phases="random"``); ``phases="even"`` spaces them evenly instead, an
+idealised fleet whose requests never collide while the server keeps up. A tick runs the mode's ``plan`` (the same call the single-robot evaluator and
 the ROS draft node make); a request crosses the robot's route hop by hop (``core.link``,
 each hop with the request's own packet randomness, ``link.packet_rng(seed, hop)``, which the
 ROS link node of that hop draws too), waits in its
@@ -42,6 +44,9 @@ from hybrid_policy.core.server import serve_batch
 from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.policies import Policy
+
+
+PHASES = ("random", "even")  # robots' start within their first period (module doc)
 
 
 @dataclass
@@ -91,9 +96,12 @@ class FleetEvaluator:
     def __init__(self, topology: Topology, modes: Callable[[Robot], Mode],
                  targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                  episodes: int, seed: int,
-                 on_step: Callable[[str, StepRecord], None] | None = None) -> None:
+                 on_step: Callable[[str, StepRecord], None] | None = None,
+                 phases: str = "random") -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes}")
+        if phases not in PHASES:
+            raise ValueError(f"phases {phases!r} is not one of {', '.join(PHASES)}")
         self.topology, self.targets, self.compute = topology, targets, compute
         self.deadline_ms, self.on_step = deadline_ms, on_step
         self.clock = Clock()
@@ -101,6 +109,7 @@ class FleetEvaluator:
         seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
         self.seed = seed
         self.robots: list[_Robot] = []
+        draws = np.random.default_rng([seed, 0xF1EE7]).random(n)
         for i, spec in enumerate(topology.robots):
             period = sim_envs.task_spec(spec.task).control_period_ms
             mode = modes(spec)
@@ -108,7 +117,8 @@ class FleetEvaluator:
                            period, seeds[i * episodes:(i + 1) * episodes], i * episodes,
                            ModeResult(mode.name))
             self.robots.append(robot)
-            self.clock.at(i * period / n, lambda r=robot: self._begin_episode(r, 0))
+            phase = i / n if phases == "even" else (draws[i] if i else 0.0)
+            self.clock.at(phase * period, lambda r=robot: self._begin_episode(r, 0))
         self.servers = {
             name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
                               lambda k, s=node.speed: compute.target_batch(k, s),
@@ -219,7 +229,8 @@ class FleetEvaluator:
 def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
                    targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                    episodes: int, seed: int, progress: bool | None = None,
-                   on_step: Callable[[str, StepRecord], None] | None = None) -> FleetResult:
+                   on_step: Callable[[str, StepRecord], None] | None = None,
+                   phases: str = "random") -> FleetResult:
     """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
     return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
-                          on_step).run(progress)
+                          on_step, phases).run(progress)
