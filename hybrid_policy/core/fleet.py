@@ -4,17 +4,17 @@ that queue and batch, all advanced by one discrete-event clock in simulated time
 Each robot acts at control ticks (its task's control period). Robots do not share a clock:
 robot 0 starts at 0 and each other robot at a phase drawn uniformly within its first period
 from the run's seed (``phases="random"``); ``phases="even"`` spaces them evenly instead, an
-idealised fleet whose requests never collide while the server keeps up. A tick runs the mode's ``plan`` (the same call the single-robot evaluator and
-the ROS draft node make); a request crosses the robot's route hop by hop (``core.link``,
-each hop with the request's own packet randomness, ``link.packet_rng(seed, hop)``, which the
-ROS link node of that hop draws too), waits in its
-server's FIFO, is verified in a batch (``server.serve_batch``; time from the measured batch
-curve, ``ComputeModel.target_batch``), and its answer crosses the route back. An answer
-not back within ``deadline_ms`` of sending is a fallback, as in ``evaluator``; a server
-drops a request whose deadline passed while it queued (no server operation for it). The robot
-executes its action once it has one, and its next tick is the first control tick after
-that: a robot waiting on a busy server falls behind its clock, which the step latency
-shows.
+idealised fleet whose requests never collide while the server keeps up. A tick runs the
+mode's ``plan`` (the same call the single-robot evaluator and the ROS draft node make); a
+request crosses the robot's route hop by hop (``core.link``, each hop with the request's
+own packet randomness, ``link.packet_rng(seed, hop)``, which the ROS link node of that hop
+draws too), waits in its server's FIFO, is verified in a batch (``server.serve_batch``;
+time from the measured batch curve, ``ComputeModel.target_batch``), and its answer crosses
+the route back. An answer not back within ``deadline_ms`` of sending is a fallback, as in
+``evaluator``; a server drops a request whose deadline passed while it queued (no server
+operation for it). The robot executes its action once it has one, and its next tick is the
+first control tick after that: a robot waiting on a busy server falls behind its clock,
+which the step latency shows.
 
 With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
 verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
