@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/robot_interface.py
 	$(BIN)/python bench/batch_speed.py
 	$(BIN)/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
+	$(BIN)/python bench/threshold_under_load.py --price-ms 10 --episodes 16
 	$(BIN)/python bench/dds_floor.py
 
 clean:
