@@ -56,13 +56,15 @@ class Topology:
     robots: tuple[Robot, ...]
     nodes: dict[str, ComputeNode]
 
+    def nodes_on_route(self, robot: Robot) -> list[str]:
+        """The compute nodes a request of ``robot`` visits: its access node … its server."""
+        up = _path_up(self.nodes, robot.access, self.path)
+        return up[: up.index(robot.server) + 1]
+
     def route(self, robot: Robot) -> tuple[LinkProfile, ...]:
-        """The hops a request of ``robot`` crosses to its server, in order."""
-        hops, node = [robot.link], robot.access
-        while node != robot.server:
-            hops.append(self.nodes[node].uplink)
-            node = self.nodes[node].parent
-        return tuple(hops)
+        """The hops a request of ``robot`` crosses to its server, in order: its own link,
+        then the uplink of each node below the server."""
+        return (robot.link, *(self.nodes[n].uplink for n in self.nodes_on_route(robot)[:-1]))
 
     def servers(self) -> list[str]:
         """Nodes that serve at least one robot, in the order the file names them."""
@@ -226,8 +228,7 @@ def table(topo: Topology) -> str:
     out = [text_table(rows, left=len(rows[0])), ""]
     rows = [("robot", "task", "mode", "access link", "route to server")]
     for r in topo.robots:
-        up = _path_up(topo.nodes, r.access, topo.path)
-        route = " -> ".join([r.name, *up[: up.index(r.server) + 1]])
+        route = " -> ".join([r.name, *topo.nodes_on_route(r)])
         rows.append((r.name, r.task, r.mode, _describe(r.link), route))
     out.append(text_table(rows, left=len(rows[0])))
     return "\n".join(out)

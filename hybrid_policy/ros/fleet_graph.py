@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hybrid_policy.core import topology as topo_mod
+from hybrid_policy.core.link import LinkProfile, link_profile
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros.graph import (
@@ -62,22 +63,14 @@ def load(cfg: GraphConfig) -> Topology:
     return topo
 
 
-def path(topo: Topology, robot: Robot) -> list[str]:
-    """The compute nodes a request of ``robot`` visits: its access node … its server."""
-    out = [robot.access]
-    while out[-1] != robot.server:
-        out.append(topo.nodes[out[-1]].parent)
-    return out
-
-
 def _robot_cfg(cfg: GraphConfig, robot: Robot) -> GraphConfig:
     """One robot's single-robot graph: its own link, no bag, the fleet's other settings."""
     return replace(cfg, topology="", bag="", link=robot.link.name)
 
 
-def _link_overrides(link, profile_name: str) -> dict[str, float]:
+def _link_overrides(link: LinkProfile) -> dict[str, float]:
     """Link node parameters for a topology link whose figures differ from its profile's."""
-    base = topo_mod.link_profile(profile_name)
+    base = link_profile(link.name)
     return {k: getattr(link, k) for k in ("uplink_mbps", "downlink_mbps", "delay_ms")
             if getattr(link, k) != getattr(base, k)}
 
@@ -98,7 +91,7 @@ def wires(cfg: GraphConfig, topo: Topology) -> list[Wire]:
             w = wire(f"{r.name}/{t.name}", t.type, t.role)
             w.publishers.update({f"{r.name}/{p}": t.name for p in t.publishers if p in local})
             w.subscribers |= {f"{r.name}/{s}" for s in t.subscribers if s in local}
-        hops = path(topo, r)
+        hops = topo.nodes_on_route(r)
         for j, node in enumerate(hops):
             req = wire(f"{node}/server/{r.name}/request", JOINT_STATE, "uplink", recorded=False)
             resp = wire(f"{node}/server/{r.name}/response", JOINT_STATE, "downlink",
@@ -139,7 +132,7 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
     ready = (("ready", f"{ns}/ready"),)
     hop_clients: dict[tuple[str, str], list[str]] = {}
     for i, r in enumerate(topo.robots):
-        hops = path(topo, r)
+        hops = topo.nodes_on_route(r)
         for k, (a, b) in enumerate(zip(hops, hops[1:])):  # place k + 1 on this route
             hop_clients.setdefault((a, b), []).append(f"{r.name}:{k + 1}")
         waits = [f"{ns}/{r.name}/link_node",
@@ -148,19 +141,18 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
         for s in nodes(_robot_cfg(cfg, r)):
             if s.name not in ("sim_node", "draft_node", "link_node"):
                 continue
-            params = {**s.parameters, "first_episode": i * n_episodes}
-            remaps = ready
-            if s.name == "sim_node":
-                params["wait_for"] = waits
-            elif s.name == "link_node":
-                params = {**s.parameters, **_link_overrides(r.link, r.link.name)}
+            first = {"first_episode": i * n_episodes}
+            extra, remaps = {"sim_node": {**first, "wait_for": waits}, "draft_node": first,
+                             "link_node": _link_overrides(r.link)}[s.name], ready
+            if s.name == "link_node":
                 remaps += tuple((t, f"{ns}/{r.access}/server/{r.name}/{t.split('/')[1]}")
                                 for t in SERVER_TOPICS)
-            specs.append(replace(s, parameters=params, namespace=r.name, remaps=remaps))
+            specs.append(replace(s, parameters={**s.parameters, **extra}, namespace=r.name,
+                                 remaps=remaps))
     for (a, b), clients in hop_clients.items():
         link = topo.nodes[a].uplink
         specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", f"link_to_{b}", {
-            "link": link.name, **_link_overrides(link, link.name), "clients": clients,
+            "link": link.name, **_link_overrides(link), "clients": clients,
             "upstream": f"{ns}/{b}"}, respawn=True, namespace=a, remaps=ready))
     for server in topo.servers():
         node = topo.nodes[server]

@@ -71,10 +71,10 @@ class TargetNode(ManagedNode):
                                      **self._mean_ms(), **self._batch_stats()}
         down, up = qos.declare(self, "downlink"), qos.declare(self, "uplink")
         publishers = {"events": self.report.events}
+        guarded = self.report.guard("request", self.on_request)
         for prefix in [f"server/{c}/" for c in self.robots] or ["server/"]:
             pub = self.create_publisher(JointState, prefix + "response", down)
             publishers[prefix + "response"] = pub
-            guarded = self.report.guard("request", self.on_request)
             self.create_subscription(  # two arguments: rclpy passes the message info
                 JointState, prefix + "request",
                 lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
