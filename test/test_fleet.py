@@ -110,7 +110,7 @@ def test_the_queue_matches_the_m_d_1_mean_wait():
     ρD / (2(1 − ρ)) (Pollaczek-Khinchine) within 5%."""
     for rho in (0.5, 0.8):
         service, clock = 2.0, Clock()
-        server = BatchServer(clock, 1, 0.0, lambda n: service, lambda items: items,
+        server = BatchServer(clock, 1, 0.0, lambda items: service, lambda items: items,
                              lambda *_: None)
         rng = np.random.default_rng(0)
         t = 0.0
@@ -125,7 +125,7 @@ def test_the_queue_matches_the_m_d_1_mean_wait():
 
 def test_a_batching_window_holds_a_lone_request_for_the_window():
     clock, done = Clock(), []
-    server = BatchServer(clock, 4, 5.0, lambda n: 1.0, lambda items: items,
+    server = BatchServer(clock, 4, 5.0, lambda items: 1.0, lambda items: items,
                          lambda item, answer, waited, service: done.append((clock.now, waited)))
     clock.at(10.0, lambda: server.arrive("a"))
     clock.at(12.0, lambda: server.arrive("b"))

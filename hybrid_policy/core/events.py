@@ -64,14 +64,14 @@ class ServerStats:
 class BatchServer:
     """A FIFO queue in front of one batching compute node.
 
-    ``service_ms(n)`` is the time of one operation on ``n`` requests; ``work(items)`` does
+    ``service_ms(items)`` is the time of one operation on ``items``; ``work(items)`` does
     the operation (returns one answer per item) and ``done(item, answer, waited_ms,
     service_ms)`` receives each answer when the operation ends, with the time the item
     waited in the queue and the operation's duration.
     """
 
     def __init__(self, clock: Clock, max_batch: int, window_ms: float,
-                 service_ms: Callable[[int], float], work: Callable[[list], list],
+                 service_ms: Callable[[list], float], work: Callable[[list], list],
                  done: Callable[[Any, Any, float, float], None],
                  expired: Callable[[Any, float], bool] = lambda item, now: False) -> None:
         if max_batch < 1:
@@ -115,10 +115,10 @@ class BatchServer:
         waits = [now - arrived for arrived, _ in batch]
         self.stats.waits_ms += waits
         self.stats.batches[len(batch)] += 1
-        duration = self.service_ms(len(batch))
+        items = [item for _, item in batch]
+        duration = self.service_ms(items)
         self.stats.busy_ms += duration
         self.busy = True
-        items = [item for _, item in batch]
         answers = self.work(items)
         self.clock.at(now + duration, lambda: self._finish(items, answers, waits, duration))
 

@@ -16,6 +16,13 @@ operation for it). The robot executes its action once it has one, and its next t
 first control tick after that: a robot waiting on a busy server falls behind its clock,
 which the step latency shows.
 
+Early-exit modes (``core.early_exit``; ``ExitRun``): the robot's plan names the node its
+feature goes to; every node on the way runs its part of the net in its queue and either
+answers (the answer crosses every link back to the robot) or forwards the feature to the
+next node its offloading draws; hop ``k`` of that journey draws ``packet_rng(seed, k)``.
+``dto_ee`` re-optimises its thresholds and offloading every ``reoptimise_ms`` of simulated
+time from the request rates the robots were observed to send.
+
 With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
 verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
 ``E`` episodes runs the run's episodes ``i·E … i·E + E − 1`` (reset seeds and sampling
@@ -26,7 +33,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -37,9 +45,10 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import StepRecord, episode_rng, record, resolve_step
 from hybrid_policy.core.events import BatchServer, Clock
-from hybrid_policy.core.link import packet_rng
+from hybrid_policy.core.early_exit import ExitPlan, serve_features
+from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
-from hybrid_policy.core.protocol import Response
+from hybrid_policy.core.protocol import FeatureRequest, Request, Response
 from hybrid_policy.core.server import serve_batch
 from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
@@ -64,12 +73,37 @@ class FleetResult:
 
 
 @dataclass
+class ExitRun:
+    """What an early-exit mode's fleet run needs besides the topology: the net, the plan
+    (parts, thresholds, offloading), the parts' measured compute, and for ``dto_ee`` the
+    online re-optimisation (called with each robot's observed request rate per ms)."""
+
+    net: Any
+    plan: ExitPlan
+    compute: Any  # exit_calibration.ExitCompute
+    reoptimise: Callable[[dict[str, float]], None] | None = None
+    reoptimise_ms: float = 2000.0
+
+    def robot_ms(self, robot: str, speed: float) -> float:
+        end = self.plan.ends[robot]
+        return self.compute.part_ms(0, end, 1, speed) if end else 0.0
+
+    def batch_ms(self, node: str, speed: float, items: list) -> float:
+        """One operation on ``items`` (features after various layers) at ``node``."""
+        end = self.plan.ends[node]
+        sizes = Counter(p.request.layer for p in items)
+        return sum(self.compute.part_ms(layer, end, n, speed) for layer, n in sizes.items())
+
+
+@dataclass
 class _Pending:
     robot: "_Robot"
     plan: Plan
     draft_ms: float  # the robot's compute before sending (part of the step's latency)
     sent_ms: float  # simulated time the request left the robot
-    link_rngs: list[np.random.Generator]  # one per hop of the route
+    request: Request | FeatureRequest  # what travels now (a feature changes at each node)
+    links: list[LinkProfile] = field(default_factory=list)  # crossed so far, in order
+    link_rngs: list[np.random.Generator] = field(default_factory=list)  # one per link
     elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
     server_op: bool = False
     resolved: bool = False
@@ -97,13 +131,13 @@ class FleetEvaluator:
                  targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                  episodes: int, seed: int,
                  on_step: Callable[[str, StepRecord], None] | None = None,
-                 phases: str = "random") -> None:
+                 phases: str = "random", exits: ExitRun | None = None) -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes}")
         if phases not in PHASES:
             raise ValueError(f"phases {phases!r} is not one of {', '.join(PHASES)}")
         self.topology, self.targets, self.compute = topology, targets, compute
-        self.deadline_ms, self.on_step = deadline_ms, on_step
+        self.deadline_ms, self.on_step, self.exits = deadline_ms, on_step, exits
         self.clock = Clock()
         n = len(topology.robots)
         seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
@@ -119,12 +153,25 @@ class FleetEvaluator:
             self.robots.append(robot)
             phase = i / n if phases == "even" else (draws[i] if i else 0.0)
             self.clock.at(phase * period, lambda r=robot: self._begin_episode(r, 0))
-        self.servers = {
-            name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
-                              lambda k, s=node.speed: compute.target_batch(k, s),
-                              self._work, self._served,
-                              lambda p, now: now >= p.sent_ms + self.deadline_ms)
-            for name, node in topology.nodes.items() if name in topology.servers()}
+        expired = lambda p, now: now >= p.sent_ms + self.deadline_ms  # noqa: E731
+        if exits is None:
+            self.servers = {
+                name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
+                                  lambda items, s=node.speed: compute.target_batch(len(items), s),
+                                  self._work, self._served, expired)
+                for name, node in topology.nodes.items() if name in topology.servers()}
+        else:
+            self.servers = {
+                name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
+                                  lambda items, n=name, s=node.speed: exits.batch_ms(n, s, items),
+                                  lambda items, n=name: self._work_exits(n, items),
+                                  lambda *a, n=name: self._served_exit(n, *a), expired)
+                for name, node in topology.nodes.items()
+                if name in exits.plan.computing_nodes(topology)}
+            self.sent: Counter = Counter()  # requests each robot sent (dto_ee's observed load)
+            if exits.reoptimise is not None:
+                self.clock.at(exits.reoptimise_ms, self._reoptimise)
+        self.finished = 0
         self.bar: tqdm | None = None
 
     def run(self, progress: bool | None = None) -> FleetResult:
@@ -152,24 +199,36 @@ class FleetEvaluator:
     def _tick(self, r: _Robot) -> None:
         r.tick_ms = self.clock.now
         plan = r.mode.plan(r.obs, r.rng)
-        draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
+        if self.exits is not None:
+            draft_ms = self.exits.robot_ms(r.spec.name, self.compute.device_speed)
+        else:
+            draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
         if plan.request is None:
             self._resolve(r, plan, None, draft_ms, server_op=False)
             return
-        p = _Pending(r, plan, draft_ms, self.clock.now + draft_ms,
-                     [packet_rng(plan.request.seed, k) for k in range(len(r.hops))])
-        self.clock.at(p.sent_ms, lambda: self._uplink(p))
+        p = _Pending(r, plan, draft_ms, self.clock.now + draft_ms, plan.request)
+        if self.exits is None:
+            dest, links = r.spec.server, r.hops
+        else:
+            dest = plan.route_to
+            links = self.topology.links_between(r.spec, dest)
+            self.sent[r.spec.name] += 1
+        self.clock.at(p.sent_ms, lambda: self._uplink(p, links, dest))
         self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
 
-    def _uplink(self, p: _Pending) -> None:
-        size = p.plan.request.payload_bytes()
-        for hop, rng in zip(p.robot.hops, p.link_rngs):
-            t = hop.deliver(size, True, rng)
+    def _uplink(self, p: _Pending, links: tuple[LinkProfile, ...], dest: str) -> None:
+        """Cross ``links`` up to node ``dest`` (hop k of the journey draws its own
+        randomness) and join its queue."""
+        size = p.request.payload_bytes()
+        for link in links:
+            rng = packet_rng(p.plan.request.seed, len(p.links))
+            p.links.append(link)
+            p.link_rngs.append(rng)
+            t = link.deliver(size, True, rng)
             if t is None:
                 return  # lost on the way up: the deadline decides
             p.elapsed_ms += t
-        self.clock.at(p.sent_ms + p.elapsed_ms,
-                      lambda: self.servers[p.robot.spec.server].arrive(p))
+        self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self.servers[dest].arrive(p))
 
     def _work(self, batch: list[_Pending]) -> list[Response]:
         """One server operation: the batch's requests, grouped by task (one model each)."""
@@ -184,11 +243,37 @@ class FleetEvaluator:
                 answers[i] = resp
         return [answers[i] for i in range(len(batch))]
 
+    def _work_exits(self, node: str, batch: list[_Pending]) -> list:
+        """One operation of an early-exit node: its part of the net on every feature."""
+        plan = self.exits.plan
+        for p in batch:
+            p.server_op = True
+        return serve_features(self.exits.net, plan.ends[node], plan.thresholds.get(node, 0.0),
+                              plan.offload.get(node, {}), [p.request for p in batch])
+
+    def _served_exit(self, node: str, p: _Pending, outcome: tuple, waited_ms: float,
+                     service_ms: float) -> None:
+        answer, next_node, _ = outcome
+        if isinstance(answer, Response):
+            self._served(p, answer, waited_ms, service_ms)
+            return
+        p.elapsed_ms += waited_ms + service_ms
+        p.request = answer
+        self._uplink(p, self.topology.links_between(node, next_node), next_node)
+
+    def _reoptimise(self) -> None:
+        """dto_ee: every node re-optimises from the load it observed (module doc)."""
+        if self.finished == len(self.robots):
+            return
+        span = self.clock.now
+        self.exits.reoptimise({r.spec.name: self.sent[r.spec.name] / span for r in self.robots})
+        self.clock.at(self.clock.now + self.exits.reoptimise_ms, self._reoptimise)
+
     def _served(self, p: _Pending, response: Response, waited_ms: float,
                 service_ms: float) -> None:
         p.elapsed_ms = p.elapsed_ms + waited_ms + service_ms  # eval's order: up + target
         size = response.payload_bytes()
-        for hop, rng in zip(reversed(p.robot.hops), reversed(p.link_rngs)):
+        for hop, rng in zip(reversed(p.links), reversed(p.link_rngs)):
             t = hop.deliver(size, False, rng)
             if t is None:
                 return  # lost on the way down
@@ -211,6 +296,9 @@ class FleetEvaluator:
         """Execute the step's action; the next tick is the first one after it."""
         rec = resolve_step(r.mode, plan, response, r.step, latency_ms, server_op)
         record(r.result, rec)
+        if self.exits is not None:  # which exit acted: the answer's, else the robot's own
+            r.result.exits[response.exit_layer if response is not None
+                           else self.exits.plan.ends[r.spec.name]] += 1
         if self.on_step is not None:
             self.on_step(r.spec.name, rec)
         r.obs, _, terminated, truncated, info = r.env.step(rec.action)
@@ -222,6 +310,8 @@ class FleetEvaluator:
             self.bar.update(1)
             if r.episode + 1 < len(r.reset_seeds):
                 self.clock.at(next_ms, lambda: self._begin_episode(r, r.episode + 1))
+            else:
+                self.finished += 1
             return
         self.clock.at(next_ms, lambda: self._tick(r))
 
@@ -230,7 +320,7 @@ def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
                    targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                    episodes: int, seed: int, progress: bool | None = None,
                    on_step: Callable[[str, StepRecord], None] | None = None,
-                   phases: str = "random") -> FleetResult:
+                   phases: str = "random", exits: ExitRun | None = None) -> FleetResult:
     """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
     return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
-                          on_step, phases).run(progress)
+                          on_step, phases, exits).run(progress)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from hybrid_policy.errors import HybridPolicyError
 
 MODE_NAMES = ("draft_only", "target_only", "hybrid", "adahi", "uncertainty_skip", "random_skip")
+# The early-exit family (``core.early_exit``): one net split across robot, edge and cloud.
+EXIT_MODES = ("early_exit", "dto_ee", "ee_fixed", "ee_random", "cloud_only")
+ALL_MODES = MODE_NAMES + EXIT_MODES
 # Modes that skip verification by a threshold, and the field of ``Thresholds`` each uses.
 THRESHOLD_OF = {"adahi": "tau", "uncertainty_skip": "uncertainty_tau",
                 "random_skip": "random_skip"}
@@ -30,14 +33,17 @@ class ThresholdError(HybridPolicyError, ValueError):
 
 
 def parse_modes(text: str) -> list[str]:
-    """``"all"`` or a comma-separated list of mode names, checked against the registry."""
-    names = list(MODE_NAMES) if text.strip() == "all" else [
+    """``"all"`` (the draft/target modes), ``"exits"`` (the early-exit family) or a
+    comma-separated list of mode names, checked against the registry."""
+    groups = {"all": MODE_NAMES, "exits": EXIT_MODES}
+    names = list(groups[text.strip()]) if text.strip() in groups else [
         m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in MODE_NAMES]
+    bad = [m for m in names if m not in ALL_MODES]
     if bad or not names:
         raise UnknownModeError(
             f"unknown mode(s) {', '.join(map(repr, bad)) or '(none given)'}; valid modes: "
-            f"{', '.join(MODE_NAMES)} (or 'all')")
+            f"{', '.join(ALL_MODES)} (or 'all' for the draft/target modes, 'exits' for the "
+            "early-exit family)")
     return names
 
 
@@ -45,7 +51,7 @@ def check_mode(name: str) -> str:
     """One mode name (a node or a graph runs one mode at a time)."""
     if parse_modes(name) != [name]:
         raise UnknownModeError(f"one mode is needed here, got {name!r}; valid modes: "
-                               f"{', '.join(MODE_NAMES)}")
+                               f"{', '.join(ALL_MODES)}")
     return name
 
 

@@ -38,6 +38,8 @@ class Plan:
     uncertainty: float = float("nan")  # entropy (nats) of the draft's codes along its path
     codes: tuple[int, ...] = ()
     window: np.ndarray | None = None  # the observation history the decision was made on
+    confidence: float = float("nan")  # early-exit modes: the robot's exit's confidence
+    route_to: str = ""  # early-exit modes: the node the request goes to ("" = the server)
 
 
 @dataclass(frozen=True)

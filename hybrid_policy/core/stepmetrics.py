@@ -8,6 +8,7 @@ schema, one table.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class ModeResult:
     fallbacks: int = 0
     latencies: list[float] = field(default_factory=list)
     episode_success: list[bool] = field(default_factory=list)
+    exits: Counter = field(default_factory=Counter)  # early-exit modes: steps per exit layer
 
     @property
     def success_rate(self) -> float:
@@ -78,7 +80,9 @@ class ModeResult:
                 "rejections_per_step": self.rejections / steps,
                 "fallbacks_per_step": self.fallbacks / steps,
                 "latency_ms_mean": float(lat.mean()),
-                "latency_ms_p95": float(np.percentile(lat, 95))}
+                "latency_ms_p95": float(np.percentile(lat, 95)),
+                **({"exit_shares": {str(k): v / steps for k, v in sorted(self.exits.items())}}
+                   if self.exits else {})}
 
 
 def combine(name: str, results: list[ModeResult]) -> ModeResult:
@@ -95,6 +99,7 @@ def combine(name: str, results: list[ModeResult]) -> ModeResult:
         out.fallbacks += r.fallbacks
         out.latencies += r.latencies
         out.episode_success += r.episode_success
+        out.exits += r.exits
     return out
 
 

@@ -10,14 +10,14 @@ valid. No ROS, no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hybrid_policy.core.link import PROFILES, LinkProfile, link_profile
-from hybrid_policy.core.mode_names import MODE_NAMES
+from hybrid_policy.core.mode_names import ALL_MODES
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.text_table import text_table
 
@@ -38,6 +38,7 @@ class ComputeNode:
     memory_params: int  # parameters the node can hold (0 = unlimited)
     parent: str  # the next node towards the cloud ("" = top of the tree)
     uplink: LinkProfile | None  # the hop to the parent (None at the top)
+    offload: dict[str, LinkProfile] = field(default_factory=dict)  # other next hops up
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Robot:
     access: str  # the compute node its link reaches first
     server: str  # the compute node that verifies its requests
     link: LinkProfile  # robot → access node
+    reach: tuple[str, ...] = ()  # early-exit modes: the nodes its link reaches (access first)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Topology:
     path: str
     robots: tuple[Robot, ...]
     nodes: dict[str, ComputeNode]
+    partitions: dict[str, int] = field(default_factory=dict)  # early exit: tier/node -> layer
 
     def nodes_on_route(self, robot: Robot) -> list[str]:
         """The compute nodes a request of ``robot`` visits: its access node … its server."""
@@ -74,6 +77,27 @@ class Topology:
     def robots_of(self, server: str) -> list[Robot]:
         return [r for r in self.robots if r.server == server]
 
+    def next_hops(self, node: str) -> dict[str, LinkProfile]:
+        """The nodes ``node`` can pass work to directly (its parent, then its ``offload``
+        nodes) and the link of each hop."""
+        n = self.nodes[node]
+        return {**({n.parent: n.uplink} if n.parent else {}), **n.offload}
+
+    def links_between(self, src: Robot | str, dst: str) -> tuple[LinkProfile, ...]:
+        """The links a message crosses from a robot or node ``src`` to the node ``dst``: one
+        hop to a node it reaches directly, else up the tree (its own link, then uplinks)."""
+        if isinstance(src, Robot):
+            if dst in src.reach:
+                return (src.link,)
+            up, links = _path_up(self.nodes, src.access, self.path), [src.link]
+        else:
+            if dst in self.nodes[src].offload:
+                return (self.nodes[src].offload[dst],)
+            up, links = _path_up(self.nodes, src, self.path), []
+        if dst not in up:
+            raise TopologyError(f"{self.path}: no path from {getattr(src, 'name', src)} to {dst}")
+        return (*links, *(self.nodes[n].uplink for n in up[:up.index(dst)]))
+
 
 def load(path: str | Path) -> Topology:
     """The validated topology in ``path``."""
@@ -90,7 +114,7 @@ def load(path: str | Path) -> Topology:
 def parse(doc: Any, where: str = "topology") -> Topology:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping with 'nodes' and 'robots'")
-    _keys(doc, where, {"nodes", "robots"}, set())
+    _keys(doc, where, {"nodes", "robots"}, {"partitions"})
     if not isinstance(doc["nodes"], dict) or not doc["nodes"]:
         raise TopologyError(f"{where}: 'nodes' must map node names to their settings")
     nodes = {name: _node(where, str(name), spec) for name, spec in doc["nodes"].items()}
@@ -99,6 +123,14 @@ def parse(doc: Any, where: str = "topology") -> Topology:
             raise TopologyError(f"{where}: node {node.name}: parent {node.parent!r} is not a "
                                 f"node; nodes: {', '.join(nodes)}")
         _path_up(nodes, node.name, where)  # refuses a cycle
+        for other in node.offload:
+            if other not in nodes:
+                raise TopologyError(f"{where}: node {node.name}: offload node {other!r} is not a "
+                                    f"node; nodes: {', '.join(nodes)}")
+            if TIERS.index(nodes[other].tier) <= TIERS.index(node.tier):
+                raise TopologyError(f"{where}: node {node.name}: offload node {other} "
+                                    f"({nodes[other].tier}) must be of a tier above "
+                                    f"{node.tier}, so work only moves up")
     if not isinstance(doc["robots"], list) or not doc["robots"]:
         raise TopologyError(f"{where}: 'robots' must be a non-empty list")
     robots: list[Robot] = []
@@ -108,7 +140,27 @@ def parse(doc: Any, where: str = "topology") -> Topology:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise TopologyError(f"{where}: robot names must be unique; repeated: {', '.join(dup)}")
-    return Topology(where, tuple(robots), nodes)
+    return Topology(where, tuple(robots), nodes,
+                    _partitions(where, doc.get("partitions", {}), nodes))
+
+
+def _partitions(where: str, spec: Any, nodes: dict[str, ComputeNode]) -> dict[str, int]:
+    """``partitions``: tier or node name -> the layer of the early-exit net at which that
+    node's part (and exit) ends; 0 for a node that only relays."""
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{where}: partitions must map tiers or node names to the layer "
+                            "at which their part of the early-exit net ends")
+    out = {}
+    for key, layer in spec.items():
+        if key not in TIERS and key not in nodes:
+            raise TopologyError(f"{where}: partitions: {key!r} is neither a tier "
+                                f"({', '.join(TIERS)}) nor a node ({', '.join(nodes)})")
+        if key != "robot" and key in TIERS and not any(n.tier == key for n in nodes.values()):
+            raise TopologyError(f"{where}: partitions: an exit is placed on tier {key!r}, but "
+                                f"the topology has no {key} node")
+        out[str(key)] = int(_number(f"{where}: partitions.{key}", "layer", layer, 0,
+                                    integer=True))
+    return out
 
 
 def _keys(spec: dict, entry: str, required: set[str], optional: set[str]) -> None:
@@ -156,7 +208,7 @@ def _node(where: str, name: str, spec: Any) -> ComputeNode:
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: expected a mapping (tier, speed, max_batch, ...)")
     _keys(spec, entry, {"tier"}, {"speed", "max_batch", "batch_window_ms", "memory_params",
-                                  "parent", "link"})
+                                  "parent", "link", "offload"})
     if spec["tier"] not in TIERS:
         raise TopologyError(f"{entry}: tier {spec['tier']!r} is not one of {', '.join(TIERS)}")
     parent = str(spec.get("parent", "") or "")
@@ -171,7 +223,15 @@ def _node(where: str, name: str, spec: Any) -> ComputeNode:
                        _number(entry, "batch_window_ms", spec.get("batch_window_ms", 0.0), 0.0),
                        int(_number(entry, "memory_params", spec.get("memory_params", 0), 0,
                                    integer=True)),
-                       parent, _link(entry, spec["link"]) if parent else None)
+                       parent, _link(entry, spec["link"]) if parent else None,
+                       _offload(entry, spec.get("offload", {})))
+
+
+def _offload(entry: str, spec: Any) -> dict[str, LinkProfile]:
+    """``offload: {node: link}``: next hops besides the parent (early-exit modes)."""
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{entry}: offload must map node names to the link of that hop")
+    return {str(name): _link(f"{entry}: offload {name}", link) for name, link in spec.items()}
 
 
 def _path_up(nodes: dict[str, ComputeNode], start: str, where: str) -> list[str]:
@@ -190,7 +250,7 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: expected a mapping (name, task, mode, access, server, "
                             "link)")
-    _keys(spec, entry, {"name", "task", "mode", "access", "link"}, {"server", "count"})
+    _keys(spec, entry, {"name", "task", "mode", "access", "link"}, {"server", "count", "reach"})
     name = str(spec["name"])
     entry = f"{where}: robot {name}"
     from sim_envs import task_names  # the registry: a robot's task must be one
@@ -198,13 +258,18 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     if spec["task"] not in task_names():
         raise TopologyError(f"{entry}: unknown task {spec['task']!r}; valid: "
                             f"{', '.join(task_names())}")
-    if spec["mode"] not in MODE_NAMES:
+    if spec["mode"] not in ALL_MODES:
         raise TopologyError(f"{entry}: unknown mode {spec['mode']!r}; valid: "
-                            f"{', '.join(MODE_NAMES)}")
+                            f"{', '.join(ALL_MODES)}")
     for key in ("access", "server"):
         if key in spec and spec[key] not in nodes:
             raise TopologyError(f"{entry}: {key} {spec[key]!r} is not a node; nodes: "
                                 f"{', '.join(nodes)}")
+    reach = spec.get("reach", [spec["access"]])
+    if not isinstance(reach, list) or any(n not in nodes for n in reach):
+        raise TopologyError(f"{entry}: reach must list nodes its link reaches; nodes: "
+                            f"{', '.join(nodes)}")
+    reach = tuple(dict.fromkeys([spec["access"], *reach]))
     access = spec["access"]
     server = spec.get("server", access)
     up = _path_up(nodes, access, where)
@@ -214,7 +279,8 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     count = int(_number(entry, "count", spec.get("count", 1), 1, integer=True))
     link = _link(entry, spec["link"])
     names = [name] if "count" not in spec else [f"{name}_{i}" for i in range(count)]
-    return [Robot(n, str(spec["task"]), spec["mode"], access, server, link) for n in names]
+    return [Robot(n, str(spec["task"]), spec["mode"], access, server, link, reach)
+            for n in names]
 
 
 def table(topo: Topology) -> str:

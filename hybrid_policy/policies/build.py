@@ -118,3 +118,40 @@ def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
         else:
             train_role(out, role, ds, record, tok, train, progress)
     return paths
+
+
+def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ...] | None = None,
+                      exit_weights: tuple[float, ...] | None = None,
+                      progress: bool | None = None) -> Path:
+    """The task's early-exit net under ``root/task/early_exit``, trained from the default
+    target (``policies.early_exit``) unless one made from the same data, target, exits,
+    weights and training settings is there."""
+    from hybrid_policy.policies.checkpoint import load_policy
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.early_exit import (
+        DEFAULT_EXITS, DEFAULT_TRAIN, ROLE, save_early_exit, train_early_exit,
+    )
+
+    exits = tuple(exits or DEFAULT_EXITS)
+    exit_weights = tuple(exit_weights or (1.0,) * len(exits))
+    paths = ensure_default_models(task, root, progress)
+    out = paths.target.parent / ROLE
+    target_id = checkpoint_identity(paths.target)
+    wanted = {"role": ROLE, "target_id": target_id, "exits": list(exits),
+              "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN)}
+    try:
+        info = read_config(out)
+        if all(info.get(k) == v for k, v in wanted.items()):
+            log.info("%s: up to date", out)
+            return out
+    except CheckpointError:
+        pass
+    ds = dataset.load(dataset.dataset_path(paths.data, task))
+    tok, _ = load_tokenizer(paths.tokenizer)
+    target = load_policy(paths.target, role="target", task=task)
+    net, losses = train_early_exit(ds, tok, target.model, exits, exit_weights, DEFAULT_TRAIN,
+                                   progress)
+    return save_early_exit(out, net, tok, task, {
+        "data": data_record(ds, dataset.dataset_path(paths.data, task)), "target_id": target_id,
+        "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN),
+        "losses": losses})
