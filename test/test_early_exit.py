@@ -1,0 +1,204 @@
+"""The early-exit family in process: the net and its exits, the robot's plan and a node's
+answer or forward, the wire format of features, the fleet carrying features node to node,
+and the errors for bad thresholds, placements and features."""
+
+import numpy as np
+import pytest
+
+from hybrid_policy.core import exit_calibration, topology
+from hybrid_policy.core.compute import ComputeModel
+from hybrid_policy.core.early_exit import (
+    EarlyExitMode, ExitPlanError, build_plan, confidence, serve_features,
+)
+from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
+from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
+from hybrid_policy.core.topology import TopologyError
+from hybrid_policy.policies import load_policy
+from hybrid_policy.policies.early_exit import (
+    ExitError, load_early_exit, save_early_exit, train_early_exit,
+)
+from hybrid_policy.policies.training import TrainConfig
+
+TASK = "fetch_reach"
+EXITS = (1, 2, 4)
+COMPUTE = exit_calibration.ExitCompute(((1, 0.2), (8, 0.5)), 0.05, 0.6)
+
+
+@pytest.fixture(scope="module")
+def ee(tiny, tmp_path_factory):
+    """A tiny early-exit net trained from the tiny target, saved and loaded back."""
+    target = load_policy(tiny["target"], role="target")
+    net, losses = train_early_exit(tiny["ds"], tiny["tok"], target.model, EXITS, (1, 1, 1),
+                                   TrainConfig(epochs=4, lr=3e-3), progress=False)
+    path = save_early_exit(tmp_path_factory.mktemp("ee") / "early_exit", net, tiny["tok"],
+                           TASK, {"losses": losses})
+    return {"net": load_early_exit(path, TASK), "losses": losses, "target": target}
+
+
+def fleet_topology(n=2, link="5g_embb", **extra):
+    doc = {"partitions": {"robot": 1, "edge": 2, "cloud": 4},
+           "nodes": {"edge_a": {"tier": "edge", "speed": 0.5, "max_batch": 4, "parent": "cloud",
+                                "link": "wifi"},
+                     "edge_b": {"tier": "edge", "speed": 1.0, "max_batch": 4, "parent": "cloud",
+                                "link": "wifi"},
+                     "cloud": {"tier": "cloud", "speed": 2.0, "max_batch": 8}},
+           "robots": [{"name": "r", "count": n, "task": TASK, "mode": "early_exit",
+                       "access": "edge_a", "reach": ["edge_a", "edge_b"], "link": link}]}
+    doc.update(extra)
+    return topology.parse(doc)
+
+
+def run_fleet(ee, mode, topo, thresholds, episodes=2, on_step=None):
+    plan = build_plan(mode, topo, EXITS, thresholds)
+    run = ExitRun(ee["net"], plan, COMPUTE)
+    return evaluate_fleet(topo, lambda spec: EarlyExitMode(mode, spec.name, run.net, run.plan),
+                          {}, ComputeModel(1.0, 1.0), 100.0, episodes, 0, progress=False,
+                          on_step=on_step, exits=run), plan
+
+
+def test_every_exit_is_a_valid_policy_and_the_last_starts_as_the_target(ee, tiny):
+    net, target = ee["net"], ee["target"]
+    window = np.repeat(tiny["ds"].observations[:1], net.history, 0)
+    tokens, start = net.start([window]), 0
+    for layer in EXITS:
+        tokens = net.advance(tokens, start, layer)
+        start = layer
+        step = net.exit(tokens, layer)[0]
+        joint = step.joint()
+        assert joint.shape == (net.codebook_size ** net.levels,)
+        assert np.all(joint >= 0) and joint.sum() == pytest.approx(1.0)
+        for row in step.level_probs(step.sample(np.random.default_rng(0))):
+            assert row.sum() == pytest.approx(1.0)
+        assert 0.0 <= confidence(step) <= 1.0
+        assert np.all(np.abs(step.action(step.sample(np.random.default_rng(1)))) <= 1.0)
+    # an untrained net loaded from the target: its last exit is the target, exactly
+    from hybrid_policy.policies.early_exit import EarlyExitNet, EarlyExitPolicy
+
+    fresh = EarlyExitNet(target.model.cfg, EXITS)
+    fresh.load_target(target.model)
+    copy = EarlyExitPolicy(fresh, net.tokenizer, TASK, {}, target.temperature)
+    last = copy.exit(copy.advance(copy.start([window]), 0, 4), 4)[0]
+    np.testing.assert_allclose(last.joint(), target.begin(window).joint(), atol=1e-6)
+    # joint training lowered every exit's loss
+    assert all(b < a for a, b in zip(ee["losses"][0], ee["losses"][-1]))
+
+
+def test_a_node_answers_at_the_first_confident_exit_and_forwards_otherwise(ee, tiny):
+    net = ee["net"]
+    window = np.repeat(tiny["ds"].observations[:1], net.history, 0)
+    feature = FeatureRequest(1, net.advance(net.start([window]), 0, 1)[0].numpy(), 7)
+    (ans, nxt, conf), = serve_features(net, 2, 0.0, {"cloud": 1.0}, [feature])
+    assert isinstance(ans, Response) and ans.exit_layer == 2 and nxt == "" and conf >= 0
+    (fwd, nxt, _), = serve_features(net, 2, 1.0, {"cloud": 1.0}, [feature])
+    assert isinstance(fwd, FeatureRequest) and fwd.layer == 2 and nxt == "cloud"
+    assert fwd.seed == 7 and fwd.data.shape == (net.history, net.d_model)
+    (last, _, _), = serve_features(net, 4, 1.0, {}, [fwd])  # the last part always answers
+    assert isinstance(last, Response) and last.exit_layer == 4
+    # the answer depends on the seed only, not on the batch it was computed in
+    other = FeatureRequest(1, feature.data[::-1].copy(), 9)
+    batch = serve_features(net, 2, 0.0, {}, [other, feature])
+    np.testing.assert_allclose(batch[1][0].action, ans.action, atol=1e-5)
+
+
+@pytest.mark.parametrize("robot,edge,answered", [(0.0, 0.0, {1}), (1.0, 0.0, {2}),
+                                                 (1.0, 1.0, {4})])
+def test_forwarding_stops_at_the_first_confident_exit_in_the_fleet(ee, robot, edge, answered):
+    topo = fleet_topology(link="ideal")
+    run, plan = run_fleet(ee, "early_exit", topo, {1: robot, 2: edge})
+    total = run.total()
+    assert {int(k) for k in total.summary()["exit_shares"]} == answered
+    assert total.uplink_tx == (0 if answered == {1} else total.steps)
+    served = {n: s["requests"] for n, s in run.servers.items()}
+    assert served["edge_a"] == (0 if answered == {1} else total.steps)  # nearest: access
+    assert served["edge_b"] == 0 and served["cloud"] == (total.steps if answered == {4} else 0)
+
+
+def test_random_offloading_uses_every_reachable_edge_and_a_lost_feature_falls_back(ee):
+    records = []
+    topo = fleet_topology(n=3, link="lossy_wifi")
+    run, _ = run_fleet(ee, "ee_random", topo, {1: 1.0, 2: 1.0}, episodes=2,
+                       on_step=lambda _, rec: records.append(rec))
+    assert run.servers["edge_a"]["requests"] > 0 and run.servers["edge_b"]["requests"] > 0
+    lost = [r for r in records if r.lost]
+    assert lost and run.total().fallbacks == len(lost)
+    for rec in lost:  # the robot's own exit acted
+        np.testing.assert_array_equal(rec.action, rec.plan.draft_action)
+
+
+def test_the_fleet_is_deterministic_and_cloud_only_runs_the_whole_net_at_the_top(ee):
+    topo = fleet_topology(n=3)
+    a, _ = run_fleet(ee, "ee_random", topo, {1: 0.9, 2: 0.9})
+    b, _ = run_fleet(ee, "ee_random", topo, {1: 0.9, 2: 0.9})
+    assert {k: v.latencies for k, v in a.robots.items()} == {
+        k: v.latencies for k, v in b.robots.items()}
+    c, plan = run_fleet(ee, "cloud_only", topo, None)
+    assert plan.ends["cloud"] == 4 and plan.ends["edge_a"] == 0 and plan.ends["r_0"] == 0
+    assert set(c.servers) == {"cloud"}
+    assert c.total().uplink_tx == c.total().steps
+
+
+def test_features_cross_the_wire_exactly_and_bad_ones_are_refused(ee):
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    net = ee["net"]
+    data = np.random.default_rng(0).normal(size=(net.history, net.d_model))
+    for encoding, size in (("32FC1", 4), ("16FC1", 2)):
+        f = FeatureRequest(2, data, 123, encoding)
+        msg = Image(height=net.history, width=net.d_model, encoding=encoding,
+                    step=net.d_model * size, data=f.to_bytes())
+        msg.header.frame_id = f.label()
+        assert len(serialize_message(msg)) == f.payload_bytes()
+        back = FeatureRequest.from_image(f.label(), net.history, net.d_model, encoding,
+                                         f.to_bytes(), (net.history, net.d_model))
+        np.testing.assert_array_equal(back.data, f.data)
+    half = FeatureRequest(2, data, 1, "16FC1")
+    assert np.abs(half.data - data).max() < 1e-2  # what crosses is rounded to float16
+    with pytest.raises(ProtocolError, match="is 3x128, expected 4x128"):
+        FeatureRequest.from_image("feature:x1:s1", 3, 128, "32FC1", bytes(3 * 128 * 4),
+                                  (4, 128))
+    with pytest.raises(ProtocolError, match="do not hold"):
+        FeatureRequest.from_image("feature:x1:s1", 4, 128, "32FC1", bytes(10), (4, 128))
+    with pytest.raises(ProtocolError, match="encoding"):
+        FeatureRequest(1, data, 1, "8UC1")
+    with pytest.raises(ProtocolError, match="expected 4x128"):
+        serve_features(net, 2, 0.5, {}, [FeatureRequest(1, data[:, :10], 1)])
+    with pytest.raises(ProtocolError, match="ends at layer 2"):
+        serve_features(net, 2, 0.5, {}, [FeatureRequest(2, data, 1)])
+
+
+def test_bad_thresholds_and_placements_are_refused(ee):
+    topo = fleet_topology()
+    with pytest.raises(ExitPlanError, match=r"in \[0, 1\]"):
+        build_plan("early_exit", topo, EXITS, {1: 1.5, 2: 0.5})
+    with pytest.raises(ExitPlanError, match=r"in \[0, 1\]"):
+        build_plan("early_exit", topo, EXITS, {1: -0.1, 2: 0.5})
+    with pytest.raises(ExitPlanError, match="calibrated thresholds"):
+        build_plan("early_exit", topo, EXITS, None)
+    with pytest.raises(TopologyError, match="no regional node"):
+        fleet_topology(partitions={"robot": 1, "regional": 4})
+    with pytest.raises(TopologyError, match="neither a tier"):
+        fleet_topology(partitions={"robot": 1, "edge_c": 2})
+    with pytest.raises(ExitPlanError, match="exits after layers"):
+        build_plan("early_exit", fleet_topology(partitions={"robot": 3, "cloud": 4}), EXITS,
+                   {1: 0.5, 2: 0.5})
+    with pytest.raises(ExitError, match="rising layer counts"):
+        train_early_exit(None, None, ee["target"].model, (2, 1, 4), (1, 1, 1))
+    with pytest.raises(ExitError, match="numbers >= 0"):
+        train_early_exit(None, None, ee["target"].model, EXITS, (1, -1, 1))
+
+
+def test_calibrated_thresholds_keep_the_answered_steps_within_the_loss_budget():
+    rng = np.random.default_rng(0)
+    conf = rng.random((200, 3))
+    loss = np.clip(1 - conf + rng.normal(0, 0.05, conf.shape), 0, 1)
+    loss[:, -1] = 0
+    samples = exit_calibration.ExitSamples(EXITS, conf, loss, [True])
+    for budget in (0.05, 0.2, 0.4):
+        for k, theta in samples.thresholds_for_loss(budget).items():
+            col = EXITS.index(k)
+            chosen = conf[:, col] >= theta
+            assert loss[chosen, col].mean() <= budget
+            lower = conf[:, col] >= np.sort(conf[~chosen, col])[-1]  # one more step
+            assert loss[lower, col].mean() > budget
+    assert samples.stats()["1"]["spearman_confidence_loss"] < -0.9
