@@ -26,11 +26,15 @@ DEMO_RUN := runs/demo/$(DEMO_TASK)
 DEMO_FLEET ?= config/fleet.yaml
 DEMO_FLEET_TASK ?= fetch_push
 DEMO_FLEET_EPISODES ?= 10
+# The early-exit family: one net split across robot, edge and cloud (config/early_exit.yaml).
+DEMO_EXITS ?= config/early_exit.yaml
+DEMO_EXIT_EPISODES ?= 3
 
 # Default models are trained on first use (a few minutes) and cached under models/.
 # In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
 # own graph of node processes, each recorded to a bag, then one table from the bags. Then
-# the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each).
+# the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each);
+# then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process.
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
@@ -47,6 +51,9 @@ ifeq ($(DEMO_TASK),$(DEMO_FLEET_TASK))
 	rm -rf $(DEMO_RUN)/fleet_bags
 	$(BIN)/hybrid-policy bringup --topology $(DEMO_FLEET) --task $(DEMO_TASK) \
 		--link $(DEMO_LINK) --mode hybrid,adahi --episodes 2 --seed 0 --bag $(DEMO_RUN)/fleet_bags
+	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes exits \
+		--episodes $(DEMO_EXIT_EPISODES) --seed 0 --topology $(DEMO_EXITS) \
+		--json $(DEMO_RUN)/early_exit.json
 endif
 
 test: $(STAMP)
@@ -64,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/batch_speed.py
 	$(BIN)/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
 	$(BIN)/python bench/threshold_under_load.py --price-ms 10 --episodes 16
+	$(BIN)/python bench/early_exit.py --plot docs/img/early_exit_delay.png
 	$(BIN)/python bench/dds_floor.py
 
 clean:

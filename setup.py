@@ -49,6 +49,7 @@ setup(
             "draft_node = hybrid_policy.ros.draft_node:main",
             "target_node = hybrid_policy.ros.target_node:main",
             "link_node = hybrid_policy.ros.link_node:main",
+            "exit_node = hybrid_policy.ros.exit_node:main",
             "recorder_node = hybrid_policy.ros.recorder_node:main",
             "lifecycle_manager = hybrid_policy.ros.lifecycle_manager:main",
         ],

@@ -72,9 +72,14 @@ def analyze(path: str | Path) -> dict[str, Any]:
         results = {mode: res}
     else:
         per_robot = {}
+        first = dict(e.split("=", 1) for e in info.get("first_nodes", "").split(";") if e)
         for name, server, _ in robots:
-            per_robot[name] = _robot_result(path, topics, f"{name}/",
-                                            [topics.get(f"{server}/server/{name}/response", [])])
+            if name in first:  # early exit: a feature reaching its first node is computed
+                ops = [topics.get(f"{d}/exit/{name}/{name}/feature", [])
+                       for d in first[name].split("|") if d]
+            else:
+                ops = [topics.get(f"{server}/server/{name}/response", [])]
+            per_robot[name] = _robot_result(path, topics, f"{name}/", ops)
         results = {mode: combine(mode, [r for r, _ in per_robot.values()])}
         counts = {k: sum(c[k] for _, c in per_robot.values()) for k in _SUMMED}
         counts["events"] = dict(sum((Counter(c["events"]) for _, c in per_robot.values()),
@@ -116,6 +121,8 @@ def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResul
         res.add_step(float(v["latency_ms"]), int(v["uplink_bytes"]) if v["uplink"] else None,
                      None if not v["verdict"] or np.isnan(v["accepted"]) else not v["accepted"],
                      bool(v["fallback"]))
+        if not np.isnan(v["exit_layer"]):  # early-exit modes: the exit that acted
+            res.exits[int(v["exit_layer"])] += 1
     res.server_ops = sum(len(r) for r in responses)
     missed_ticks = overruns = 0
     for _, msg in topics.get(f"{prefix}episode", []):

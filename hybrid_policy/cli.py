@@ -239,11 +239,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from hybrid_policy.core import evaluator, stepmetrics
-    from hybrid_policy.core.mode_names import check_tau, parse_modes
+    from hybrid_policy.core.mode_names import EXIT_MODES, check_tau, parse_modes
     from hybrid_policy.core.modes import make_mode
 
     _check_model_args(args)
     names = parse_modes(args.modes)
+    exit_modes = [n for n in names if n in EXIT_MODES]
+    if exit_modes and not args.topology:
+        raise HybridPolicyError(f"{', '.join(exit_modes)}: early-exit modes split the net "
+                                "across robot, edge and cloud: give the nodes with --topology "
+                                "(e.g. config/early_exit.yaml)")
     tau = None if args.tau is None else check_tau(args.tau)
     if tau is not None and args.load_price_ms is not None:
         raise HybridPolicyError("--tau sets adahi's threshold and --price-ms derives it for "
@@ -280,9 +285,24 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
     from dataclasses import replace
 
     from hybrid_policy.core import compute, fleet, stepmetrics, topology
+    from hybrid_policy.core.mode_names import EXIT_MODES
     from hybrid_policy.core.modes import make_mode
 
     topo = topology.load(args.topology)
+    exits = None
+    from sim_envs import task_spec
+
+    if any(n in EXIT_MODES for n in names):
+        from hybrid_policy.core import exit_setup
+
+        exits = exit_setup.prepare(args.task, args.models, args.early_exit,
+                                   args.exit_calibration, args.temperature)
+        meta["early_exit"] = {"net": exits.net.info["checkpoint"], "exits": list(exits.net.exits),
+                              "loss_budget": args.loss_budget, "encoding": args.encoding,
+                              "compute": exits.compute.as_dict(),
+                              "calibration": exits.samples.stats(),
+                              "thresholds": {str(k): v for k, v in exits.samples
+                                             .thresholds_for_loss(args.loss_budget).items()}}
     other = sorted({r.task for r in topo.robots} - {args.task})
     if other:
         raise HybridPolicyError(f"{args.topology}: eval --topology runs one task ({args.task});"
@@ -304,9 +324,16 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         def mode_for(spec, name=name):  # adahi's τ per server with --price-ms
             return make_mode(name, draft, target, per_server.get(spec.server, thresholds))
 
+        exit_run = None
+        if name in EXIT_MODES:
+            exit_run = exit_setup.exit_run(name, topo, exits, args.loss_budget, args.encoding,
+                                           task_spec(args.task).control_period_ms,
+                                           model.device_speed)
+            mode_for = exit_setup.robot_mode(name, exit_run)
+            meta.setdefault("exit_plans", {})[name] = exit_run.plan.summary()
         run = fleet.evaluate_fleet(topo, mode_for,
                                    {args.task: target}, model, args.deadline_ms, args.episodes,
-                                   args.seed, phases=args.phases)
+                                   args.seed, phases=args.phases, exits=exit_run)
         results[name] = run.total()
         robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
                          **run.robots[r.name].summary()} for r in topo.robots]
@@ -352,12 +379,15 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hybrid_policy.core.mode_names import NEEDS_THRESHOLDS, check_tau, parse_modes
+    from hybrid_policy.core.mode_names import EXIT_MODES, NEEDS_THRESHOLDS, check_tau, parse_modes
     from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.graph import GraphConfig
 
     _check_model_args(args)
     modes = parse_modes(args.mode)
+    if any(m in EXIT_MODES for m in modes) and not args.topology:
+        raise HybridPolicyError("early-exit modes split the net across robot, edge and cloud: "
+                                "give the nodes with --topology (e.g. config/early_exit.yaml)")
     tau = None if args.tau is None else check_tau(args.tau)
     bag = Path(args.bag).resolve() if args.bag else None
     if bag is not None and bag.exists():
@@ -367,9 +397,12 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
-    bags = []
+    bags, exits = [], None
     for mode in modes:  # one graph per mode; several modes: one bag each under --bag
         mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+        exit_cfg = {}
+        if mode in EXIT_MODES:
+            exits, exit_cfg = _exit_plan(args, mode, exits, mode_bag)
         explicit = {} if thresholds is None or mode not in NEEDS_THRESHOLDS else {
             "tau": thresholds.tau, "uncertainty_tau": thresholds.uncertainty_tau,
             "random_skip": thresholds.random_skip}
@@ -382,7 +415,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             clock=args.clock, rate_hz=args.rate_hz, interface=args.interface,
             robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
             max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "",
-            topology=str(Path(args.topology).resolve()) if args.topology else "")
+            topology=str(Path(args.topology).resolve()) if args.topology else "", **exit_cfg)
         log.info("bringup: %s on %s over %s, %d episodes%s", mode, args.task, args.link,
                  args.episodes, f" per robot of {args.topology}" if args.topology else "")
         rc = bringup(cfg, args.timeout)
@@ -392,6 +425,56 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             bags.append(mode_bag)
     if bags:
         _print_bags(bags)
+    return 0
+
+
+def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:
+    """An early-exit mode's plan for ``bringup``, solved as ``eval`` solves it (dto_ee: once,
+    for the robots at their control rate; the ROS nodes hold it fixed), written next to the
+    bag (or to a temporary file) for the nodes to read."""
+    import tempfile
+    from pathlib import Path
+
+    from sim_envs import task_spec
+    from hybrid_policy.core import exit_setup, topology
+
+    from hybrid_policy.core.early_exit import ExitPlan
+
+    if exits is None:
+        exits = exit_setup.prepare(args.task, args.models, args.early_exit,
+                                   args.exit_calibration, args.temperature)
+    net = {"early_exit": str(Path(exits.net.info["checkpoint"]).resolve())}
+    if args.exit_plan:  # given (hybrid-policy exit-plan): used as it is
+        plan = ExitPlan.load(args.exit_plan)
+        if plan.mode != mode:
+            raise HybridPolicyError(f"{args.exit_plan}: a plan for {plan.mode}, not {mode}")
+        return exits, {**net, "exit_plan": str(Path(args.exit_plan).resolve())}
+    run = exit_setup.exit_run(mode, topology.load(args.topology), exits, args.loss_budget,
+                              args.encoding, task_spec(args.task).control_period_ms,
+                              args.device_speed)
+    path = (Path(bag).parent / f"{Path(bag).name}.exit_plan.json" if bag else
+            Path(tempfile.mkdtemp(prefix="hybrid_exit_")) / f"{mode}.json")
+    run.plan.save(path)
+    log.info("%s plan: %s", mode, path)
+    return exits, {**net, "exit_plan": str(path.resolve())}
+
+
+def cmd_exit_plan(args: argparse.Namespace) -> int:
+    """Write an early-exit mode's plan (what ``ros2 launch … exit_plan:=`` reads)."""
+    from pathlib import Path
+
+    from hybrid_policy.core.mode_names import EXIT_MODES, check_mode
+
+    _check_model_args(args)
+    if check_mode(args.mode) not in EXIT_MODES:
+        raise HybridPolicyError(f"{args.mode} is not an early-exit mode ({', '.join(EXIT_MODES)})")
+    args.exit_plan = None
+    _models(args)  # the net is trained from the default target
+    _, cfg = _exit_plan(args, args.mode, None, None)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(Path(cfg["exit_plan"]).read_text())
+    print(Path(args.out).read_text())
+    log.info("wrote %s", args.out)
     return 0
 
 
@@ -444,6 +527,35 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "its undoing): w in τ* (default 2)")
     p.add_argument("--calibration", help="calibration JSON to write (calibrate) or read (eval); "
                    "default MODELS/TASK/calibration/LINK.json")
+
+
+def _loss_budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a mean TV in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a mean TV distance in [0, 1], got {text}")
+    return value
+
+
+def _add_exit_args(p: argparse.ArgumentParser) -> None:
+    from hybrid_policy.core.exit_calibration import DEFAULT_LOSS_BUDGET
+
+    p.add_argument("--loss-budget", type=_loss_budget, default=DEFAULT_LOSS_BUDGET,
+                   help="early-exit modes: the mean TV to the full net allowed for the steps an "
+                   "early exit answers; sets the calibrated thresholds and dto_ee's accuracy "
+                   f"constraint (default {DEFAULT_LOSS_BUDGET})")
+    p.add_argument("--encoding", choices=("32FC1", "16FC1"), default="32FC1",
+                   help="early-exit modes: features cross links as float32 (32FC1, default) or "
+                   "float16 (16FC1: half the bytes)")
+    p.add_argument("--early-exit", help="early-exit net checkpoint (default: MODELS/TASK/"
+                   "early_exit, trained from the default target if missing)")
+    p.add_argument("--exit-calibration", help="the exits' calibration JSON (default: MODELS/"
+                   "TASK/calibration/early_exit.json, made if missing)")
+    if p.prog.endswith("bringup"):
+        p.add_argument("--exit-plan", help="early-exit modes: use this plan (hybrid-policy "
+                       "exit-plan) instead of solving one")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", choices=("random", "even"), default="random",
                    help="with --topology: robots start at random phases within their first "
                    "control period, drawn from the seed (default), or evenly spaced")
+    _add_exit_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bringup", help="run the ROS 2 graph (separate processes) for one mode",
@@ -556,7 +669,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "the mode under its own namespace (NS/<robot>/...), one batching target "
                    "node per server, link nodes per hop, one bag; analyze prints per-robot and "
                    "per-server tables")
+    _add_exit_args(p)
     p.set_defaults(func=cmd_bringup)
+
+    p = sub.add_parser("exit-plan", help="solve an early-exit mode's plan for a topology",
+                       description="Where each part of the early-exit net runs, each node's "
+                       "threshold and offloading (dto_ee: optimised) for the robots of "
+                       "--topology; write it as JSON for `ros2 launch ... exit_plan:=FILE`.")
+    _add_model_args(p)
+    p.add_argument("--topology", required=True, help="the fleet (config/early_exit.yaml)")
+    p.add_argument("--mode", required=True, help="early_exit | dto_ee | ee_fixed | ee_random "
+                   "| cloud_only")
+    p.add_argument("--out", required=True, help="the plan JSON to write")
+    _add_exit_args(p)
+    p.set_defaults(func=cmd_exit_plan)
 
     p = sub.add_parser("topology", help="show a fleet topology (robots, compute nodes, links)",
                        description="Validate a fleet topology file and print its compute "

@@ -47,6 +47,8 @@ ARGUMENTS = {
     "max_age_ms": "oldest robot input the draft acts on; -1 = the robot map's",
     "bag": "record a rosbag2 (MCAP) into this new directory",
     "topology": "a fleet (config/fleet.yaml): every robot runs mode under its own namespace",
+    "early_exit": "early-exit modes: the net (default MODELS/TASK/early_exit)",
+    "exit_plan": "early-exit modes: the plan JSON (hybrid-policy exit-plan writes one)",
 }
 
 

@@ -19,7 +19,8 @@ which the step latency shows.
 Early-exit modes (``core.early_exit``; ``ExitRun``): the robot's plan names the node its
 feature goes to; every node on the way runs its part of the net in its queue and either
 answers (the answer crosses every link back to the robot) or forwards the feature to the
-next node its offloading draws; hop ``k`` of that journey draws ``packet_rng(seed, k)``.
+next node its offloading draws; link ``i`` of the transfer that carries the feature after
+layer ``L`` draws ``packet_rng(seed, early_exit.feature_hop(L, i))``.
 ``dto_ee`` re-optimises its thresholds and offloading every ``reoptimise_ms`` of simulated
 time from the request rates the robots were observed to send.
 
@@ -45,7 +46,7 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import StepRecord, episode_rng, record, resolve_step
 from hybrid_policy.core.events import BatchServer, Clock
-from hybrid_policy.core.early_exit import ExitPlan, serve_features
+from hybrid_policy.core.early_exit import ExitPlan, feature_hop, serve_features
 from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import FeatureRequest, Request, Response
@@ -168,7 +169,7 @@ class FleetEvaluator:
                                   lambda *a, n=name: self._served_exit(n, *a), expired)
                 for name, node in topology.nodes.items()
                 if name in exits.plan.computing_nodes(topology)}
-            self.sent: Counter = Counter()  # requests each robot sent (dto_ee's observed load)
+            self.steps_begun: Counter = Counter()  # per robot: dto_ee's observed load
             if exits.reoptimise is not None:
                 self.clock.at(exits.reoptimise_ms, self._reoptimise)
         self.finished = 0
@@ -201,6 +202,7 @@ class FleetEvaluator:
         plan = r.mode.plan(r.obs, r.rng)
         if self.exits is not None:
             draft_ms = self.exits.robot_ms(r.spec.name, self.compute.device_speed)
+            self.steps_begun[r.spec.name] += 1
         else:
             draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
         if plan.request is None:
@@ -212,7 +214,6 @@ class FleetEvaluator:
         else:
             dest = plan.route_to
             links = self.topology.links_between(r.spec, dest)
-            self.sent[r.spec.name] += 1
         self.clock.at(p.sent_ms, lambda: self._uplink(p, links, dest))
         self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
 
@@ -220,8 +221,10 @@ class FleetEvaluator:
         """Cross ``links`` up to node ``dest`` (hop k of the journey draws its own
         randomness) and join its queue."""
         size = p.request.payload_bytes()
-        for link in links:
-            rng = packet_rng(p.plan.request.seed, len(p.links))
+        for i, link in enumerate(links):
+            hop = (feature_hop(p.request.layer, i) if isinstance(p.request, FeatureRequest)
+                   else len(p.links))
+            rng = packet_rng(p.plan.request.seed, hop)
             p.links.append(link)
             p.link_rngs.append(rng)
             t = link.deliver(size, True, rng)
@@ -266,7 +269,8 @@ class FleetEvaluator:
         if self.finished == len(self.robots):
             return
         span = self.clock.now
-        self.exits.reoptimise({r.spec.name: self.sent[r.spec.name] / span for r in self.robots})
+        self.exits.reoptimise({r.spec.name: self.steps_begun[r.spec.name] / span
+                               for r in self.robots})
         self.clock.at(self.clock.now + self.exits.reoptimise_ms, self._reoptimise)
 
     def _served(self, p: _Pending, response: Response, waited_ms: float,

@@ -82,6 +82,35 @@ def link_profile(name: str) -> LinkProfile:
             f"unknown link profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
 
 
+def link_spec(link: LinkProfile) -> str:
+    """A link as text, ``profile`` or ``profile:up_mbps:down_mbps:delay_ms`` with -1 for a
+    figure the profile keeps (a ROS link node's ``links`` parameter)."""
+    base = link_profile(link.name)
+    figures = [getattr(link, k) if getattr(link, k) != getattr(base, k) else -1.0
+               for k in ("uplink_mbps", "downlink_mbps", "delay_ms")]
+    return link.name if figures == [-1.0] * 3 else ":".join([link.name, *map(repr, figures)])
+
+
+def parse_link_spec(spec: str) -> LinkProfile:
+    """The link ``link_spec`` wrote."""
+    from dataclasses import replace
+
+    name, *figures = spec.split(":")
+    link = link_profile(name)
+    if not figures:
+        return link
+    try:
+        up, down, delay = (float(x) for x in figures)
+    except ValueError:
+        raise HybridPolicyError(f"link {spec!r} is not 'profile' or "
+                                "'profile:up_mbps:down_mbps:delay_ms'") from None
+    keep = {k: v for k, v in (("uplink_mbps", up), ("downlink_mbps", down),
+                              ("delay_ms", delay)) if v != -1.0}
+    if any(not v >= 0 or (v == 0 and k != "delay_ms") for k, v in keep.items()):
+        raise HybridPolicyError(f"link {spec!r}: rates must be > 0 and the delay >= 0")
+    return replace(link, **keep)
+
+
 # Payload sizes of the per-step messages, in bytes of serialised CDR, mirroring
 # sensor_msgs/JointState (header, name[], position[], empty velocity[] and effort[]) as
 # rmw_fastrtps serialises it: a 4-byte encapsulation header, the body aligned relative to

@@ -20,7 +20,7 @@ from hybrid_policy.text_table import text_table
 
 # Labels of the ROS ``step`` message (sensor_msgs/JointState), in order.
 FIELDS = ("episode", "step", "uplink", "uplink_bytes", "deviation", "uncertainty", "verdict",
-          "accepted", "fallback", "latency_ms")
+          "accepted", "fallback", "latency_ms", "exit_layer")  # exit_layer: early-exit modes
 # Labels of a server's ``server/batches`` message, one per operation; then one "wait_ms"
 # per request it served (its time in the queue).
 BATCH_FIELDS = ("batch_size", "service_ms", "queue_left")

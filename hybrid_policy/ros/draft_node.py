@@ -24,6 +24,13 @@ arrives after its step was resolved, or that answers no step, is dropped by stam
 reported: it is never applied to a later step. Observations with a zero, duplicate or
 backwards stamp are reported and dropped, since stamps pair requests, verdicts and actions.
 Deadlines are measured on the steady clock, also under ``use_sim_time``.
+
+Early-exit modes (``core.early_exit``): the robot runs its part of the early-exit net
+(``early_exit``) by the plan ``exit_plan`` (its part, threshold and next nodes, as
+``bringup`` solved it), and sends a feature it is not confident about as a
+``sensor_msgs/Image`` on ``out/<node>/<robot>/feature`` to the node the plan draws; the
+answer comes back on ``out/<node>/<robot>/answer``. Without one by the deadline the robot
+acts on its own exit.
 """
 
 from __future__ import annotations
@@ -37,13 +44,13 @@ import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.timer import Timer
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
 from hybrid_policy.core import calibration_file, robot_map
-from hybrid_policy.core.mode_names import FROM_CALIBRATION, check_mode
+from hybrid_policy.core.mode_names import EXIT_MODES, FROM_CALIBRATION, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
@@ -88,16 +95,20 @@ class DraftNode(ManagedNode):
                                         "ms to wait for a verdict before the draft acts")) / 1e3
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
-        self.draft_path = require(self, "draft", "", "draft checkpoint directory")
-        self.target_path = declare(self, "target", "", "target checkpoint directory (only its "
-                                   "config.json and weights hash are read on the robot)")
-        if uses_server(self.mode_name) and not self.target_path:
-            raise ValueError(f"mode {self.mode_name} needs parameter 'target' (the target "
-                             "checkpoint: only its config.json is read on the robot)")
-        self.draft_card = read_policy_card(self.draft_path, "draft", self.task.name)
-        self.target_card = (read_policy_card(self.target_path, "target", self.task.name)
-                            if self.target_path else self.draft_card)
-        self.thresholds = self._thresholds()
+        self.exits = self.mode_name in EXIT_MODES
+        if self.exits:
+            self._exit_params()
+        else:
+            self.draft_path = require(self, "draft", "", "draft checkpoint directory")
+            self.target_path = declare(self, "target", "", "target checkpoint directory (only "
+                                       "its config.json and weights hash are read on the robot)")
+            if uses_server(self.mode_name) and not self.target_path:
+                raise ValueError(f"mode {self.mode_name} needs parameter 'target' (the target "
+                                 "checkpoint: only its config.json is read on the robot)")
+            self.draft_card = read_policy_card(self.draft_path, "draft", self.task.name)
+            self.target_card = (read_policy_card(self.target_path, "target", self.task.name)
+                                if self.target_path else self.draft_card)
+            self.thresholds = self._thresholds()
         self.control_deadline_ms = float(declare(
             self, "control_deadline_ms", 0.0, "DDS deadline on observation/action in ms "
             "(realtime graphs: two control periods; 0 = none)"))
@@ -116,14 +127,21 @@ class DraftNode(ManagedNode):
         self.report = Reporter(self, telemetry)
         self.report.extra = lambda: {"state": self.state_label, "mode": self.mode_name,
                                      "steps": self.steps, "run": self.episode}
-        self.req_pub = self.create_publisher(JointState, "uplink/request",
-                                             qos.declare(self, "uplink"))
         self.step_pub = self.create_publisher(JointState, "step", telemetry)
-        self.create_subscription(JointState, "downlink/response",
-                                 self.report.guard("response", self.on_response),
-                                 qos.declare(self, "downlink"))
-        readers = {"uplink/request": self.req_pub, "step": self.step_pub,
-                   "events": self.report.events}
+        readers = {"step": self.step_pub, "events": self.report.events}
+        up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
+        on_response = self.report.guard("response", self.on_response)
+        if self.exits:  # one feature topic per next node, answers from each
+            self.feature_pubs = {}
+            for dest in self.plan.offload.get(self.robot, {}):
+                name = f"out/{dest}/{self.robot}/"
+                self.feature_pubs[dest] = readers[name + "feature"] = self.create_publisher(
+                    Image, name + "feature", up)
+                self.create_subscription(JointState, name + "answer", on_response, down)
+        else:
+            self.req_pub = readers["uplink/request"] = self.create_publisher(
+                JointState, "uplink/request", up)
+            self.create_subscription(JointState, "downlink/response", on_response, down)
         if self.interface == "vector":
             self.act_pub = self.create_publisher(JointState, "action", control)
             self.create_subscription(JointState, "observation",
@@ -144,6 +162,25 @@ class DraftNode(ManagedNode):
         self.rng = None
         self.get_logger().info(f"{self.mode_name} on {self.task.name}: unconfigured "
                                f"(thresholds {self.thresholds})")
+
+    def _exit_params(self) -> None:
+        """Early-exit modes: the net, the plan and this robot's name in it."""
+        from hybrid_policy.core.early_exit import ExitPlan
+        from hybrid_policy.policies.card import read_config
+
+        self.net_path = require(self, "early_exit", "", "early-exit net checkpoint directory")
+        cfg = read_config(self.net_path)
+        if cfg.get("role") != "early_exit" or cfg.get("task") != self.task.name:
+            raise ValueError(f"{self.net_path}: not an early-exit net of {self.task.name}")
+        self.plan = ExitPlan.load(require(self, "exit_plan", "", "the plan's JSON (bringup "
+                                          "writes it: parts, thresholds, offloading)"))
+        self.robot = require(self, "robot", "", "this robot's name in the plan")
+        if self.robot not in self.plan.ends:
+            raise ValueError(f"robot {self.robot!r} is not in the plan (robots and nodes: "
+                             f"{', '.join(self.plan.ends)})")
+        if self.plan.mode != self.mode_name:
+            raise ValueError(f"the plan is for {self.plan.mode}, not {self.mode_name}")
+        self.thresholds = {"threshold": self.plan.thresholds.get(self.robot)}
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""
@@ -184,9 +221,19 @@ class DraftNode(ManagedNode):
 
     # -- lifecycle (ros/managed.py) --------------------------------------------------------
     def load(self) -> str:
-        """The draft, warmed up."""
+        """The draft (early-exit modes: the net), warmed up."""
         from hybrid_policy.core.modes import make_mode
         from hybrid_policy.policies import load_policy
+
+        if self.exits:
+            from hybrid_policy.core.early_exit import EarlyExitMode
+            from hybrid_policy.policies.early_exit import load_early_exit
+
+            net = load_early_exit(self.net_path, self.task.name, self.temperature)
+            self.mode = EarlyExitMode(self.mode_name, self.robot, net, self.plan)
+            self._warm_up()
+            return (f"early-exit net, part up to layer {self.plan.ends[self.robot]}, deadline "
+                    f"{self.deadline_s * 1e3:.0f} ms")
 
         draft = load_policy(self.draft_path, role="draft", task=self.task.name,
                             temperature=self.temperature)
@@ -200,7 +247,11 @@ class DraftNode(ManagedNode):
 
     def activation_blocker(self) -> str | None:
         """Act only once the uplink has a reader and the expected readers matched."""
-        if uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
+        if self.exits:
+            idle = [d for d, pub in self.feature_pubs.items() if pub.get_subscription_count() < 1]
+            if idle:
+                return f"nothing reads the features to {', '.join(idle)} (start the links first)"
+        elif uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
             return "nothing reads uplink/request (start the link or target side first)"
         return f"readers not matched {self.gate.missing()}" if not self.gate.matched() else None
 
@@ -274,7 +325,10 @@ class DraftNode(ManagedNode):
             return
         timer = self.create_timer(self.deadline_s, lambda: self._expire(key), clock=STEADY)
         self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q)
-        self.req_pub.publish(messages.request_msg(stamp, plan.request))
+        if self.exits:
+            self.feature_pubs[plan.route_to].publish(messages.feature_msg(stamp, plan.request))
+        else:
+            self.req_pub.publish(messages.request_msg(stamp, plan.request))
 
     def _check_stamp(self, stamp) -> int:
         """The observation's stamp as a key, refusing one that cannot pair its step."""
@@ -373,6 +427,8 @@ class DraftNode(ManagedNode):
             "accepted": np.nan if verdict is None else float(not verdict),
             "fallback": float(req is not None and response is None),
             "latency_ms": latency_ms,
+            "exit_layer": (np.nan if not self.exits else float(
+                response.exit_layer if response is not None else self.plan.ends[self.robot])),
         }
         self.step_pub.publish(messages.joint_state(stamp, FIELDS, [values[f] for f in FIELDS]))
 

@@ -16,6 +16,13 @@ Built from the same pieces as one robot's graph (``graph.nodes``) and the fleet'
 - one lifecycle manager (``NS/lifecycle_manager``) drives every target, then every draft;
   every node's ``ready`` is remapped to ``NS/ready``; one recorder writes one bag.
 
+Early-exit modes (``exit_nodes``): each computing node ``X`` of the plan (``exit_plan``,
+written by ``bringup``) runs ``NS/X/exit_node``; for every flow of a robot's features
+``robot:sender:dest`` (the robot itself or a node, to the next node its plan may draw) the
+sender publishes ``NS/sender/out/dest/robot/feature`` and one link node per sender and
+next node, ``NS/sender/link_to_dest`` (the chain of links between them), carries it to
+``NS/dest/exit/robot/sender/feature`` and the answers back.
+
 No ROS imports and no torch here (the launch file reads it). ROS fleets run one task (one
 target model per server node).
 """
@@ -25,11 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hybrid_policy.core import topology as topo_mod
-from hybrid_policy.core.link import LinkProfile, link_profile
+from hybrid_policy.core.exit_plan import ExitPlan
+from hybrid_policy.core.link import LinkProfile, link_profile, link_spec
+from hybrid_policy.core.mode_names import EXIT_MODES
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros.graph import (
-    JOINT_STATE, MANAGER, GraphConfig, NodeSpec, active_topics, nodes, run_info,
+    IMAGE, JOINT_STATE, MANAGER, GraphConfig, NodeSpec, active_topics, nodes, run_info,
 )
 
 SERVER_TOPICS = ("server/request", "server/response")  # per robot in a fleet
@@ -64,8 +73,10 @@ def load(cfg: GraphConfig) -> Topology:
 
 
 def _robot_cfg(cfg: GraphConfig, robot: Robot) -> GraphConfig:
-    """One robot's single-robot graph: its own link, no bag, the fleet's other settings."""
-    return replace(cfg, topology="", bag="", link=robot.link.name)
+    """One robot's single-robot graph: its own link, no bag, the fleet's other settings
+    (early-exit modes: the simulator and the robot's node, as draft_only has them)."""
+    mode = "draft_only" if cfg.mode in EXIT_MODES else cfg.mode
+    return replace(cfg, topology="", bag="", link=robot.link.name, mode=mode)
 
 
 def _link_overrides(link: LinkProfile) -> dict[str, float]:
@@ -124,6 +135,8 @@ def wires(cfg: GraphConfig, topo: Topology) -> list[Wire]:
 
 def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
     """The nodes of a fleet graph and their parameters (see the module doc)."""
+    if cfg.mode in EXIT_MODES:
+        return exit_nodes(cfg)
     topo = load(cfg)
     ns = cfg.namespace.rstrip("/")
     everything = wires(cfg, topo)
@@ -192,3 +205,157 @@ def fleet_info(topo: Topology) -> list[str]:
     return [f"robots={','.join(f'{r.name}:{r.server}:{r.link.name}' for r in topo.robots)}",
             f"servers={','.join(topo.servers())}"]
 
+
+
+# -- early-exit fleets -------------------------------------------------------------------
+REQUEST_TOPICS = ("uplink/request", "downlink/response", *SERVER_TOPICS)
+
+
+def flows(topo: Topology, plan: ExitPlan) -> list[tuple[str, str, str]]:
+    """``(robot, sender, dest)`` of every hop a robot's features may take under ``plan``."""
+    out: list[tuple[str, str, str]] = []
+    for r in topo.robots:
+        todo = [r.name]
+        while todo:
+            sender = todo.pop(0)
+            for dest in plan.offload.get(sender, {}):
+                if (r.name, sender, dest) not in out:
+                    out.append((r.name, sender, dest))
+                    if plan.ends.get(dest, 0) < plan.layers:
+                        todo.append(dest)
+    return out
+
+
+def serving_nodes(topo: Topology, plan: ExitPlan) -> list[str]:
+    """The computing nodes some robot's features can reach (the others need no process)."""
+    reached = {dest for _, _, dest in flows(topo, plan)}
+    return [n for n in plan.computing_nodes(topo) if n in reached]
+
+
+def _sender_key(topo: Topology, sender: str) -> str:
+    return f"{sender}/draft_node" if sender in {r.name for r in topo.robots} \
+        else f"{sender}/exit_node"
+
+
+def exit_wires(cfg: GraphConfig, topo: Topology, plan: ExitPlan) -> list[Wire]:
+    ns = cfg.namespace.rstrip("/")
+    out: dict[str, Wire] = {}
+
+    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
+        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
+
+    for r in topo.robots:
+        local = {"sim_node", "draft_node"}
+        for t in active_topics(_robot_cfg(cfg, r)):
+            if t.name in REQUEST_TOPICS:
+                continue
+            w = wire(f"{r.name}/{t.name}", t.type, t.role)
+            w.publishers.update({f"{r.name}/{p}": t.name for p in t.publishers if p in local})
+            w.subscribers |= {f"{r.name}/{s}" for s in t.subscribers if s in local}
+    for robot, sender, dest in flows(topo, plan):
+        link, node = f"{sender}/link_to_{dest}", f"{dest}/exit_node"
+        src, via = f"{sender}/out/{dest}/{robot}", f"{dest}/exit/{robot}/{sender}"
+        w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
+        w.publishers[_sender_key(topo, sender)] = f"out/{dest}/{robot}/feature"
+        w.subscribers.add(link)
+        w = wire(f"{via}/feature", IMAGE, "uplink", recorded=sender == robot)  # server ops
+        w.publishers[link] = f"{ns}/{via}/feature"
+        w.subscribers.add(node)
+        w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
+        w.publishers[node] = f"exit/{robot}/{sender}/answer"
+        w.subscribers.add(link)
+        w = wire(f"{src}/answer", JOINT_STATE, "downlink", recorded=False)
+        w.publishers[link] = f"{ns}/{src}/answer"
+        w.subscribers.add(_sender_key(topo, sender))
+    for name in serving_nodes(topo, plan):
+        w = wire(f"{name}/{BATCHES}", JOINT_STATE, "telemetry")
+        w.publishers[f"{name}/exit_node"] = BATCHES
+    keys = {k for w in out.values() for k in [*w.publishers, *w.subscribers]}
+    robots = tuple(f"{r.name}/" for r in topo.robots)
+    for key in sorted(k for k in keys if not k.startswith(robots) or "/link_to_" in k):
+        w = wire(f"{key.rsplit('/', 1)[0]}/events", "diagnostic_msgs/msg/DiagnosticStatus",
+                 "telemetry")
+        w.publishers[key] = "events"
+    return list(out.values())
+
+
+def exit_nodes(cfg: GraphConfig) -> list[NodeSpec]:
+    """The nodes of an early-exit fleet (see the module doc)."""
+    topo = load(cfg)
+    if not cfg.exit_plan:
+        raise HybridPolicyError(f"mode {cfg.mode} over ROS needs its plan (exit_plan: the JSON "
+                                "`hybrid-policy bringup` writes; it solves dto_ee's)")
+    plan = ExitPlan.load(cfg.exit_plan)
+    if plan.mode != cfg.mode:
+        raise HybridPolicyError(f"{cfg.exit_plan}: a plan for {plan.mode}, not {cfg.mode}")
+    missing = sorted({r.name for r in topo.robots} - set(plan.ends))
+    if missing:
+        raise HybridPolicyError(f"{cfg.exit_plan}: no plan for robots {', '.join(missing)}")
+    ns = cfg.namespace.rstrip("/")
+    everything = exit_wires(cfg, topo, plan)
+    ready = (("ready", f"{ns}/ready"),)
+    net = cfg.early_exit_path
+    specs: list[NodeSpec] = []
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for robot, sender, dest in flows(topo, plan):
+        pairs.setdefault((sender, dest), []).append(f"{robot}:{sender}:{dest}")
+    robots = {r.name: r for r in topo.robots}
+    for i, r in enumerate(topo.robots):
+        links = [f"{ns}/{s}/link_to_{d}" for s, d in pairs]
+        for s in nodes(_robot_cfg(cfg, r)):
+            if s.name == "sim_node":
+                specs.append(replace(s, parameters={
+                    **s.parameters, "first_episode": i * cfg.episodes,
+                    "wait_for": [*links, f"{ns}/{MANAGER}"]}, namespace=r.name, remaps=ready))
+            elif s.name == "draft_node":
+                params = {k: v for k, v in s.parameters.items()
+                          if k not in ("draft", "target", "calibration", "tau",
+                                       "uncertainty_tau", "random_skip", "link")}
+                specs.append(replace(s, parameters={
+                    **params, "mode": cfg.mode, "early_exit": net, "exit_plan": cfg.exit_plan,
+                    "robot": r.name, "first_episode": i * cfg.episodes},
+                    namespace=r.name, remaps=ready))
+    for (sender, dest), entries in pairs.items():
+        src = robots.get(sender, sender)
+        specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", f"link_to_{dest}", {
+            "carries": "features", "root": ns, "flows": entries,
+            "links": [link_spec(k) for k in topo.links_between(src, dest)]},
+            respawn=True, namespace=sender, remaps=ready))
+    inputs: dict[str, list[str]] = {}
+    for robot, sender, dest in flows(topo, plan):
+        inputs.setdefault(dest, []).append(f"{robot}:{sender}")
+    computing = serving_nodes(topo, plan)
+    for name in computing:
+        node = topo.nodes[name]
+        specs.append(NodeSpec("exit_node", "hybrid_policy.ros.exit_node", "exit_node", {
+            "task": cfg.task, "early_exit": net, "temperature": cfg.temperature,
+            "end": plan.ends[name], "threshold": plan.thresholds.get(name, 1.0),
+            "offload": [f"{d}:{p!r}" for d, p in plan.offload.get(name, {}).items()],
+            "max_batch": node.max_batch, "batch_window_ms": node.batch_window_ms,
+            "inputs": inputs[name]}, respawn=True, namespace=name, remaps=ready))
+    managed = [f"{ns}/{n}/exit_node" for n in computing] + [
+        f"{ns}/{r.name}/draft_node" for r in topo.robots]
+    specs.append(NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER,
+                          {"node_names": managed}))
+    if cfg.bag:
+        specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
+                              "recorder_node", {
+                                  "bag": cfg.bag,
+                                  "topics": [f"{w.name}:{w.type}" for w in everything
+                                             if w.recorded],
+                                  "run_info": [*run_info(cfg), *exit_info(topo, plan)]}))
+    out = []
+    for s in specs:
+        params = {**s.parameters, **cfg.extra.get(s.name, {})}
+        if s.name not in ("recorder_node", MANAGER):
+            params["expect"] = _expected(everything, s.key, bool(cfg.bag))
+        out.append(replace(s, parameters=params))
+    return out
+
+
+def exit_info(topo: Topology, plan: ExitPlan) -> list[str]:
+    """The fleet's shape for the bag: robots (name:first node:link), the computing nodes,
+    and each robot's first nodes (its features' first hop: one server operation each)."""
+    first = ";".join(f"{r.name}=" + "|".join(plan.offload.get(r.name, {})) for r in topo.robots)
+    return [f"robots={','.join(f'{r.name}:{r.access}:{r.link.name}' for r in topo.robots)}",
+            f"servers={','.join(serving_nodes(topo, plan))}", f"first_nodes={first}"]

@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from hybrid_policy.core import calibration_file, robot_map
-from hybrid_policy.core.mode_names import FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode
+from hybrid_policy.core.mode_names import (
+    EXIT_MODES, FROM_CALIBRATION, NEEDS_THRESHOLDS, check_mode,
+)
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
 )
@@ -44,6 +46,7 @@ class Topic:
 JOINT_STATE, STATUS = "sensor_msgs/msg/JointState", "diagnostic_msgs/msg/DiagnosticStatus"
 POSE, POINT = "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PointStamped"
 TWIST = "geometry_msgs/msg/TwistStamped"
+IMAGE = "sensor_msgs/msg/Image"
 INTERFACES = ("standard", "vector")
 
 
@@ -117,10 +120,15 @@ class GraphConfig:
     bag: str = ""  # record to this directory ("" = no recorder)
     namespace: str = NAMESPACE_DEFAULT
     topology: str = ""  # a fleet (core.topology YAML): every robot runs ``mode`` (fleet_graph)
+    early_exit: str = ""  # early-exit net ("" = MODELS/TASK/early_exit): early-exit modes
+    exit_plan: str = ""  # the plan bringup wrote (parts, thresholds, offloading): idem
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        if self.mode in EXIT_MODES and not self.topology:
+            raise HybridPolicyError(f"mode {self.mode} splits the net across robot, edge and "
+                                    "cloud: it runs on a topology (topology:=FILE)")
         calibration_file.check_given(self.thresholds_given)
         if self.clock not in CLOCKS:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
@@ -152,6 +160,10 @@ class GraphConfig:
     @property
     def target_path(self) -> str:
         return self.target or str(Path(self.models) / self.task / "target")
+
+    @property
+    def early_exit_path(self) -> str:
+        return self.early_exit or str(Path(self.models) / self.task / "early_exit")
 
     @property
     def calibration_path(self) -> str:
@@ -341,5 +353,5 @@ def run_info(cfg: GraphConfig) -> list[str]:
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
             "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
             "max_age_ms", "draft_path",
-            "target_path", "calibration_path", "namespace", "topology")
+            "target_path", "calibration_path", "namespace", "topology", "exit_plan")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

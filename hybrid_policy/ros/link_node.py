@@ -13,6 +13,14 @@ robot ``c`` (``clients``: ``c:k``, the hop's place ``k`` on c's route; ``upstrea
 node's namespace), ``server/c/request`` → ``UPSTREAM/server/c/request`` and the responses
 back. ``uplink_mbps``, ``downlink_mbps`` and ``delay_ms`` override the profile's figures (as
 a topology may per hop).
+
+Early-exit fleets (``carries: features``): the link between a sender (a robot or a compute
+node) and the next computing node carries, for each ``flows`` entry ``robot:sender:dest``,
+the features ``ROOT/sender/out/dest/robot/feature`` (``sensor_msgs/Image``) to
+``ROOT/dest/exit/robot/sender/feature`` and the answers back from ``…/answer``; ``links``
+is the chain of links between the two (``profile`` or ``profile:up_mbps:down_mbps:delay_ms``,
+-1 = the profile's), crossed one after the other, the ``i``-th drawing
+``packet_rng(seed, early_exit.feature_hop(layer, i))`` as ``core.fleet`` does.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from dataclasses import replace
 import numpy as np
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 
-from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng
+from hybrid_policy.core.early_exit import feature_hop
+from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng, parse_link_spec
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.delay_line import DelayLine
@@ -38,6 +47,14 @@ from hybrid_policy.ros.reporting import Reporter
 class LinkNode(Node):
     def __init__(self) -> None:
         super().__init__("link_node")
+        self.carries = declare(self, "carries", "requests", "requests (draft/target modes) | "
+                               "features (early-exit modes: flows, links, root)")
+        if self.carries not in ("requests", "features"):
+            raise HybridPolicyError(f"parameter 'carries' must be requests or features, got "
+                                    f"{self.carries!r}")
+        if self.carries == "features":
+            self._carry_features()
+            return
         self.link = _profile(self)
         clients = dict(_client(c) for c in string_list(
             self, "clients", "robot:hop for each robot whose requests this link carries, hop = "
@@ -101,6 +118,69 @@ class LinkNode(Node):
             return
         self.delay.schedule(delay, lambda: out.publish(raw))
 
+    # -- early-exit features ----------------------------------------------------------------
+    def _carry_features(self) -> None:
+        self.chain = [parse_link_spec(spec) for spec in string_list(
+            self, "links", "the links crossed, in order: profile[:up_mbps:down_mbps:delay_ms]")]
+        flows = [_flow(f) for f in string_list(self, "flows", "robot:sender:dest per robot "
+                                                "whose features cross this link")]
+        root = require(self, "root", "", "the graph's namespace").rstrip("/")
+        if not self.chain or not flows:
+            raise HybridPolicyError("carries: features needs 'links' and 'flows'")
+        up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
+        self.report = Reporter(self, qos.declare(self, "telemetry"))
+        publishers = {"events": self.report.events}
+        for robot, sender, dest in flows:
+            out = f"{root}/{sender}/out/{dest}/{robot}"
+            inn = f"{root}/{dest}/exit/{robot}/{sender}"
+            to_node = self.create_publisher(Image, f"{inn}/feature", up)
+            to_sender = self.create_publisher(JointState, f"{out}/answer", down)
+            publishers.update({f"{inn}/feature": to_node, f"{out}/answer": to_sender})
+            self.create_subscription(Image, f"{out}/feature", self.report.guard(
+                "feature", lambda raw, c=robot, p=to_node: self.on_feature(raw, c, p)), up,
+                raw=True)
+            self.create_subscription(JointState, f"{inn}/answer", self.report.guard(
+                "answer", lambda raw, c=robot, p=to_sender: self.on_answer(raw, c, p)), down,
+                raw=True)
+        self._chain_rngs: dict[tuple[str, int], list[np.random.Generator]] = {}
+        self.delay = DelayLine()
+        self.lost = {"uplink": 0, "downlink": 0}
+        self.gate = ReadyGate(self, publishers)
+        self.get_logger().info(f"features over {' + '.join(k.name for k in self.chain)} for "
+                               f"{', '.join(':'.join(f) for f in flows)}")
+
+    def on_feature(self, raw: bytes, robot: str, out) -> None:
+        msg = deserialize_message(raw, Image)
+        key = messages.stamp_key(msg.header.stamp)
+        try:
+            feature = messages.parse_feature(msg)
+            seed, layer = feature.seed, feature.layer
+        except messages.MessageError:
+            seed, layer = key % 2**31, 0  # carried as given; the node will refuse it
+        rngs = [packet_rng(seed, feature_hop(layer, i)) for i in range(len(self.chain))]
+        total = 0.0
+        for link, rng in zip(self.chain, rngs):
+            t = link.deliver(len(raw), True, rng)
+            if t is None:
+                self._report_loss("uplink", key, robot)
+                return
+            total += t
+        self._chain_rngs[(robot, key)] = rngs
+        self.delay.schedule(total, lambda: out.publish(raw))
+
+    def on_answer(self, raw: bytes, robot: str, out) -> None:
+        key = messages.stamp_key(deserialize_message(raw, JointState).header.stamp)
+        rngs = self._chain_rngs.pop((robot, key), None) or [
+            packet_rng(key % 2**31, feature_hop(0, i)) for i in range(len(self.chain))]
+        total = 0.0
+        for link, rng in zip(reversed(self.chain), reversed(rngs)):
+            t = link.deliver(len(raw), False, rng)
+            if t is None:
+                self._report_loss("downlink", key, robot)
+                return
+            total += t
+        self.delay.schedule(total, lambda: out.publish(raw))
+
     def _report_loss(self, direction: str, key: int, client: str) -> None:
         self.lost[direction] += 1
         self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction,
@@ -118,6 +198,13 @@ def _client(entry: str) -> tuple[str, int]:
         raise HybridPolicyError(f"clients entry {entry!r} is not 'robot:hop' (hop: a whole "
                                 "number, the link's place on that robot's route)")
     return name, int(hop)
+
+
+def _flow(entry: str) -> tuple[str, str, str]:
+    parts = entry.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise HybridPolicyError(f"flows entry {entry!r} is not 'robot:sender:dest'")
+    return parts[0], parts[1], parts[2]
 
 
 def _profile(node: Node) -> LinkProfile:

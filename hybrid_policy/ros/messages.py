@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 
-from hybrid_policy.core.protocol import ProtocolError, Request, Response
+from hybrid_policy.core.protocol import ENCODINGS, FeatureRequest, ProtocolError, Request, Response
 from hybrid_policy.errors import HybridPolicyError
 
 EPISODE, STEP = "episode", "step"  # leading labels of a simulator observation
@@ -92,6 +92,27 @@ def request_msg(stamp: Time, req: Request) -> JointState:
 
 def response_msg(stamp: Time, resp: Response) -> JointState:
     return joint_state(stamp, [resp.label()], resp.to_vector())
+
+
+def feature_msg(stamp: Time, feature: FeatureRequest) -> Image:
+    """An early-exit feature as ``sensor_msgs/Image`` (core.protocol's layout)."""
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, feature.label()
+    msg.height, msg.width = feature.data.shape
+    msg.encoding, msg.is_bigendian = feature.encoding, 0
+    msg.step = msg.width * ENCODINGS[feature.encoding].itemsize
+    msg.data = feature.to_bytes()
+    return msg
+
+
+def parse_feature(msg: Image, expect: tuple[int, int] | None = None) -> FeatureRequest:
+    if msg.is_bigendian:
+        raise MessageError("feature is big-endian; features are little-endian")
+    try:
+        return FeatureRequest.from_image(msg.header.frame_id, msg.height, msg.width,
+                                         msg.encoding, bytes(msg.data), expect)
+    except ProtocolError as exc:
+        raise MessageError(str(exc)) from None
 
 
 def _single_label(msg: JointState, what: str) -> str:

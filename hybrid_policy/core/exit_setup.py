@@ -1,0 +1,92 @@
+"""Everything an early-exit fleet run is built from, in one place for ``eval``, the bench
+and the tests: the net (trained once from the default target), its exits' calibration,
+the measured compute of its parts, and each mode's plan (``dto_ee``: optimised).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_policy.core import exit_calibration
+from hybrid_policy.core.compute import sample_observations
+from hybrid_policy.core.early_exit import EarlyExitMode, ExitPlan, build_plan
+from hybrid_policy.core.exit_calibration import ExitCompute, ExitSamples
+from hybrid_policy.core.fleet import ExitRun
+from hybrid_policy.core.topology import Topology
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_EPISODES = 50
+CALIBRATION_SEED = 1000  # calibration episodes differ from the default evaluation (seed 0)
+
+
+@dataclass
+class ExitModels:
+    net: object  # policies.early_exit.EarlyExitPolicy
+    samples: ExitSamples
+    compute: ExitCompute
+
+
+def calibration_path(models: str | Path, task: str) -> Path:
+    return Path(models) / task / "calibration" / "early_exit.json"
+
+
+def prepare(task: str, models: str | Path = "models", net_path: str | Path | None = None,
+            calibration: str | Path | None = None, temperature: float | None = None,
+            progress: bool | None = None) -> ExitModels:
+    """The net (default: trained under ``models/task/early_exit`` if missing), its
+    calibration (made if missing or made for another net) and its parts' compute."""
+    from hybrid_policy.policies.build import ensure_early_exit
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.early_exit import load_early_exit
+
+    path = Path(net_path) if net_path else ensure_early_exit(task, Path(models),
+                                                             progress=progress)
+    kwargs = {} if temperature is None else {"temperature": temperature}
+    net = load_early_exit(path, task, **kwargs)
+    net_id = checkpoint_identity(path)
+    cal = Path(calibration) if calibration else calibration_path(models, task)
+    try:
+        samples = exit_calibration.load(cal, task, net_id)
+    except exit_calibration.ExitCalibrationError as exc:
+        if calibration:  # named by the user: never overwritten
+            raise
+        log.info("%s: calibrating the exits first", exc)
+        samples = exit_calibration.collect(task, net, CALIBRATION_EPISODES, CALIBRATION_SEED,
+                                           progress)
+        exit_calibration.save(samples, cal, task, net_id)
+    obs = sample_observations(task)
+    windows = np.stack([obs[max(0, i - net.history + 1):i + 1] if i + 1 >= net.history
+                        else np.repeat(obs[:1], net.history, 0) for i in range(16)])
+    compute = exit_calibration.measure_compute(net, windows)
+    log.info("early-exit net %s: exits after layers %s; a layer %.3f ms, an exit %.3f ms",
+             path, list(net.exits), compute.part_ms(0, 1) - compute.exit_ms - compute.embed_ms,
+             compute.exit_ms)
+    return ExitModels(net, samples, compute)
+
+
+def exit_run(mode: str, topology: Topology, models: ExitModels, loss_budget: float,
+             encoding: str = "32FC1", period_ms: float = 40.0,
+             device_speed: float = 1.0) -> ExitRun:
+    """The fleet run of ``mode``: its plan, and for ``dto_ee`` the optimised plan and its
+    online re-optimisation."""
+    thresholds = models.samples.thresholds_for_loss(loss_budget)
+    plan = build_plan(mode, topology, tuple(models.net.exits), thresholds, encoding)
+    run = ExitRun(models.net, plan, models.compute)
+    if mode == "dto_ee":
+        from hybrid_policy.core import exit_optimise
+
+        exit_optimise.attach(run, topology, models, loss_budget, period_ms, device_speed)
+    return run
+
+
+def robot_mode(mode: str, run: ExitRun):
+    """The robot side of one robot of the fleet (``fleet`` calls it per robot)."""
+    return lambda spec: EarlyExitMode(mode, spec.name, run.net, run.plan)
+
+
+__all__ = ["ExitModels", "ExitPlan", "calibration_path", "exit_run", "prepare", "robot_mode"]
