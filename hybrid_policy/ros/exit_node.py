@@ -18,23 +18,21 @@ A managed (lifecycle) node: ``configure`` loads the net and warms it up.
 from __future__ import annotations
 
 import sys
-import time
-from collections import deque
 
 import numpy as np
 from sensor_msgs.msg import Image, JointState
 
 from hybrid_policy.core.early_exit import check_threshold
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
-from hybrid_policy.core.stepmetrics import BATCH_FIELDS
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
+from hybrid_policy.ros.batch_queue import BatchQueue
 from hybrid_policy.ros.readiness import ReadyGate
-from hybrid_policy.ros.reporting import STEADY, Reporter
+from hybrid_policy.ros.reporting import Reporter
 
 
 def _pairs(entries: list[str], what: str) -> list[tuple[str, str]]:
@@ -99,9 +97,10 @@ class ExitNode(ManagedNode):
         self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
         publishers["server/batches"] = self.batch_pub
         self.gate = ReadyGate(self, publishers, announce=False)
-        self.queue: deque = deque()  # (stamp, feature, robot, answer publisher, arrival ns)
+        # (stamp, feature, robot, answer publisher, arrival ns) in arrival order
+        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
+                                self.batch_pub)
         self.waiting: dict[tuple[str, int], object] = {}  # forwarded: where the answer goes
-        self.batch_timer = None
         self.net = None
         self.served = 0
         self.get_logger().info(f"part ending at layer {self.end}, threshold "
@@ -139,29 +138,13 @@ class ExitNode(ManagedNode):
             check_feature(self.net, self.end, feature)
         except ProtocolError as exc:
             raise messages.MessageError(str(exc)) from None
-        self.queue.append((msg.header.stamp, feature, robot, pub, info["received_timestamp"]))
-        if len(self.queue) >= self.max_batch:
-            self._serve_batch()
-        elif self.batch_timer is None:
-            window_ends = self.report.guard("batch", lambda _: self._window_ends())
-            self.batch_timer = self.create_timer(max(self.window_s, 1e-4),
-                                                 lambda: window_ends(None), clock=STEADY)
+        self.queue.add((msg.header.stamp, feature, robot, pub, info["received_timestamp"]))
 
-    def _window_ends(self) -> None:
-        self.destroy_timer(self.batch_timer)
-        self.batch_timer = None
-        while self.queue:
-            self._serve_batch()
-
-    def _serve_batch(self) -> None:
+    def _serve_batch(self, batch: list) -> None:
         from hybrid_policy.core.early_exit import serve_features
 
-        batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
-        start = time.time_ns()
-        t0 = time.perf_counter()
         outcomes = serve_features(self.net, self.end, self.threshold, self.offload,
                                   [f for _, f, *_ in batch])
-        service_ms = (time.perf_counter() - t0) * 1e3
         for (stamp, _, robot, pub, _), (out, dest, _) in zip(batch, outcomes):
             if isinstance(out, Response):
                 pub.publish(messages.response_msg(stamp, out))
@@ -169,10 +152,6 @@ class ExitNode(ManagedNode):
                 self.waiting[(robot, messages.stamp_key(stamp))] = pub
                 self.forward[(dest, robot)].publish(messages.feature_msg(stamp, out))
         self.served += len(batch)
-        waits = [max(start - arrived, 0) / 1e6 for *_, arrived in batch]
-        self.batch_pub.publish(messages.joint_state(
-            self.get_clock().now().to_msg(), [*BATCH_FIELDS, *(["wait_ms"] * len(waits))],
-            np.array([len(batch), service_ms, len(self.queue), *waits])))
 
     def on_answer(self, msg: JointState, robot: str) -> None:
         """The next node's answer to a forwarded feature: down the way it came."""
@@ -182,10 +161,7 @@ class ExitNode(ManagedNode):
         pub.publish(msg)
 
     def deactivated(self) -> None:
-        if self.queue:
-            self.report.event("queued features dropped on deactivate",
-                              {"features": len(self.queue)})
-            self.queue.clear()
+        self.queue.drop_all("features")
 
     def close(self) -> str:
         return f"served {self.served}; events: {dict(self.report.counts)}"

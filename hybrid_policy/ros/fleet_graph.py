@@ -176,15 +176,22 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
             respawn=True, namespace=server, remaps=ready))
     managed = [f"{ns}/{s}/target_node" for s in topo.servers()] + [
         f"{ns}/{r.name}/draft_node" for r in topo.robots]
-    specs.append(NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER,
-                          {"node_names": managed}))
+    return _finish(cfg, specs, everything, managed, fleet_info(topo))
+
+
+def _finish(cfg: GraphConfig, specs: list[NodeSpec], everything: list[Wire],
+            managed: list[str], info: list[str]) -> list[NodeSpec]:
+    """The lifecycle manager (``managed`` in activation order), the recorder of every
+    recorded wire, each node's readiness ``expect`` and the user's per-node overrides."""
+    specs = [*specs, NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager",
+                              MANAGER, {"node_names": managed})]
     if cfg.bag:
         specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
                               "recorder_node", {
                                   "bag": cfg.bag,
                                   "topics": [f"{w.name}:{w.type}" for w in everything
                                              if w.recorded],
-                                  "run_info": [*run_info(cfg), *fleet_info(topo)]}))
+                                  "run_info": [*run_info(cfg), *info]}))
     out = []
     for s in specs:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}
@@ -335,22 +342,7 @@ def exit_nodes(cfg: GraphConfig) -> list[NodeSpec]:
             "inputs": inputs[name]}, respawn=True, namespace=name, remaps=ready))
     managed = [f"{ns}/{n}/exit_node" for n in computing] + [
         f"{ns}/{r.name}/draft_node" for r in topo.robots]
-    specs.append(NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER,
-                          {"node_names": managed}))
-    if cfg.bag:
-        specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
-                              "recorder_node", {
-                                  "bag": cfg.bag,
-                                  "topics": [f"{w.name}:{w.type}" for w in everything
-                                             if w.recorded],
-                                  "run_info": [*run_info(cfg), *exit_info(topo, plan)]}))
-    out = []
-    for s in specs:
-        params = {**s.parameters, **cfg.extra.get(s.name, {})}
-        if s.name not in ("recorder_node", MANAGER):
-            params["expect"] = _expected(everything, s.key, bool(cfg.bag))
-        out.append(replace(s, parameters=params))
-    return out
+    return _finish(cfg, specs, everything, managed, exit_info(topo, plan))
 
 
 def exit_info(topo: Topology, plan: ExitPlan) -> list[str]:

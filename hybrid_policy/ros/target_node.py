@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 
 import numpy as np
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core.protocol import ProtocolError, Request
-from hybrid_policy.core.stepmetrics import BATCH_FIELDS
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
+from hybrid_policy.ros.batch_queue import BatchQueue
 from hybrid_policy.ros.readiness import ReadyGate
-from hybrid_policy.ros.reporting import STEADY, Reporter
+from hybrid_policy.ros.reporting import Reporter
 
 
 class TargetNode(ManagedNode):
@@ -58,10 +58,7 @@ class TargetNode(ManagedNode):
             raise ValueError(f"batch_window_ms must be >= 0, got {self.window_s * 1e3}")
         self.robots = string_list(self, "clients", "robots served, each on its own topics "
                                    "server/<robot>/request|response (unset: one robot)")
-        self.queue: deque = deque()  # (stamp, request, publisher, arrival s) in arrival order
         self.batches: Counter[int] = Counter()
-        self.queue_max = 0
-        self.batch_timer = None
         self.target = None
         self.served = 0
         self.busy_ms = {"parse": 0.0, "serve": 0.0, "reply": 0.0}  # summed over requests
@@ -80,6 +77,9 @@ class TargetNode(ManagedNode):
                 lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
         self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
         publishers["server/batches"] = self.batch_pub
+        # (stamp, request, publisher, arrival ns) in arrival order
+        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
+                                self.batch_pub)
         self.gate = ReadyGate(self, publishers, announce=False)
         self.get_logger().info(f"{self.task} target {self.path}: unconfigured")
 
@@ -123,29 +123,14 @@ class TargetNode(ManagedNode):
                 raise messages.MessageError(str(exc)) from None
             # arrival: when DDS received it, which counts the time it waited unread while
             # the node was busy serving (system clock, as time.time_ns)
-            self.queue.append((msg.header.stamp, req, pub, info["received_timestamp"]))
-            self.queue_max = max(self.queue_max, len(self.queue))
-            if len(self.queue) >= self.max_batch:
-                self._serve_batch()
-            elif self.batch_timer is None:  # the window opens with the first request
-                window_ends = self.report.guard("batch", lambda _: self._window_ends())
-                self.batch_timer = self.create_timer(max(self.window_s, 1e-4),
-                                                     lambda: window_ends(None), clock=STEADY)
+            self.queue.add((msg.header.stamp, req, pub, info["received_timestamp"]))
             return
         self._serve_one(msg, pub)
 
-    def _window_ends(self) -> None:
-        self.destroy_timer(self.batch_timer)
-        self.batch_timer = None
-        while self.queue:
-            self._serve_batch()
-
-    def _serve_batch(self) -> None:
-        """Up to ``max_batch`` queued requests in one forward pass, answered in order."""
+    def _serve_batch(self, batch: list) -> None:
+        """Queued requests in one forward pass, answered in order."""
         from hybrid_policy.core.server import serve_batch
 
-        batch = [self.queue.popleft() for _ in range(min(self.max_batch, len(self.queue)))]
-        start = time.time_ns()
         t1 = time.perf_counter()
         answers = serve_batch(self.target, [req for _, req, _, _ in batch])
         t2 = time.perf_counter()
@@ -155,22 +140,16 @@ class TargetNode(ManagedNode):
         self.batches[len(batch)] += 1
         self.busy_ms["serve"] += (t2 - t1) * 1e3
         self.busy_ms["reply"] += (time.perf_counter() - t2) * 1e3
-        waits = [max(start - arrived, 0) / 1e6 for *_, arrived in batch]
-        self.batch_pub.publish(messages.joint_state(
-            self.get_clock().now().to_msg(), [*BATCH_FIELDS, *(["wait_ms"] * len(waits))],
-            np.array([len(batch), (t2 - t1) * 1e3, len(self.queue), *waits])))
 
     def deactivated(self) -> None:
-        """Requests still queued will not be answered: the robots fall back; say so."""
-        if self.queue:
-            self.report.event("queued requests dropped on deactivate",
-                              {"requests": len(self.queue)})
-            self.queue.clear()
+        """Requests still queued will not be answered: the robots fall back."""
+        self.queue.drop_all("requests")
 
     def _batch_stats(self) -> dict[str, object]:
         if self.max_batch == 1:
             return {}
-        return {"batch_sizes": dict(sorted(self.batches.items())), "queue_max": self.queue_max}
+        return {"batch_sizes": dict(sorted(self.batches.items())),
+                "queue_max": self.queue.longest}
 
     def _serve_one(self, msg: JointState, pub) -> None:
         from hybrid_policy.core.server import serve
