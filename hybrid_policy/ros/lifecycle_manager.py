@@ -101,14 +101,21 @@ class LifecycleManager(Node):
     def _finish_call(self, m: Managed) -> None:
         future, m.future = m.future, None
         result = future.result()
-        if m.kind == "get_state":
+        if m.kind == "configure_check":  # after a refused configure: did it fail?
+            if result.current_state.id == State.PRIMARY_STATE_UNCONFIGURED:
+                self.get_logger().error(f"{m.name} failed to configure (its log says why)")
+                raise Finished(1)
+            self._set(m, result.current_state.id, result.current_state.label)
+        elif m.kind == "get_state":
             self._set(m, result.current_state.id, result.current_state.label)
         elif result.success:
             self._set(m, State.PRIMARY_STATE_INACTIVE if m.kind == "configure"
                       else State.PRIMARY_STATE_ACTIVE, m.kind + "d")
         elif m.kind == "configure" and not self.all_active_once:
-            self.get_logger().error(f"{m.name} failed to configure (its log says why)")
-            raise Finished(1)
+            # refused: it failed, or an earlier configure that looked lost (a slow load on a
+            # busy machine) has configured it meanwhile; its state tells which
+            m.future, m.sent = m.get_state.call_async(GetState.Request()), time.monotonic()
+            m.kind = "configure_check"
         else:  # refused (activation before its readers matched): poll, then try again
             self._set(m, State.PRIMARY_STATE_UNKNOWN, f"{m.kind} refused")
 
