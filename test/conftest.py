@@ -47,6 +47,31 @@ def tiny(tmp_path_factory):
 
 
 
+@pytest.fixture(scope="session")
+def tiny_ee(tiny):
+    """An early-exit net (exits after layers 1, 2, 4) trained from the tiny target, saved
+    under the tiny models' root with its exits' calibration at the default place."""
+    from hybrid_policy.core import exit_calibration
+    from hybrid_policy.core.exit_setup import calibration_path
+    from hybrid_policy.policies import load_policy
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.early_exit import (
+        load_early_exit, save_early_exit, train_early_exit,
+    )
+
+    target = load_policy(tiny["target"], role="target")
+    net, losses = train_early_exit(tiny["ds"], tiny["tok"], target.model, (1, 2, 4), (1, 1, 1),
+                                   TrainConfig(epochs=4, lr=3e-3), progress=False)
+    path = save_early_exit(tiny["root"] / "fetch_reach" / "early_exit", net, tiny["tok"],
+                           "fetch_reach", {"losses": losses})
+    loaded = load_early_exit(path, "fetch_reach")
+    samples = exit_calibration.collect("fetch_reach", loaded, 4, 1000, progress=False)
+    exit_calibration.save(samples, calibration_path(tiny["root"], "fetch_reach"),
+                          "fetch_reach", checkpoint_identity(path))
+    return {"net": loaded, "losses": losses, "target": target, "path": path,
+            "samples": samples}
+
+
 def write_calibration(path, tiny, link, thresholds, temperature=0.5):
     """A calibration file for the tiny models, as ``hybrid-policy calibrate`` writes one."""
     import json

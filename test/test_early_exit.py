@@ -13,11 +13,7 @@ from hybrid_policy.core.early_exit import (
 from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.core.topology import TopologyError
-from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.early_exit import (
-    ExitError, load_early_exit, save_early_exit, train_early_exit,
-)
-from hybrid_policy.policies.training import TrainConfig
+from hybrid_policy.policies.early_exit import ExitError, train_early_exit
 
 TASK = "fetch_reach"
 EXITS = (1, 2, 4)
@@ -25,14 +21,8 @@ COMPUTE = exit_calibration.ExitCompute(((1, 0.2), (8, 0.5)), 0.05, 0.6)
 
 
 @pytest.fixture(scope="module")
-def ee(tiny, tmp_path_factory):
-    """A tiny early-exit net trained from the tiny target, saved and loaded back."""
-    target = load_policy(tiny["target"], role="target")
-    net, losses = train_early_exit(tiny["ds"], tiny["tok"], target.model, EXITS, (1, 1, 1),
-                                   TrainConfig(epochs=4, lr=3e-3), progress=False)
-    path = save_early_exit(tmp_path_factory.mktemp("ee") / "early_exit", net, tiny["tok"],
-                           TASK, {"losses": losses})
-    return {"net": load_early_exit(path, TASK), "losses": losses, "target": target}
+def ee(tiny_ee):
+    return tiny_ee
 
 
 def fleet_topology(n=2, link="5g_embb", **extra):
@@ -100,17 +90,30 @@ def test_a_node_answers_at_the_first_confident_exit_and_forwards_otherwise(ee, t
     np.testing.assert_allclose(batch[1][0].action, ans.action, atol=1e-5)
 
 
-@pytest.mark.parametrize("robot,edge,answered", [(0.0, 0.0, {1}), (1.0, 0.0, {2}),
-                                                 (1.0, 1.0, {4})])
-def test_forwarding_stops_at_the_first_confident_exit_in_the_fleet(ee, robot, edge, answered):
+@pytest.mark.parametrize("robot,edge,remote", [(0.0, 0.0, None), (1.0, 0.0, 2), (1.0, 1.0, 4),
+                                               (0.9, 0.95, None)])
+def test_forwarding_stops_at_the_first_confident_exit_in_the_fleet(ee, robot, edge, remote):
+    """The robot answers iff its exit's confidence reaches its threshold; otherwise the
+    nearest edge runs layer 2 and answers iff confident, else the cloud answers."""
+    records = []
     topo = fleet_topology(link="ideal")
-    run, plan = run_fleet(ee, "early_exit", topo, {1: robot, 2: edge})
+    run, plan = run_fleet(ee, "early_exit", topo, {1: robot, 2: edge},
+                          on_step=lambda _, rec: records.append(rec))
+    for rec in records:
+        local = rec.plan.confidence >= robot
+        assert (rec.plan.request is None) == local
+        if not local and rec.response is not None:  # (the wifi hop may lose a packet)
+            assert rec.response.exit_layer in ((remote,) if remote else (2, 4))
     total = run.total()
-    assert {int(k) for k in total.summary()["exit_shares"]} == answered
-    assert total.uplink_tx == (0 if answered == {1} else total.steps)
+    assert sum(total.exits.values()) == total.steps == len(records)
+    assert total.exits[1] == sum(r.plan.request is None or r.lost for r in records)
     served = {n: s["requests"] for n, s in run.servers.items()}
-    assert served["edge_a"] == (0 if answered == {1} else total.steps)  # nearest: access
-    assert served["edge_b"] == 0 and served["cloud"] == (total.steps if answered == {4} else 0)
+    assert served["edge_a"] == total.uplink_tx and served["edge_b"] == 0  # nearest: access
+    assert served["cloud"] >= total.exits[4]
+    if robot == 0.0:
+        assert total.uplink_tx == 0
+    if remote:
+        assert total.uplink_tx > 0
 
 
 def test_random_offloading_uses_every_reachable_edge_and_a_lost_feature_falls_back(ee):
@@ -202,3 +205,46 @@ def test_calibrated_thresholds_keep_the_answered_steps_within_the_loss_budget():
             lower = conf[:, col] >= np.sort(conf[~chosen, col])[-1]  # one more step
             assert loss[lower, col].mean() > budget
     assert samples.stats()["1"]["spearman_confidence_loss"] < -0.9
+
+
+def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
+    """``eval --topology F --modes early_exit,dto_ee,ee_fixed,ee_random,cloud_only``: every
+    mode runs, dto_ee's plan is optimised (and differs from nearest-node offloading), and
+    every mode's answers come from the exits its plan allows."""
+    import json
+    import subprocess
+
+    import yaml
+
+    topo = tmp_path / "ee.yaml"
+    doc = {"partitions": {"robot": 1, "edge": 2, "cloud": 4},
+           "nodes": {"edge_a": {"tier": "edge", "speed": 0.2, "parent": "cloud",
+                                "link": "wifi"},
+                     "edge_b": {"tier": "edge", "speed": 1.0, "parent": "cloud",
+                                "link": "wifi"},
+                     "cloud": {"tier": "cloud", "speed": 2.0, "max_batch": 8}},
+           "robots": [{"name": "r", "count": 3, "task": TASK, "mode": "dto_ee",
+                       "access": "edge_a", "reach": ["edge_a", "edge_b"], "link": "5g_embb"}]}
+    topo.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "e.json"
+    res = subprocess.run(
+        [*cli, "eval", "--task", TASK, "--draft", str(tiny["draft"]), "--target",
+         str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit", str(ee["path"]),
+         "--topology", str(topo), "--modes", "early_exit,dto_ee,ee_fixed,ee_random,cloud_only",
+         "--episodes", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    assert set(result["modes"]) == {"early_exit", "dto_ee", "ee_fixed", "ee_random",
+                                    "cloud_only"}
+    plans = result["exit_plans"]
+    assert plans["early_exit"]["offload"]["r_0"] == {"edge_a": 1.0}
+    assert set(plans["dto_ee"]["offload"]["r_0"]) == {"edge_a", "edge_b"}
+    assert plans["dto_ee"]["offload"]["r_0"]["edge_b"] > 0.5  # the slow edge is avoided
+    assert result["modes"]["cloud_only"]["exit_shares"].keys() <= {"0", "4"}
+    for mode, m in result["modes"].items():
+        assert m["episodes"] == 3 and "servers" in m, mode
+    assert "edge_a" in res.stdout and "dto_ee" in res.stdout
+    # an early-exit mode without a topology is refused with the reason
+    res = subprocess.run([*cli, "eval", "--task", TASK, "--modes", "dto_ee", "--models",
+                          str(tmp_path / "none")], capture_output=True, text=True)
+    assert res.returncode == 2 and "give the nodes with --topology" in res.stderr
