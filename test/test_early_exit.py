@@ -248,3 +248,32 @@ def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
     res = subprocess.run([*cli, "eval", "--task", TASK, "--modes", "dto_ee", "--models",
                           str(tmp_path / "none")], capture_output=True, text=True)
     assert res.returncode == 2 and "give the nodes with --topology" in res.stderr
+
+
+def test_dto_ee_is_solved_for_the_fleet_and_re_solved_from_the_load_it_observes(ee):
+    """The plan spreads the robots' features over the edges they reach, within the loss
+    early_exit's plan has; during the run it is re-solved from the observed step rates
+    (a robot slowed by its answers sends fewer steps than its control rate)."""
+    from hybrid_policy.core import exit_setup
+
+    topo = fleet_topology(n=3)
+    models = exit_setup.ExitModels(ee["net"], ee["samples"], COMPUTE)
+    run = exit_setup.exit_run("dto_ee", topo, models, 0.3, period_ms=40.0)
+    plan = run.plan
+    assert plan.info["modelled"]["mean_loss"] <= plan.info["loss_constraint"] + 1e-9
+    assert set(plan.offload["r_0"]) == {"edge_a", "edge_b"}
+    for probs in plan.offload.values():
+        assert sum(probs.values()) == pytest.approx(1.0)
+    assert all(0.0 <= t <= 1.0 for t in plan.thresholds.values())
+    calls = []
+    reoptimise = run.reoptimise
+    run.reoptimise = lambda rates: (calls.append(rates), reoptimise(rates))
+    run.reoptimise_ms = 200.0
+    evaluate_fleet(topo, exit_setup.robot_mode("dto_ee", run), {}, ComputeModel(1.0, 1.0),
+                   100.0, 2, 0, progress=False, exits=run)
+    assert calls and plan.info["reoptimised"] == len(calls)
+    for rates in calls:  # steps per ms: at most one per control period
+        assert set(rates) == {"r_0", "r_1", "r_2"}
+        assert all(0 < r <= 1 / 40.0 + 1e-9 for r in rates.values())
+    for probs in plan.offload.values():
+        assert sum(probs.values()) == pytest.approx(1.0)
