@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--episodes-total", type=int, default=48,
                         help="episodes per run, split over the robots")
     parser.add_argument("--loss-budget", type=float, default=None,
-                        help="default: the package's (exit_calibration.DEFAULT_LOSS_BUDGET)")
+                        help="default: the package's (exit_plan.DEFAULT_LOSS_BUDGET)")
     parser.add_argument("--budgets", default="0.05,0.1,0.15,0.2,0.3",
                         help="loss budgets of the confidence/success sweep")
     parser.add_argument("--sweep-episodes", type=int, default=48)
@@ -89,7 +89,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     from hybrid_policy.core import exit_setup
-    from hybrid_policy.core.exit_calibration import DEFAULT_LOSS_BUDGET
+    from hybrid_policy.core.exit_plan import DEFAULT_LOSS_BUDGET
     from hybrid_policy.text_table import text_table
 
     budget = DEFAULT_LOSS_BUDGET if args.loss_budget is None else args.loss_budget

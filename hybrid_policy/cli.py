@@ -540,7 +540,7 @@ def _loss_budget(text: str) -> float:
 
 
 def _add_exit_args(p: argparse.ArgumentParser) -> None:
-    from hybrid_policy.core.exit_calibration import DEFAULT_LOSS_BUDGET
+    from hybrid_policy.core.exit_plan import DEFAULT_LOSS_BUDGET
 
     p.add_argument("--loss-budget", type=_loss_budget, default=DEFAULT_LOSS_BUDGET,
                    help="early-exit modes: the mean TV to the full net allowed for the steps an "

@@ -542,10 +542,10 @@ def _descend(g: _Graph, pol: _Policy, price: float, max_iterations: int,
         if not progress and not routing_done:
             while True:  # Armijo: J must fall by a third of what the step predicts
                 cand, predicted, largest = _shifted(pol, step, eta)
-                if largest <= 1e-12:
-                    break
+                if largest <= 1e-12 or predicted <= 1e-14 * max(1.0, st.objective):
+                    break  # (nothing left that rounding would not swallow)
                 if (new := better(cand, predicted / 3.0)) is not None:
-                    pol, st, progress, eta = cand, new, True, min(2.0 * eta, 1e9)
+                    pol, st, progress, eta = cand, new, True, min(2.0 * eta, 1e3)
                     break
                 eta /= 2.0
             eta = max(eta, 1e-6)
@@ -581,21 +581,23 @@ def _policy(g: _Graph, thresholds: Mapping[str, Any],
         for name in given:
             if name not in g.index:
                 raise DtoEeError(f"{what}: no node {name!r} (nodes: {', '.join(g.names)})")
-            if g.final[g.index[name]]:
-                raise DtoEeError(f"{what}: {name!r} is a final-stage node: it answers every "
-                                 f"request, so it takes no threshold or offloading")
     theta = np.full(len(g.names), np.nan)
     p = [np.zeros(0) for _ in g.names]
     for n, name in enumerate(g.names):
+        if name in thresholds:  # (a final-stage node's is checked, and has no effect)
+            try:
+                theta[n] = check_threshold(thresholds[name])
+            except DtoEeError as exc:
+                raise DtoEeError(f"thresholds: node {name!r}: {exc}") from None
         if g.final[n]:
+            theta[n] = np.nan
+            if offload.get(name):
+                raise DtoEeError(f"offload: {name!r} is a final-stage node: it answers every "
+                                 f"request and has no next hops")
             continue
         if name not in thresholds:
             raise DtoEeError(f"thresholds: node {name!r} has none; every node before the "
                              f"final stage needs a threshold in [0, 1]")
-        try:
-            theta[n] = check_threshold(thresholds[name])
-        except DtoEeError as exc:
-            raise DtoEeError(f"thresholds: node {name!r}: {exc}") from None
         hops = g.hop_names[n]
         dist = offload.get(name)
         if dist is None:

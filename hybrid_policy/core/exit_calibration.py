@@ -26,7 +26,6 @@ from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory
 
 VERSION = 1
-DEFAULT_LOSS_BUDGET = 0.15  # mean TV to the full net of the steps an early exit answers
 
 
 class ExitCalibrationError(HybridPolicyError, ValueError):

@@ -20,6 +20,7 @@ from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.errors import HybridPolicyError
 
 FIXED_THRESHOLD = 0.8  # ee_fixed: one confidence threshold for every exit, not calibrated
+DEFAULT_LOSS_BUDGET = 0.15  # mean TV to the full net of the steps an early exit answers
 
 
 class ExitPlanError(HybridPolicyError, ValueError):
