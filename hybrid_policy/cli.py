@@ -284,14 +284,13 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
     """``eval --topology``: every robot of the fleet runs each mode in turn."""
     from dataclasses import replace
 
+    from sim_envs import task_spec
     from hybrid_policy.core import compute, fleet, stepmetrics, topology
     from hybrid_policy.core.mode_names import EXIT_MODES
     from hybrid_policy.core.modes import make_mode
 
     topo = topology.load(args.topology)
     exits = None
-    from sim_envs import task_spec
-
     if any(n in EXIT_MODES for n in names):
         from hybrid_policy.core import exit_setup
 
@@ -437,8 +436,7 @@ def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:
 
     from sim_envs import task_spec
     from hybrid_policy.core import exit_setup, topology
-
-    from hybrid_policy.core.early_exit import ExitPlan
+    from hybrid_policy.core.exit_plan import ExitPlan
 
     if exits is None:
         exits = exit_setup.prepare(args.task, args.models, args.early_exit,
