@@ -75,8 +75,8 @@ def brute_force(problem, price, budget=None):
             stay = c[:, 1] >= t1
             per_edge[t1] = ((go * ~stay).sum(), (go * stay * loss[:, 1]).sum()
                             + (go * ~stay * loss[:, 2]).sum())
-        for t1, (on1, l1) in per_edge.items():
-            for t2, (on2, l2) in per_edge.items():
+        for on1, l1 in per_edge.values():
+            for on2, l2 in per_edge.values():
                 to_cloud = p * on1 + (1 - p) * on2
                 delay = (lam * robot.service_ms
                          + go.sum() * (p * robot.next_hops["edge_a"]
@@ -101,7 +101,8 @@ def test_evaluate_by_hand():
         Samples([[0.9, 0.5, 1.0], [0.3, 0.8, 1.0]], [[0.2, 0.1, 0.0], [0.6, 0.05, 0.0]]),
         (Node("s", 0, 1.0, 0.1, {"a": 2.0, "b": 3.0}), Node("a", 1, 2.0, next_hops={"f": 4.0}),
          Node("b", 1, 1.0, next_hops={"f": 5.0}), Node("f", 2, 2.0)))
-    ev = evaluate(problem, {"s": 0.5, "a": 0.7, "b": 0.9}, {"s": {"a": 0.25, "b": 0.75}}, 10.0)
+    ev = evaluate(problem, {"s": 0.5, "a": 0.7, "b": 0.9, "f": 0.99},  # f answers anyway
+                  {"s": {"a": 0.25, "b": 0.75}, "f": {}}, 10.0)
     lam = {"s": 0.1, "a": 0.0125, "b": 0.0375, "f": 0.0375}
     rho = {"s": 0.1, "a": 0.025, "b": 0.0375, "f": 0.075}
     wait = {"s": 0.0, "a": 0.025 * 2 / (2 * 0.975), "b": 0.0375 / (2 * 0.9625),
@@ -177,9 +178,12 @@ def test_an_impossible_budget_is_refused():
 @pytest.mark.parametrize("rho", [0.1, 0.5, 0.9, 0.985, 0.995, 1.3])
 def test_the_queue_marginal_is_the_derivative_of_the_total_wait(rho):
     s, h = 2.5, 1e-6
-    total = lambda r: r * modelled_wait(r, s)  # noqa: E731
-    assert modelled_marginal(rho, s) == pytest.approx((total(rho + h) - total(rho - h)) / (2 * h),
-                                                      rel=1e-6)
+
+    def total(r):  # ρ W: the wait of all requests, per unit of S
+        return r * modelled_wait(r, s)
+
+    slope = (total(rho + h) - total(rho - h)) / (2 * h)
+    assert modelled_marginal(rho, s) == pytest.approx(slope, rel=1e-6)
     if rho < RHO_CAP:  # load_threshold's M/D/1, exactly
         assert modelled_wait(rho, s) == md1_wait(rho, s)
         assert modelled_marginal(rho, s) == marginal_delay(rho, s)
@@ -205,6 +209,15 @@ def test_a_loaded_slow_edge_gets_less_traffic_than_a_fast_one():
     # Gallager's condition: both used, so one more request costs the same either way
     cost = {m: s + marginal_delay(ev.utilisation[m], s) for m, s in (("fast", 1.0), ("slow", 3.0))}
     assert cost["fast"] == pytest.approx(cost["slow"], rel=1e-4)
+
+
+def test_without_queues_everything_takes_the_cheaper_link():
+    problem = Problem(Samples([[0.2, 1.0], [0.4, 1.0]], [[1.0, 0.0], [1.0, 0.0]]), (
+        Node("robot", 0, 1.0, 0.5, {"a": 1.0, "b": 2.0}),
+        Node("a", 1, 1.0, queued=False), Node("b", 1, 1.0, queued=False)))
+    sol = optimise(problem, 100.0)
+    assert sol.converged and sol.offload["robot"] == {"a": 1.0, "b": 0.0}
+    assert sol.evaluation.mean_delay_ms == pytest.approx(3.0)
 
 
 def test_from_an_overloaded_start_traffic_moves_away_and_J_never_rises():
@@ -294,8 +307,13 @@ def test_a_bad_problem_is_refused(build, match):
      r"'robot': a confidence threshold must be a finite number in \[0, 1\]"),
     ({"robot": 0.5, "edge_a": 0.5}, {"robot": {"edge_a": 1.0}}, 1.0,
      "node 'edge_b' has none"),
-    ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5, "cloud": 0.5}, {"robot": {"edge_a": 1.0}},
-     1.0, "'cloud' is a final-stage node"),
+    ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5, "cloud": 1.5}, {"robot": {"edge_a": 1.0}},
+     1.0, r"'cloud': a confidence threshold must be a finite number in \[0, 1\]"),
+    ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5}, {"robot": {"edge_a": 1.0},
+                                                   "cloud": {"edge_a": 1.0}},
+     1.0, "'cloud' is a final-stage node: it answers every request and has no next hops"),
+    ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5, "robot_2": 0.5}, {"robot": {"edge_a": 1.0}},
+     1.0, "thresholds: no node 'robot_2'"),
     ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5}, {}, 1.0,
      "'robot' has 2 next hops .* needs a distribution"),
     ({"robot": 0.5, "edge_a": 0.5, "edge_b": 0.5}, {"robot": {"edge_a": 0.5, "edge_b": 0.4}},

@@ -25,7 +25,7 @@ next hop. Only moves that lower J are kept, so J never rises. J is not convex in
 thresholds (a node's best threshold depends on the population its upstream sends it, and
 that on the threshold), so ``optimise`` runs from two opposite starts and then searches:
 one node at a time tries other thresholds while the rest re-optimise, keeping what lowers
-J. ``solve_for_loss`` prices the loss by bisection. docs/method.md §7 has the details.
+J. ``solve_for_loss`` prices the loss by bisection. docs/method.md §8 has the details.
 """
 
 from __future__ import annotations
@@ -465,9 +465,9 @@ def _backward(g: _Graph, pol: _Policy, st: _State, price: float,
         else:
             step.theta[n] = best
             if len(hops) > 1 and t > g.idle:
-                curv = t * (H[hops] + H[hops[b]])
+                curv = t * (H[hops] + H[hops[b]])  # 0: no queue behind either hop
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    full = np.where(curv > 0, (D - D[b]) / curv, np.inf)
+                    full = np.where(curv > 0, (D - D[b]) / curv, 1.0)
                 full[b] = 0.0
                 step.shift[n] = (b, full, t * (D - D[b]) / g.total)
                 step.gap += t * float(pol.p[n] @ (D - D[b])) / g.total
@@ -540,7 +540,7 @@ def _descend(g: _Graph, pol: _Policy, price: float, max_iterations: int,
             if (new := better(cand)) is not None:
                 pol, st, progress = cand, new, True
         if not progress and not routing_done:
-            while True:  # Armijo: J must fall by a third of what the step predicts
+            for _ in range(100):  # Armijo: J must fall by a third of what the step predicts
                 cand, predicted, largest = _shifted(pol, step, eta)
                 if largest <= 1e-12 or predicted <= 1e-14 * max(1.0, st.objective):
                     break  # (nothing left that rounding would not swallow)
@@ -685,8 +685,8 @@ def _chain(first: _Run, then: _Run) -> _Run:
 def _search(g: _Graph, run: _Run, price: float, search: int, max_iterations: int,
             tolerance: float) -> _Run:
     """The outer search against local optima in the thresholds: one node at a time moves
-    its threshold to another candidate (at most ``search`` of them, spread evenly over its
-    stage's candidates) and holds it while the others re-optimise (the distributed
+    its threshold to another candidate (at most ``search`` of 0, 1 and its population's
+    confidences, spread evenly) and holds it while the others re-optimise (the distributed
     iteration, to a coarse tolerance); if J ends lower, everything is released and
     re-optimised, and the search starts again. Stops when no node's move helps."""
     best = run

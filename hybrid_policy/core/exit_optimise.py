@@ -93,6 +93,15 @@ def attach(run: ExitRun, topology: Topology, models: ExitModels, loss_budget: fl
                                 _for_problem(_nearest_offload(nearest, plan), groups), 0.0)
     budget = reference.mean_loss
     solution, price = dto_ee.solve_for_loss(problem, budget)
+    if reference.stable and reference.mean_delay_ms < solution.evaluation.mean_delay_ms:
+        # a price reaches only the convex hull of the delay-loss curve (method doc §8):
+        # where early_exit's own plan, which meets the budget, is faster, start from it
+        start = dto_ee.Solution(dict(solution.thresholds) | _for_problem(
+            nearest.thresholds, groups), _for_problem(_nearest_offload(nearest, plan), groups),
+            reference, 0, True, ())
+        solution = dto_ee.reoptimise(problem, start, price=price)
+        if solution.evaluation.mean_loss > budget + 1e-12 or not solution.evaluation.stable:
+            solution = dto_ee.Solution(start.thresholds, start.offload, reference, 0, True, ())
     state = {"solution": solution, "price": price}
     _write(plan, solution, groups)
     plan.info.update({"loss_constraint": budget, "price": price,
