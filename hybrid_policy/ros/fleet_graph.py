@@ -86,6 +86,19 @@ def _link_overrides(link: LinkProfile) -> dict[str, float]:
             if getattr(link, k) != getattr(base, k)}
 
 
+def _robot_wires(cfg: GraphConfig, topo: Topology, wire, local: set[str],
+                 skip: tuple[str, ...]) -> None:
+    """Each robot's own topics under ``NS/<robot>/`` (those of ``local`` nodes, without
+    ``skip``), as a one-robot graph has them."""
+    for r in topo.robots:
+        for t in active_topics(_robot_cfg(cfg, r)):
+            if t.name in skip:
+                continue
+            w = wire(f"{r.name}/{t.name}", t.type, t.role)
+            w.publishers.update({f"{r.name}/{p}": t.name for p in t.publishers if p in local})
+            w.subscribers |= {f"{r.name}/{s}" for s in t.subscribers if s in local}
+
+
 def wires(cfg: GraphConfig, topo: Topology) -> list[Wire]:
     """Every topic of the fleet graph (see the module doc)."""
     ns = cfg.namespace.rstrip("/")
@@ -94,14 +107,8 @@ def wires(cfg: GraphConfig, topo: Topology) -> list[Wire]:
     def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
         return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
 
+    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node", "link_node"}, SERVER_TOPICS)
     for r in topo.robots:
-        local = {"sim_node", "draft_node", "link_node"}
-        for t in active_topics(_robot_cfg(cfg, r)):
-            if t.name in SERVER_TOPICS:
-                continue
-            w = wire(f"{r.name}/{t.name}", t.type, t.role)
-            w.publishers.update({f"{r.name}/{p}": t.name for p in t.publishers if p in local})
-            w.subscribers |= {f"{r.name}/{s}" for s in t.subscribers if s in local}
         hops = topo.nodes_on_route(r)
         for j, node in enumerate(hops):
             req = wire(f"{node}/server/{r.name}/request", JOINT_STATE, "uplink", recorded=False)
@@ -251,14 +258,7 @@ def exit_wires(cfg: GraphConfig, topo: Topology, plan: ExitPlan) -> list[Wire]:
     def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
         return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
 
-    for r in topo.robots:
-        local = {"sim_node", "draft_node"}
-        for t in active_topics(_robot_cfg(cfg, r)):
-            if t.name in REQUEST_TOPICS:
-                continue
-            w = wire(f"{r.name}/{t.name}", t.type, t.role)
-            w.publishers.update({f"{r.name}/{p}": t.name for p in t.publishers if p in local})
-            w.subscribers |= {f"{r.name}/{s}" for s in t.subscribers if s in local}
+    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
     for robot, sender, dest in flows(topo, plan):
         link, node = f"{sender}/link_to_{dest}", f"{dest}/exit_node"
         src, via = f"{sender}/out/{dest}/{robot}", f"{dest}/exit/{robot}/{sender}"
