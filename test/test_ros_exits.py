@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from ros_helpers import SEED, TASK, commanded
+from ros_helpers import SEED, TASK, bringup_args, commanded
 
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
@@ -73,12 +73,10 @@ def test_a_ros_early_exit_fleet_decides_as_the_in_process_fleet(cli, tiny, tiny_
     records, expected = in_process(tiny_ee, path, plan)
     bag = tmp_path / "bag"
     out = subprocess.run(
-        [*cli, "bringup", "--mode", mode, "--task", TASK, "--link", LINK, "--episodes",
-         str(EPISODES), "--seed", str(SEED), "--draft", str(tiny["draft"]), "--target",
-         str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit",
-         str(tiny_ee["path"]), "--exit-plan", str(plan_file), "--topology", str(path),
-         "--bag", str(bag), "--timeout", "240", "--deadline-ms", str(DEADLINE_MS),
-         "--max-age-ms", "60000"], capture_output=True, text=True, timeout=400)
+        bringup_args(cli, tiny, bag, mode, LINK, EPISODES, "--models", str(tiny["root"]),
+                     "--early-exit", str(tiny_ee["path"]), "--exit-plan", str(plan_file),
+                     "--topology", str(path), "--deadline-ms", str(DEADLINE_MS),
+                     "--max-age-ms", "60000"), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
 
     info, topics = read_bag(bag)
