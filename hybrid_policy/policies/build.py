@@ -89,9 +89,9 @@ class ModelSet:
     target: Path
 
 
-def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
-                          progress: bool | None = None) -> ModelSet:
-    """Demonstrations, tokenizer, draft and target for ``task`` under ``root/task``."""
+def ensure_data(task: str, root: Path = DEFAULT_ROOT, progress: bool | None = None
+                ) -> tuple[ModelSet, DemoDataset, dict[str, Any], ActionTokenizer]:
+    """The default demonstrations of ``task`` and its tokenizer, under ``root/task``."""
     spec = task_spec(task)
     base = root / spec.name
     paths = ModelSet(base / "demos", base / "tokenizer", base / "draft", base / "target")
@@ -110,7 +110,13 @@ def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
         ds = collect_demos(task, episodes, DEFAULT_DEMO_SEED, progress=progress)
         dataset.write_to_dir(ds, paths.data, overwrite=True)
     record = data_record(ds, data_file)
-    tok = ensure_tokenizer(paths.tokenizer, ds, record)
+    return paths, ds, record, ensure_tokenizer(paths.tokenizer, ds, record)
+
+
+def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
+                          progress: bool | None = None) -> ModelSet:
+    """Demonstrations, tokenizer, draft and target for ``task`` under ``root/task``."""
+    paths, ds, record, tok = ensure_data(task, root, progress)
     for role, out in (("draft", paths.draft), ("target", paths.target)):
         train = role_training(role)
         if _up_to_date(out, role, record["sha256"], tok, train, ds.observations.shape[1]):

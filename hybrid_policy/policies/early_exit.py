@@ -156,47 +156,88 @@ def check_weights(weights: Sequence[float], exits: Sequence[int]) -> tuple[float
     return weights
 
 
+@dataclass
+class ExitData:
+    """A demonstration set as training tensors: observation windows, the actions' codes and
+    their offsets (normalised action units) from the decoded codes."""
+
+    obs: torch.Tensor
+    codes: torch.Tensor
+    offsets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+
+def exit_data(ds, tok, history: int) -> ExitData:
+    actions = torch.from_numpy(ds.actions)
+    codes = tok.encode(actions)
+    return ExitData(torch.from_numpy(history_windows(ds, history)), codes,
+                    (actions - tok.decode(codes)) / tok.action_std)
+
+
+def exit_losses(net: EarlyExitNet, data: ExitData, idx: torch.Tensor,
+                offset_weight: float) -> list[torch.Tensor]:
+    """Each exit's BC loss on the rows ``idx`` (the same loss as ``training.train_policy``)."""
+    levels = net.cfg.levels
+    return [nn.functional.cross_entropy(logits.flatten(0, 1), data.codes[idx].flatten()) * levels
+            + offset_weight * (offset - data.offsets[idx]).pow(2).mean()
+            for logits, offset in net(data.obs[idx], data.codes[idx])]
+
+
+def fit_exits(net: EarlyExitNet, data: ExitData, exit_weights: Sequence[float],
+              train: TrainConfig, schedule: str = "onecycle", desc: str = "train early_exit",
+              progress: bool | None = None) -> list[list[float]]:
+    """Train ``net`` in place on ``sum_k w_k · loss_k / sum_k w_k`` for ``train.epochs``
+    epochs; returns each exit's mean loss per epoch (``[epoch][exit]``). ``schedule``:
+    ``onecycle`` (a whole training run) or ``constant`` (one federated round: the server
+    sets the round's learning rate)."""
+    weights = check_weights(exit_weights, net.exits)
+    if schedule not in ("onecycle", "constant"):
+        raise ExitError(f"schedule must be onecycle or constant, not {schedule!r}")
+    if len(data) == 0:
+        raise ExitError("no training data: the data set has no steps")
+    opt = torch.optim.AdamW(net.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    per_epoch = math.ceil(len(data) / train.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train.lr,
+                                                total_steps=train.epochs * per_epoch,
+                                                pct_start=0.1) if schedule == "onecycle" else None
+    gen = torch.Generator().manual_seed(train.seed)
+    history: list[list[float]] = []
+    net.train()
+    bar = tqdm(range(train.epochs), desc=desc, unit="epoch",
+               disable=None if progress is None else not progress)
+    for _ in bar:
+        perm, totals = torch.randperm(len(data), generator=gen), np.zeros(len(net.exits))
+        for i in range(per_epoch):
+            idx = perm[i * train.batch_size:(i + 1) * train.batch_size]
+            losses = exit_losses(net, data, idx, train.offset_weight)
+            loss = sum(w * x for w, x in zip(weights, losses)) / sum(weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            totals += np.array([x.item() for x in losses]) * len(idx)
+        history.append((totals / len(data)).tolist())
+        bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in history[-1]))
+    net.eval()
+    return history
+
+
 def train_early_exit(ds, tok, target: BCPolicy, exits: Sequence[int],
                      exit_weights: Sequence[float], train: TrainConfig = DEFAULT_TRAIN,
                      progress: bool | None = None) -> tuple[EarlyExitNet, list[list[float]]]:
     """Joint training of every exit from the target's weights; returns the net and the mean
     loss of each exit per epoch (``[epoch][exit]``)."""
     cfg = target.cfg
-    weights = check_weights(exit_weights, check_exits(exits, cfg.layers))
+    check_weights(exit_weights, check_exits(exits, cfg.layers))
     torch.manual_seed(train.seed)
     net = EarlyExitNet(cfg, exits)
     net.load_target(target)
-    obs = torch.from_numpy(history_windows(ds, cfg.history))
-    actions = torch.from_numpy(ds.actions)
-    codes = tok.encode(actions)
-    offsets = (actions - tok.decode(codes)) / tok.action_std
-    opt = torch.optim.AdamW(net.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    per_epoch = math.ceil(len(obs) / train.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train.lr,
-                                                total_steps=train.epochs * per_epoch,
-                                                pct_start=0.1)
-    ce, gen = nn.CrossEntropyLoss(), torch.Generator().manual_seed(train.seed)
-    history: list[list[float]] = []
-    net.train()
-    bar = tqdm(range(train.epochs), desc=f"train {ds.task} early_exit", unit="epoch",
-               disable=None if progress is None else not progress)
-    for _ in bar:
-        perm, totals = torch.randperm(len(obs), generator=gen), np.zeros(len(exits))
-        for i in range(per_epoch):
-            idx = perm[i * train.batch_size:(i + 1) * train.batch_size]
-            losses = [ce(logits.flatten(0, 1), codes[idx].flatten()) * cfg.levels
-                      + train.offset_weight * (offset - offsets[idx]).pow(2).mean()
-                      for logits, offset in net(obs[idx], codes[idx])]
-            loss = sum(w * x for w, x in zip(weights, losses)) / sum(weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            totals += np.array([x.item() for x in losses]) * len(idx)
-        history.append((totals / len(obs)).tolist())
-        bar.set_postfix(loss=" ".join(f"{x:.3f}" for x in history[-1]))
-    net.eval()
+    history = fit_exits(net, exit_data(ds, tok, cfg.history), exit_weights, train,
+                        desc=f"train {ds.task} early_exit", progress=progress)
     log.info("early-exit net: %d parameters, exit losses %s", net.num_parameters(),
              ", ".join(f"{e}: {x:.4f}" for e, x in zip(exits, history[-1])))
     return net, history

@@ -1,0 +1,184 @@
+"""``hybrid-policy fl-train``: one method's training run and its closed-loop evaluation.
+
+``serving_rate`` and ``fedavg`` run through Flower's simulation engine (``flower_apps``);
+``central`` (every client's data pooled on one machine) and ``local`` (each client alone)
+are the baselines, trained here with the same round budget: a round is one pass over each
+client's data, with the same learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hybrid_policy.federated import clients as fl
+from hybrid_policy.federated import local
+from hybrid_policy.federated.clients import FederatedError, Federation
+from hybrid_policy.federated.run import FlRun, RoundLog, client_work, settle
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "early_exit"
+
+
+def quiet_flower() -> None:
+    """Flower and Ray settings for a run on one machine: no telemetry or update checks, Ray
+    limited to this machine's cores, its logs kept out of the terminal."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def prepare(topology: str, method: str, rounds: int, out: str, seed: int = 0,
+            models: str = "models", serving_log: str | None = None,
+            serving_mode: str = "early_exit", fail: str = "", data: str | None = None,
+            tokenizer: str | None = None) -> tuple[FlRun, Federation]:
+    """The run's settings: the federation with its serving rates (declared, or measured in
+    ``serving_log``), the demonstrations and tokenizer (by default the task's, under
+    ``models``, made if missing)."""
+    from sim_envs import dataset
+
+    from hybrid_policy.policies.build import ensure_data
+
+    fed = fl.load(topology)
+    if serving_log:
+        try:
+            doc = json.loads(Path(serving_log).read_text())
+        except (OSError, ValueError) as exc:
+            raise FederatedError(f"{serving_log}: cannot read the serving log ({exc})") from None
+        rates, requests = fl.rates_from_log(fl.serving_log(doc, serving_mode), fed.exits)
+        fed = fl.with_serving(fed, rates, requests)
+    fed.rates()  # every client's serving rates are known before anything trains
+    if data is None or tokenizer is None:
+        paths, _, _, _ = ensure_data(fed.task, Path(models))
+        data = data or str(dataset.dataset_path(paths.data, fed.task))
+        tokenizer = tokenizer or str(paths.tokenizer)
+    run = FlRun(topology, method, rounds, out, str(data), str(tokenizer), seed, fail=fail)
+    return settle(run, fed), fed
+
+
+def fl_train(run: FlRun) -> dict[str, Any]:
+    """Train with ``run.method``; writes the checkpoint(s), ``rounds.jsonl`` and
+    ``summary.json`` under ``run.out`` and returns the summary."""
+    fed = run.federation()
+    start = time.monotonic()
+    if run.method in fl.FEDERATED:
+        checkpoints = {"all": str(run_federated(run, fed))}
+    else:
+        checkpoints = run_pooled(run, fed)
+    summary = {"method": run.method, "rounds": run.rounds, "seed": run.seed,
+               "topology": run.topology, "seconds": round(time.monotonic() - start, 1),
+               "checkpoints": checkpoints, "clients": _clients(fed)}
+    (Path(run.out) / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _clients(fed: Federation) -> dict[str, Any]:
+    alpha = fl.objective_weights(fed)
+    return {c.name: {"data_share": c.data_share, "requests": c.requests, "region": c.region,
+                     "serving_rates": list(c.serving_rates), "alpha": alpha[i].tolist()}
+            for i, c in enumerate(fed.clients)}
+
+
+def save_result(run: FlRun, fed: Federation, net, tok, where: str = CHECKPOINT) -> Path:
+    """The trained net as an early-exit checkpoint (``eval --early-exit``, ``bringup``)."""
+    from hybrid_policy.policies.early_exit import save_early_exit
+
+    return save_early_exit(Path(run.out) / where, net, tok, fed.task, {
+        "federated": {"method": run.method, "rounds": run.rounds, "seed": run.seed,
+                      "topology": run.topology, "data": run.data, "clients": _clients(fed)}})
+
+
+def run_federated(run: FlRun, fed: Federation) -> Path:
+    """``serving_rate`` / ``fedavg`` under Flower's simulation engine: one SuperNode per
+    client, ClientApps on Ray actors (one core each), the ServerApp in this process."""
+    quiet_flower()
+    from flwr.simulation import run_simulation
+
+    from hybrid_policy.federated.flower_apps import client_app, server_app_for
+
+    cores = max(1, min(len(fed.clients), os.cpu_count() or 1))
+    run_simulation(server_app=server_app_for(run), client_app=client_app,
+                   num_supernodes=len(fed.clients), backend_config={
+                       "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                       "init_args": {"num_cpus": cores, "num_gpus": 0, "logging_level": "ERROR",
+                                     "log_to_driver": False, "include_dashboard": False}})
+    path = Path(run.out) / CHECKPOINT
+    if not (path / "config.json").exists():
+        raise FederatedError(f"the federated run ended without a checkpoint in {path}; see "
+                             f"{Path(run.out) / 'rounds.jsonl'} and the log above")
+    return path
+
+
+def _pool(parts: list) -> Any:
+    from hybrid_policy.policies.early_exit import ExitData
+
+    return ExitData(*(torch.cat([getattr(p, f) for p in parts])
+                      for f in ("obs", "codes", "offsets")))
+
+
+def run_pooled(run: FlRun, fed: Federation) -> dict[str, str]:
+    """``central``: one net on every client's data pooled, all exits alike; ``local``: one
+    net per client on its own data, its exits weighted by its serving rates."""
+    works = [client_work(run, fed, i) for i in range(len(fed.clients))]
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    rlog = RoundLog(run.out, run.method)
+    if run.method == "central":
+        jobs = {"pooled": ([w.moments for w in works], _pool([w.data for w in works]),
+                           fl.local_exit_weights(fed, works[0].name, "central"))}
+    else:
+        jobs = {w.name: ([w.moments], w.data, fl.local_exit_weights(fed, w.name, "local"))
+                for w in works}
+    nets = {}
+    for name, (moments, _, _) in jobs.items():
+        nets[name] = local.new_net(works[0].tok, works[0].obs_dim, fed.exits, run.seed)
+        local.set_normalisation(nets[name], moments)
+    from tqdm import tqdm
+
+    for r in tqdm(range(1, run.rounds + 1), desc=f"fl-train {run.method}", unit="round",
+                  disable=None):
+        lr = local.round_lr(fed.lr, r, run.rounds)
+        losses = {name: local.train_round(nets[name], data, weights, fed.local_epochs, lr,
+                                          fed.batch_size, run.seed * 100_003 + r * 101)
+                  for name, (_, data, weights) in jobs.items()}
+        rlog.add(r, lr, losses, {name: len(jobs[name][1]) for name in jobs}, [])
+    if run.method == "central":
+        return {"all": str(save_result(run, fed, nets["pooled"], works[0].tok))}
+    return {name: str(save_result(run, fed, net, works[0].tok, f"clients/{name}/{CHECKPOINT}"))
+            for name, net in nets.items()}
+
+
+# -- closed-loop evaluation -----------------------------------------------------------------
+
+def evaluate(summary: dict[str, Any], fed: Federation, episodes: int, seed: int = 0
+             ) -> dict[str, Any]:
+    """Each client's closed-loop success on ``episodes`` scenes of its own region, every step
+    served by an exit drawn from its serving rates, with the net its method gives it; and the
+    request-weighted mean over the clients."""
+    from hybrid_policy.policies.early_exit import load_early_exit
+
+    regions = max(c.region for c in fed.clients) + 1
+    out: dict[str, Any] = {"clients": {}}
+    for i, c in enumerate(fed.clients):
+        path = summary["checkpoints"].get(c.name, summary["checkpoints"].get("all"))
+        policy = load_early_exit(path, fed.task)
+        seeds = local.region_seeds(fed.task, c.region, regions, episodes, seed, fed.partition)
+        wins = local.served_success(policy, fed.task, seeds, c.serving_rates, seed + i)
+        out["clients"][c.name] = {"success": float(np.mean(wins)), "episodes": len(wins)}
+    lam = np.array([c.requests for c in fed.clients])
+    out["mean"] = float(sum(lam[i] * out["clients"][c.name]["success"]
+                            for i, c in enumerate(fed.clients)) / lam.sum())
+    return out
+
+
+def describe(run: FlRun) -> dict[str, Any]:
+    return {k: v for k, v in asdict(replace(run, rates=(), requests=())).items() if v != ()}
