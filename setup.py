@@ -8,6 +8,9 @@ PACKAGE = "hybrid_policy"
 
 # Simulator versions are pinned: mujoco >= 3.12 breaks every gymnasium-robotics Fetch env.
 SIM = ["mujoco==3.3.0", "gymnasium==1.4.0", "gymnasium-robotics==1.4.2", "metaworld==3.1.1"]
+# Federated training: Flower's simulation engine runs on Ray; pinned as the message API and
+# the deployment engine's CLI still move between minor versions.
+FL = ["flwr[simulation]==1.41.0"]
 # ROS 2 Kilted from PyPI wheels, for machines without a ROS install. With ROS 2 installed,
 # colcon uses the system rclpy and this extra must not be installed.
 ROS = [
@@ -31,10 +34,11 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
+    package_data={f"{PACKAGE}.federated": ["app/pyproject.toml"]},
     python_requires=">=3.10",
     install_requires=["numpy>=1.26", "pyyaml", "tqdm", "torch>=2.3", "safetensors",
                       "vector-quantize-pytorch==1.32.0", "scipy", "matplotlib", "rosbags==0.11.9",
-                      *SIM],
+                      *SIM, *FL],
     extras_require={"ros": ROS,
                     "test": ["pytest", "pytest-xdist", "hypothesis", "colcon-common-extensions"]},
     zip_safe=True,

@@ -486,14 +486,17 @@ def cmd_fl_train(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # Flower logs every round and phase at INFO; ours does per round
         logging.getLogger("flwr").setLevel(logging.WARNING)
+    if args.eval_episodes < 0:
+        raise HybridPolicyError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     run, fed = train.prepare(args.topology, args.method, args.rounds, args.out, args.seed,
-                             args.models, args.serving_log, args.serving_mode, args.fail or "")
+                             args.models, args.serving_log, args.serving_mode, args.fail or "",
+                             args.data, args.tokenizer)
     rows = [("client", "data share", "requests", "serving rates (exits "
              + " ".join(str(e) for e in fed.exits) + ")", "region")]
     rows += [(c.name, f"{c.data_share:.2f}", f"{c.requests:.2f}",
               " ".join(f"{r:.2f}" for r in c.serving_rates), str(c.region)) for c in fed.clients]
     print(text_table(rows))
-    summary = train.fl_train(run)
+    summary = train.fl_train(run, args.superlink)
     log.info("trained %s in %.0f s; per-round log %s", args.method, summary["seconds"],
              Path(args.out) / "rounds.jsonl")
     if args.eval_episodes:
@@ -736,6 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "evaluation (default 0)")
     p.add_argument("--models", default="models", help="root of the task's default "
                    "demonstrations and tokenizer (made if missing; default models)")
+    p.add_argument("--data", help="demonstrations the clients' shares come from (default: the "
+                   "task's, under --models)")
+    p.add_argument("--tokenizer", help="the task's action tokenizer (default: under --models)")
+    p.add_argument("--superlink", help="HOST:PORT of a Flower SuperLink: run under the "
+                   "deployment engine (SuperNodes started with --node-config "
+                   "\"client='<robot>'\") instead of the simulation engine")
     p.add_argument("--serving-log", help="measured serving rates: the JSON of `eval --topology "
                    "F --modes early_exit --json FILE` (default: the rates the topology declares)")
     p.add_argument("--serving-mode", default="early_exit", help="the mode in --serving-log to "

@@ -123,7 +123,7 @@ def flower_run(tiny, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fl")
     path = write(tmp, topology_doc(TWO))
     run, fed = train.prepare(path, "serving_rate", 2, str(tmp / "run"), **tiny_data(tiny))
-    return train.fl_train(run), fed, tmp / "run"
+    return train.fl_train(run, cores=1), fed, tmp / "run"
 
 
 def test_two_clients_two_rounds_through_flower_lower_every_clients_loss(flower_run, tiny):
@@ -163,7 +163,7 @@ def test_a_client_that_fails_mid_round_leaves_the_round_to_the_others(tiny, tmp_
     path = write(tmp_path, topology_doc(TWO))
     run, fed = train.prepare(path, "fedavg", 2, str(tmp_path / "run"), fail="b:1",
                              **tiny_data(tiny))
-    summary = train.fl_train(run)
+    summary = train.fl_train(run, cores=1)
     rounds = read_log(tmp_path / "run")
     assert list(rounds[0]["clients"]) == ["a"]
     assert len(rounds[0]["failed"]) == 1 and "injected failure" in rounds[0]["failed"][0][
@@ -243,3 +243,80 @@ def test_fl_train_cli_reports_bad_input_without_a_traceback(cli, tmp_path):
                            "--method", "nope", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+
+
+# -- Flower's deployment engine on loopback -------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, procs, timeout: float = 60.0) -> None:
+    import time
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(p.poll() is not None for p in procs):
+            pytest.fail("the SuperLink exited on start")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"the SuperLink on {port} was not healthy within {timeout} s")
+
+
+def test_the_same_apps_run_under_the_deployment_engine_on_loopback(cli, tiny, tmp_path):
+    """A SuperLink and two SuperNodes as separate processes; fl-train submits the run."""
+    import os
+    import signal
+    import time
+
+    env = train.flower_env(tmp_path / "flwr_home")
+    link = _free_port()
+    procs, logs = [], []
+
+    def start(name, cmd):
+        logs.append(open(tmp_path / f"{name}.log", "w"))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=logs[-1], stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=tmp_path))
+
+    try:
+        start("superlink", ["flower-superlink", "--insecure",
+                            "--disable-runtime-dependency-installation", "--port", str(link)])
+        _wait_healthy(link, procs)
+        for name in ("a", "b"):
+            start(f"supernode_{name}", ["flower-supernode", "--insecure", "--superlink",
+                                        f"127.0.0.1:{link}", "--port", str(_free_port()),
+                                        "--node-config", f"client='{name}'"])
+        path = write(tmp_path, topology_doc(TWO))
+        proc = subprocess.run(
+            [*cli, "fl-train", "--topology", path, "--method", "serving_rate", "--rounds", "2",
+             "--out", str(tmp_path / "run"), "--superlink", f"127.0.0.1:{link}",
+             "--eval-episodes", "0", "--data", str(tiny["data"]),
+             "--tokenizer", str(tiny["root"] / "tokenizer")],
+            capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        for p in reversed(procs):  # SuperNodes first, then the SuperLink
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for f in logs:
+            f.close()
+        time.sleep(0.5)
+    rounds = read_log(tmp_path / "run")
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(sorted(r["clients"]) == ["a", "b"] for r in rounds)
+    net = load_early_exit(tmp_path / "run" / "early_exit", "fetch_reach")
+    assert net.info["federated"]["method"] == "serving_rate"

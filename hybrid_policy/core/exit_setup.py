@@ -49,7 +49,9 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
     kwargs = {} if temperature is None else {"temperature": temperature}
     net = load_early_exit(path, task, **kwargs)
     net_id = checkpoint_identity(path)
-    cal = Path(calibration) if calibration else calibration_path(models, task)
+    # a net of its own (e.g. from fl-train) keeps its calibration beside it
+    cal = (Path(calibration) if calibration else calibration_path(models, task) if not net_path
+           else path.parent / "calibration" / "early_exit.json")
     try:
         samples = exit_calibration.load(cal, task, net_id)
     except exit_calibration.ExitCalibrationError as exc:

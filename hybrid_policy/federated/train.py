@@ -66,13 +66,18 @@ def prepare(topology: str, method: str, rounds: int, out: str, seed: int = 0,
     return settle(run, fed), fed
 
 
-def fl_train(run: FlRun) -> dict[str, Any]:
+def fl_train(run: FlRun, superlink: str | None = None, cores: int | None = None
+             ) -> dict[str, Any]:
     """Train with ``run.method``; writes the checkpoint(s), ``rounds.jsonl`` and
-    ``summary.json`` under ``run.out`` and returns the summary."""
+    ``summary.json`` under ``run.out`` and returns the summary. A federated method runs
+    under Flower's simulation engine on ``cores`` cores (default: one per client, up to the
+    machine's), or, given ``superlink`` (host:port), under its deployment engine."""
     fed = run.federation()
     start = time.monotonic()
-    if run.method in fl.FEDERATED:
-        checkpoints = {"all": str(run_federated(run, fed))}
+    if run.method in fl.FEDERATED and superlink:
+        checkpoints = {"all": str(run_deployed(run, superlink))}
+    elif run.method in fl.FEDERATED:
+        checkpoints = {"all": str(run_federated(run, fed, cores))}
     else:
         checkpoints = run_pooled(run, fed)
     summary = {"method": run.method, "rounds": run.rounds, "seed": run.seed,
@@ -98,25 +103,90 @@ def save_result(run: FlRun, fed: Federation, net, tok, where: str = CHECKPOINT) 
                       "topology": run.topology, "data": run.data, "clients": _clients(fed)}})
 
 
-def run_federated(run: FlRun, fed: Federation) -> Path:
+def _checkpoint(run: FlRun, where: str) -> Path:
+    path = Path(run.out) / CHECKPOINT
+    if not (path / "config.json").exists():
+        raise FederatedError(f"the federated run ended without a checkpoint in {path}; see "
+                             f"{where}")
+    return path
+
+
+def run_federated(run: FlRun, fed: Federation, cores: int | None = None) -> Path:
     """``serving_rate`` / ``fedavg`` under Flower's simulation engine: one SuperNode per
     client, ClientApps on Ray actors (one core each), the ServerApp in this process."""
     quiet_flower()
+    os.environ.setdefault("FLWR_HOME", str(Path(run.out).resolve() / ".flwr"))
     from flwr.simulation import run_simulation
 
     from hybrid_policy.federated.flower_apps import client_app, server_app_for
 
-    cores = max(1, min(len(fed.clients), os.cpu_count() or 1))
+    cores = cores or max(1, min(len(fed.clients), os.cpu_count() or 1))
     run_simulation(server_app=server_app_for(run), client_app=client_app,
                    num_supernodes=len(fed.clients), backend_config={
                        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                        "init_args": {"num_cpus": cores, "num_gpus": 0, "logging_level": "ERROR",
                                      "log_to_driver": False, "include_dashboard": False}})
-    path = Path(run.out) / CHECKPOINT
-    if not (path / "config.json").exists():
-        raise FederatedError(f"the federated run ended without a checkpoint in {path}; see "
-                             f"{Path(run.out) / 'rounds.jsonl'} and the log above")
-    return path
+    return _checkpoint(run, f"{Path(run.out) / 'rounds.jsonl'} and the log above")
+
+
+APP_DIR = Path(__file__).with_name("app")
+CONNECTION = "hybrid"
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    """The environment of Flower's command-line tools: their home (connections, unpacked
+    apps), no telemetry or update checks, and this interpreter's scripts on the PATH (a
+    SuperLink or SuperNode starts its helpers by name)."""
+    import sys
+
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def run_deployed(run: FlRun, superlink: str, timeout_s: float = 3600) -> Path:
+    """``serving_rate`` / ``fedavg`` under Flower's deployment engine: the run is submitted to
+    the SuperLink at ``superlink`` (``flwr run``), whose SuperNodes (one per client, started
+    with ``--node-config "client='<robot>'"``) train; the ServerApp writes the checkpoint
+    under ``run.out`` on the SuperLink's machine."""
+    import re
+    import subprocess
+
+    out = Path(run.out).resolve()
+    home = out / ".flwr"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "{superlink}"\ninsecure = true\n')
+    cfg = {**run.as_config(), "out": str(out), "rates": ",".join(map(str, run.rates)),
+           "requests": ",".join(map(str, run.requests))}
+    overrides = " ".join(f"{k}={v}" if isinstance(v, int) else f'{k}="{v}"'
+                         for k, v in cfg.items())
+    env = flower_env(home)
+    log.info("submitting the run to the SuperLink at %s", superlink)
+    try:
+        proc = subprocess.run(["flwr", "run", str(APP_DIR), CONNECTION, "--run-config",
+                               overrides, "--stream"], env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise FederatedError(f"the run did not finish within {timeout_s:.0f} s") from None
+    stream = proc.stdout + proc.stderr
+    (out / "flwr_run.log").write_text(stream)
+    found = re.search(r"Successfully started run (\d+)", stream)
+    if proc.returncode != 0 or not found:
+        raise FederatedError(f"flwr run failed (exit {proc.returncode}): "
+                             + " ".join(stream.strip().splitlines()[-5:]))
+    status = subprocess.run(["flwr", "ls", CONNECTION, "--run-id", found.group(1), "--format",
+                             "json"], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        state = json.loads(status.stdout)["runs"][0]["status"]
+    except (ValueError, KeyError, IndexError):
+        state = "unknown"
+    if state != "finished:completed":  # flwr run exits 0 even when the ServerApp failed
+        raise FederatedError(f"run {found.group(1)} ended as {state}; its log: "
+                             f"{out / 'flwr_run.log'}")
+    return _checkpoint(run, str(out / "flwr_run.log"))
 
 
 def _pool(parts: list) -> Any:
