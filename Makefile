@@ -29,12 +29,17 @@ DEMO_FLEET_EPISODES ?= 10
 # The early-exit family: one net split across robot, edge and cloud (config/early_exit.yaml).
 DEMO_EXITS ?= config/early_exit.yaml
 DEMO_EXIT_EPISODES ?= 3
+# Federated training of the early-exit net over config/federated.yaml's robots (Flower
+# simulation engine): a short run; bench/federated.py compares the methods.
+DEMO_FL ?= config/federated.yaml
+DEMO_FL_ROUNDS ?= 4
 
 # Default models are trained on first use (a few minutes) and cached under models/.
 # In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
 # own graph of node processes, each recorded to a bag, then one table from the bags. Then
 # the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each);
-# then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process.
+# then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process;
+# then a few rounds of federated training of the early-exit net over the fleet's robots.
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
@@ -54,6 +59,8 @@ ifeq ($(DEMO_TASK),$(DEMO_FLEET_TASK))
 	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes exits \
 		--episodes $(DEMO_EXIT_EPISODES) --seed 0 --topology $(DEMO_EXITS) \
 		--json $(DEMO_RUN)/early_exit.json
+	$(BIN)/hybrid-policy fl-train --topology $(DEMO_FL) --method serving_rate \
+		--rounds $(DEMO_FL_ROUNDS) --eval-episodes 5 --out $(DEMO_RUN)/federated
 endif
 
 test: $(STAMP)
@@ -72,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
 	$(BIN)/python bench/threshold_under_load.py --price-ms 10 --episodes 16
 	$(BIN)/python bench/early_exit.py --plot docs/img/early_exit_delay.png
+	$(BIN)/python bench/federated.py --json docs/federated_bench.json
 	$(BIN)/python bench/dds_floor.py
 
 clean:

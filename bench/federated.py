@@ -39,17 +39,26 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--local-epochs", type=int, help="override the topology's local_epochs")
     ap.add_argument("--episodes", type=int, default=30, help="evaluation episodes per client")
     ap.add_argument("--out", default="runs/bench_federated")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
     from hybrid_policy.federated import train
     from hybrid_policy.text_table import text_table
 
+    topology = args.topology
+    if args.local_epochs:  # a copy of the topology with the override, beside the runs
+        import yaml
+
+        doc = yaml.safe_load(Path(topology).read_text())
+        doc["federated"]["local_epochs"] = args.local_epochs
+        topology = Path(args.out) / Path(topology).name
+        topology.parent.mkdir(parents=True, exist_ok=True)
+        topology.write_text(yaml.safe_dump(doc, sort_keys=False))
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
     results: dict[str, list[dict]] = {m: [] for m in methods}
@@ -58,7 +67,7 @@ def main() -> None:
     for seed in seeds:
         for method in methods:
             out = Path(args.out) / f"seed{seed}" / method
-            run, fed = train.prepare(args.topology, method, args.rounds, str(out), seed)
+            run, fed = train.prepare(str(topology), method, args.rounds, str(out), seed)
             summary = train.fl_train(run)
             t = time.monotonic()
             ev = train.evaluate(summary, fed, args.episodes, seed)
@@ -75,7 +84,8 @@ def main() -> None:
                      spread([r["mean"] for r in rs]),
                      f"{np.median([r['train_s'] for r in rs]):.0f}"))
     print(f"\nclosed-loop success at each client's serving rates; {len(seeds)} seeds, "
-          f"{args.episodes} episodes per client, {args.rounds} rounds; median [min, max]")
+          f"{args.episodes} episodes per client, {args.rounds} rounds of {fed.local_epochs} "
+          f"local epoch(s); median [min, max]")
     print(text_table(rows))
     rates = {c.name: c.serving_rates for c in fed.clients}
     print("serving rates (exits " + ", ".join(map(str, fed.exits)) + "): " + "; ".join(

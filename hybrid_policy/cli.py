@@ -484,8 +484,6 @@ def cmd_fl_train(args: argparse.Namespace) -> int:
     from hybrid_policy.federated import train
     from hybrid_policy.text_table import text_table
 
-    if not args.verbose:  # Flower logs every round and phase at INFO; ours does per round
-        logging.getLogger("flwr").setLevel(logging.WARNING)
     if args.eval_episodes < 0:
         raise HybridPolicyError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     run, fed = train.prepare(args.topology, args.method, args.rounds, args.out, args.seed,

@@ -99,16 +99,20 @@ class Topology:
         return (*links, *(self.nodes[n].uplink for n in up[:up.index(dst)]))
 
 
-def load(path: str | Path) -> Topology:
-    """The validated topology in ``path``."""
+def read(path: str | Path) -> Any:
+    """The YAML document in ``path`` (a topology, maybe with a ``federated`` block)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise TopologyError(f"{path}: cannot read the topology ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path}: not valid YAML ({exc})") from None
-    return parse(doc, str(path))
+
+
+def load(path: str | Path) -> Topology:
+    """The validated topology in ``path``."""
+    return parse(read(path), str(path))
 
 
 def parse(doc: Any, where: str = "topology") -> Topology:

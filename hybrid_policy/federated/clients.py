@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from hybrid_policy.errors import HybridPolicyError
 
@@ -165,14 +164,9 @@ def parse(doc: Any, where: str) -> Federation:
 
 
 def load(path: str | Path) -> Federation:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise FederatedError(f"{path}: cannot read the topology ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise FederatedError(f"{path}: not valid YAML ({exc})") from None
-    return parse(doc, str(path))
+    from hybrid_policy.core import topology
+
+    return parse(topology.read(path), str(path))
 
 
 # -- serving logs: measured serving rates ---------------------------------------------------
