@@ -204,6 +204,19 @@ def test_bad_federations_are_refused_with_what_is_valid(clients, message):
         fl.parse(topology_doc(clients), "t")
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("exits", [2, 1, 4], "rising layer counts"),
+    ("partition", "by_colour", "valid: direction, iid"),
+    ("episodes", 0, "must be an integer >= 1"),
+    ("rounds", 3, "unknown key 'rounds'"),
+])
+def test_bad_federated_settings_are_refused(key, value, message):
+    doc = topology_doc(TWO)
+    doc["federated"][key] = value
+    with pytest.raises(FederatedError, match=message):
+        fl.parse(doc, "t")
+
+
 def test_a_topology_without_a_federated_block_has_no_clients():
     doc = topology_doc(TWO)
     del doc["federated"]

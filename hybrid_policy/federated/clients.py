@@ -116,16 +116,22 @@ def parse(doc: Any, where: str) -> Federation:
     if unknown:
         raise FederatedError(f"{where}: federated: unknown key {unknown[0]!r}; valid: "
                              f"{', '.join(sorted(KEYS))}")
+    if not isinstance(spec["clients"], dict):
+        raise FederatedError(f"{where}: federated.clients must map robot names to settings")
     robots = {r.name: r for r in topo.robots}
     tasks = {robots[n].task for n in spec["clients"] if n in robots}
     task = str(spec.get("task", next(iter(tasks), "")))
-    exits = tuple(int(e) for e in spec.get("exits", (1, 2, 4)))
+    try:
+        exits = tuple(int(e) for e in spec.get("exits", (1, 2, 4)))
+    except (TypeError, ValueError):
+        exits = ()
+    if not exits or list(exits) != sorted(set(exits)) or exits[0] < 1:
+        raise FederatedError(f"{where}: federated.exits must be rising layer counts >= 1 "
+                             f"(e.g. [1, 2, 4]); got {spec.get('exits')!r}")
     partition = spec.get("partition", "direction")
     if partition not in PARTITIONS:
         raise FederatedError(f"{where}: federated.partition {partition!r}; valid: "
                              f"{', '.join(PARTITIONS)}")
-    if not isinstance(spec["clients"], dict):
-        raise FederatedError(f"{where}: federated.clients must map robot names to settings")
     clients = []
     for i, (name, c) in enumerate(spec["clients"].items()):
         entry = f"{where}: federated.clients.{name}"

@@ -22,6 +22,9 @@ from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import require, string_list
 
 TYPESTORE = Stores.ROS2_KILTED
+# Messages a subscription keeps while the node is busy writing: a control topic's depth (10)
+# is a few steps, and a recorder starved of CPU for that long would lose messages.
+RECORD_DEPTH = 1000
 
 
 def message_class(type_name: str):
@@ -50,6 +53,8 @@ class RecorderNode(Node):
         self.count = 0
         ns = self.get_namespace().rstrip("/")
         profiles = {role: qos.declare(self, role) for role in qos.ROLES}
+        for prof in profiles.values():  # a recorder that falls behind queues, never drops
+            prof.depth = max(prof.depth, RECORD_DEPTH)
         for entry in entries:
             name, _, type_name = entry.partition(":")
             parts = name.split("/")  # a fleet's robot topics: NS/<robot>/<graph topic>
