@@ -126,11 +126,19 @@ def run_federated(run: FlRun, fed: Federation, cores: int | None = None) -> Path
     from hybrid_policy.federated.flower_apps import client_app, server_app_for
 
     cores = cores or max(1, min(len(fed.clients), os.cpu_count() or 1))
-    run_simulation(server_app=server_app_for(run), client_app=client_app,
-                   num_supernodes=len(fed.clients), backend_config={
-                       "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                       "init_args": {"num_cpus": cores, "num_gpus": 0, "logging_level": "ERROR",
-                                     "log_to_driver": False, "include_dashboard": False}})
+    pythonpath = os.environ.get("PYTHONPATH")  # Flower extends it for Ray's workers
+    try:
+        run_simulation(server_app=server_app_for(run), client_app=client_app,
+                       num_supernodes=len(fed.clients), backend_config={
+                           "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                           "init_args": {"num_cpus": cores, "num_gpus": 0,
+                                         "logging_level": "ERROR", "log_to_driver": False,
+                                         "include_dashboard": False}})
+    finally:
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
     return _checkpoint(run, f"{Path(run.out) / 'rounds.jsonl'} and the log above")
 
 
