@@ -21,6 +21,17 @@ def cli() -> list[str]:
     return [str(exe)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread per test worker: `make test` runs two workers on two cores, and two
+    processes spinning two threads each made batch-1 inference up to 30x slower whenever a
+    third process (a node, a Flower client) wanted a core as well."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _quiet_tqdm(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")

@@ -213,7 +213,6 @@ def run_pooled(run: FlRun, fed: Federation) -> dict[str, str]:
     """``central``: one net on every client's data pooled, all exits alike; ``local``: one
     net per client on its own data, its exits weighted by its serving rates."""
     works = [client_work(run, fed, i) for i in range(len(fed.clients))]
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     rlog = RoundLog(run.out, run.method)
     if run.method == "central":
         jobs = {"pooled": ([w.moments for w in works], _pool([w.data for w in works]),
