@@ -78,16 +78,6 @@ def train_round(net: EarlyExitNet, data: ExitData, exit_weights: Sequence[float]
     return history[-1]
 
 
-@torch.inference_mode()
-def exit_loss(net: EarlyExitNet, data: ExitData, offset_weight: float = 10.0) -> list[float]:
-    """Each exit's loss on ``data`` (held-out evaluation, no training)."""
-    from hybrid_policy.policies.early_exit import exit_losses
-
-    net.eval()
-    idx = torch.arange(len(data))
-    return [float(x) for x in exit_losses(net, data, idx, offset_weight)]
-
-
 def round_lr(base: float, server_round: int, rounds: int) -> float:
     """Cosine decay over the rounds, from ``base`` to a tenth of it."""
     t = (server_round - 1) / max(rounds - 1, 1)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +259,3 @@ def evaluate(summary: dict[str, Any], fed: Federation, episodes: int, seed: int 
     out["mean"] = float(sum(lam[i] * out["clients"][c.name]["success"]
                             for i, c in enumerate(fed.clients)) / lam.sum())
     return out
-
-
-def describe(run: FlRun) -> dict[str, Any]:
-    return {k: v for k, v in asdict(replace(run, rates=(), requests=())).items() if v != ()}
