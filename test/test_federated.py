@@ -236,6 +236,14 @@ def test_missing_rates_and_unknown_serving_logs_are_refused(tiny, tmp_path):
         local.episodes_of(tiny["ds"], [])
 
 
+def test_a_failure_drill_must_name_a_client_and_a_round(tiny, tmp_path):
+    path = write(tmp_path, topology_doc(TWO))
+    with pytest.raises(FederatedError, match="expected CLIENT:ROUND with ROUND in 1..2"):
+        train.prepare(path, "fedavg", 2, str(tmp_path / "o"), fail="b:3", **tiny_data(tiny))
+    with pytest.raises(FederatedError, match="no client 'c'; clients: a, b"):
+        train.prepare(path, "fedavg", 2, str(tmp_path / "o"), fail="c:1", **tiny_data(tiny))
+
+
 def test_a_region_too_small_for_a_clients_share_is_refused(tiny):
     fed = fl.parse(topology_doc(TWO, episodes=200), "t")
     with pytest.raises(FederatedError, match="needs 80 episodes of region 0"):

@@ -40,6 +40,10 @@ class FlRun:
                                  f"{', '.join(fl.METHODS)}")
         if self.rounds < 1:
             raise FederatedError(f"rounds must be >= 1, got {self.rounds}")
+        name, _, rnd = self.fail.partition(":")
+        if self.fail and not (name and rnd.isdigit() and 1 <= int(rnd) <= self.rounds):
+            raise FederatedError(f"--fail {self.fail!r}: expected CLIENT:ROUND with ROUND in "
+                                 f"1..{self.rounds}")
 
     def federation(self) -> Federation:
         """The topology's federation with the run's serving and request rates."""

@@ -62,6 +62,8 @@ def prepare(topology: str, method: str, rounds: int, out: str, seed: int = 0,
         rates, requests = fl.rates_from_log(fl.serving_log(doc, serving_mode), fed.exits)
         fed = fl.with_serving(fed, rates, requests)
     fed.rates()  # every client's serving rates are known before anything trains
+    if fail:
+        fed.client(fail.partition(":")[0])  # raises: names the clients
     if data is None or tokenizer is None:
         paths, _, _, _ = ensure_data(fed.task, Path(models))
         data = data or str(dataset.dataset_path(paths.data, fed.task))
