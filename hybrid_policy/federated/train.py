@@ -30,16 +30,17 @@ CHECKPOINT = "early_exit"
 
 def quiet_flower() -> None:
     """Flower and Ray settings for a run on one machine: no telemetry or update checks, and
-    Flower's log (every phase of every round) at warnings unless debugging; ours logs each
-    round. Flower sets its logger's level when first imported, so this imports it."""
+    Flower's log (every phase of every round, notices about what we chose not to use) at
+    errors unless debugging; ours logs each round. Flower sets its logger's level when first
+    imported, so this imports it."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     import flwr  # noqa: F401
 
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # errors (a client's) still show
+        logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
 def prepare(topology: str, method: str, rounds: int, out: str, seed: int = 0,
