@@ -41,6 +41,7 @@ def quiet_flower() -> None:
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # errors (a client's) still show
         logging.getLogger("flwr").setLevel(logging.ERROR)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # Flower's state database
 
 
 def prepare(topology: str, method: str, rounds: int, out: str, seed: int = 0,
