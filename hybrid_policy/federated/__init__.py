@@ -3,5 +3,7 @@ each client's exit losses weighted by how its requests are served (arXiv 2405.04
 
 ``clients`` (torch-free): who the clients are, their data and serving rates, the weights of
 the objective. ``local``: a client's training and the served closed-loop evaluation.
-``flower_apps``: Flower's ClientApp and ServerApp. ``train``: ``hybrid-policy fl-train``.
+``run``: one run's settings, a client's data, the per-round log. ``flower_apps``: Flower's
+ClientApp and ServerApp. ``train``: ``hybrid-policy fl-train`` (both Flower engines and the
+non-federated baselines). docs/federated.md.
 """
