@@ -80,6 +80,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/threshold_under_load.py --price-ms 10 --episodes 16
 	$(BIN)/python bench/early_exit.py --plot docs/img/early_exit_delay.png
 	$(BIN)/python bench/federated.py --json docs/federated_bench.json
+	$(BIN)/python bench/federated.py --local-epochs 2 --rounds 14 \
+		--out runs/bench_federated_e2 --json docs/federated_bench_e2.json
 	$(BIN)/python bench/dds_floor.py
 
 clean:
