@@ -128,6 +128,16 @@ def stop(procs, timeout=20):
             p.wait()
 
 
+def robot_steps(topics, robot, recs):
+    """One fleet robot's topics (names relative to it) and its step messages as dicts, after
+    checking they match its in-process records ``recs`` one to one, uplink by uplink."""
+    mine = {k[len(robot) + 1:]: v for k, v in topics.items() if k.startswith(robot + "/")}
+    steps = [dict(zip(m.name, m.position)) for _, m in mine["step"]]
+    assert len(steps) == len(recs) > 0
+    assert [bool(s["uplink"]) for s in steps] == [r.plan.request is not None for r in recs]
+    return mine, steps
+
+
 def commanded(topics, interface, policy):
     """``(what the robot was told, what the policy's actions say it should be told)`` in
     normalised units: the flat action topic; or the standard commands divided by the robot

@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from ros_helpers import SEED, TASK, bringup_args, commanded
+from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
@@ -81,11 +81,8 @@ def test_a_ros_early_exit_fleet_decides_as_the_in_process_fleet(cli, tiny, tiny_
 
     info, topics = read_bag(bag)
     for robot in ("robot_0", "robot_1"):
-        mine = {k[len(robot) + 1:]: v for k, v in topics.items() if k.startswith(robot + "/")}
-        steps = [dict(zip(m.name, m.position)) for _, m in mine["step"]]
         recs = records[robot]
-        assert len(steps) == len(recs) > 0
-        assert [bool(s["uplink"]) for s in steps] == [r.plan.request is not None for r in recs]
+        mine, steps = robot_steps(topics, robot, recs)
         answered = [int(s["exit_layer"]) for s in steps]
         want = [r.response.exit_layer if r.response is not None else 1 for r in recs]
         assert answered == want

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from ros_helpers import SEED, TASK, bringup_args, commanded
+from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
@@ -65,11 +65,8 @@ def test_a_ros_fleet_decides_as_the_in_process_fleet(cli, tiny, tmp_path, mode):
     info, topics = read_bag(bag)
     assert info["servers"] == "regional"
     for robot in ("robot_0", "robot_1"):
-        mine = {k[len(robot) + 1:]: v for k, v in topics.items() if k.startswith(robot + "/")}
-        steps = [dict(zip(m.name, m.position)) for _, m in mine["step"]]
         recs = records[robot]
-        assert len(steps) == len(recs) > 0
-        assert [bool(s["uplink"]) for s in steps] == [r.plan.request is not None for r in recs]
+        mine, steps = robot_steps(topics, robot, recs)
         verdicts = [bool(s["accepted"]) for s in steps if s["verdict"]]
         rejections = [rejected(r.plan.request, r.response) for r in recs]
         assert verdicts == [not x for x in rejections if x is not None]
