@@ -85,7 +85,7 @@ def resolve_step(mode: Mode, plan: Plan, response: Response | None, step: int,
 def record(result: ModeResult, rec: StepRecord) -> None:
     """Count one step in ``result``: latency, transmission, verdict, fallback, server op."""
     req = rec.plan.request
-    result.add_step(rec.latency_ms, None if req is None else req.payload_bytes(),
+    result.add_step(rec.latency_ms, None if req is None else req.payload_bytes() * rec.plan.copies,
                     rejected(req, rec.response), rec.lost)
     result.server_ops += rec.server_op
 

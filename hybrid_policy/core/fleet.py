@@ -24,6 +24,13 @@ layer ``L`` draws ``packet_rng(seed, early_exit.feature_hop(L, i))``.
 ``dto_ee`` re-optimises its thresholds and offloading every ``reoptimise_ms`` of simulated
 time from the request rates the robots were observed to send.
 
+Rocoin modes (``core.rocoin``; ``StudentRun``): a tick sends a copy of the window to every
+device of the layout, each over the robot's link with its own packet randomness
+(``rocoin.device_hop``); a device that the fault model fails drops it (crash: and everything
+else for ``restart_ms``, its queue included) or answers ``slow_ms`` late (timeout). The step
+resolves when every group's first answer is back, or falls back to the draft at the
+deadline.
+
 With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
 verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
 ``E`` episodes runs the run's episodes ``i·E … i·E + E − 1`` (reset seeds and sampling
@@ -97,6 +104,29 @@ class ExitRun:
 
 
 @dataclass
+class StudentRun:
+    """What a rocoin mode's fleet run needs besides the topology (``core.rocoin``): the
+    layout, the students (``rocoin_setup.StudentModels``) and the faults."""
+
+    layout: Any  # core.rocoin.Layout
+    models: Any  # core.rocoin_setup.StudentModels
+    faults: Any  # core.rocoin.FaultConfig
+
+
+@dataclass
+class _Fanout:
+    """One rocoin step: its copies travel to every device; the step resolves once every
+    group answered (or at the deadline)."""
+
+    robot: "_Robot"
+    plan: Plan
+    draft_ms: float
+    gather: Any  # core.rocoin.Gather
+    server_op: bool = False
+    resolved: bool = False
+
+
+@dataclass
 class _Pending:
     robot: "_Robot"
     plan: Plan
@@ -108,6 +138,10 @@ class _Pending:
     elapsed_ms: float = 0.0  # up + wait + service + down, summed in eval's order
     server_op: bool = False
     resolved: bool = False
+    fanout: _Fanout | None = None  # rocoin: the step this copy belongs to
+    device: int = -1  # rocoin: the device's index in the layout
+    arrived_ms: float = 0.0  # rocoin: when it reached the device
+    late_ms: float = 0.0  # rocoin: a timed-out device answers this much late
 
 
 @dataclass
@@ -132,13 +166,15 @@ class FleetEvaluator:
                  targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                  episodes: int, seed: int,
                  on_step: Callable[[str, StepRecord], None] | None = None,
-                 phases: str = "random", exits: ExitRun | None = None) -> None:
+                 phases: str = "random", exits: ExitRun | None = None,
+                 students: StudentRun | None = None) -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes}")
         if phases not in PHASES:
             raise ValueError(f"phases {phases!r} is not one of {', '.join(PHASES)}")
         self.topology, self.targets, self.compute = topology, targets, compute
         self.deadline_ms, self.on_step, self.exits = deadline_ms, on_step, exits
+        self.students = students
         self.clock = Clock()
         n = len(topology.robots)
         seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
@@ -155,7 +191,9 @@ class FleetEvaluator:
             phase = i / n if phases == "even" else (draws[i] if i else 0.0)
             self.clock.at(phase * period, lambda r=robot: self._begin_episode(r, 0))
         expired = lambda p, now: now >= p.sent_ms + self.deadline_ms  # noqa: E731
-        if exits is None:
+        if students is not None:
+            self._student_servers(students, expired)
+        elif exits is None:
             self.servers = {
                 name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
                                   lambda items, s=node.speed: compute.target_batch(len(items), s),
@@ -175,6 +213,22 @@ class FleetEvaluator:
         self.finished = 0
         self.bar: tqdm | None = None
 
+    def _student_servers(self, run: StudentRun, expired) -> None:
+        """rocoin: one queue per device of the layout, with its fault state."""
+        lay, sm = run.layout, run.models
+        self.servers = {}
+        for d in lay.devices:
+            node, group = self.topology.nodes[d], lay.group_of(d)
+            self.servers[d] = BatchServer(
+                self.clock, node.max_batch, node.batch_window_ms,
+                lambda items, g=group, s=node.speed: sm.service_ms(lay, g, len(items), s),
+                lambda items, g=group: self._work_students(g, items),
+                lambda *a, d=d: self._served_student(d, *a), expired)
+        self.down_until = {d: -1.0 for d in lay.devices}
+        self.crashed_at = {d: -1.0 for d in lay.devices}
+        self.faults = Counter()  # (device, kind) -> count
+        self.answers = Counter()  # (group, device) -> answers that counted
+
     def run(self, progress: bool | None = None) -> FleetResult:
         total = sum(len(r.reset_seeds) for r in self.robots)
         self.bar = tqdm(total=total, desc=f"fleet {self.robots[0].mode.name}", unit="ep",
@@ -185,9 +239,15 @@ class FleetEvaluator:
             self.bar.close()
             for r in self.robots:
                 r.env.close()
+        servers = {name: s.stats.summary() for name, s in self.servers.items()}
+        if self.students is not None:
+            for (d, kind), n in self.faults.items():
+                servers[d][kind + "s"] = n
+            for (g, d), n in self.answers.items():
+                servers[d]["answers_counted"] = n
+                servers[d]["group"] = g
         return FleetResult(self.robots[0].mode.name, {r.spec.name: r.result for r in self.robots},
-                           {name: s.stats.summary() for name, s in self.servers.items()},
-                           self.clock.now / 1e3)
+                           servers, self.clock.now / 1e3)
 
     # -- a robot's episodes and ticks ------------------------------------------------------
     def _begin_episode(self, r: _Robot, episode: int) -> None:
@@ -200,6 +260,9 @@ class FleetEvaluator:
     def _tick(self, r: _Robot) -> None:
         r.tick_ms = self.clock.now
         plan = r.mode.plan(r.obs, r.rng)
+        if self.students is not None:
+            self._fan_out(r, plan)
+            return
         if self.exits is not None:
             draft_ms = self.exits.robot_ms(r.spec.name, self.compute.device_speed)
             self.steps_begun[r.spec.name] += 1
@@ -246,6 +309,84 @@ class FleetEvaluator:
                 answers[i] = resp
         return [answers[i] for i in range(len(batch))]
 
+    # -- rocoin: every device gets a copy, the first answer per group counts -------------
+    def _fan_out(self, r: _Robot, plan: Plan) -> None:
+        from hybrid_policy.core.rocoin import device_hop
+
+        draft_ms = self.compute.draft()
+        sent = self.clock.now + draft_ms
+        g = _Fanout(r, plan, draft_ms, r.mode.gather(plan))
+        for i, d in enumerate(self.students.layout.devices):
+            p = _Pending(r, plan, draft_ms, sent, plan.request, fanout=g, device=i)
+            link = self.topology.links_between(r.spec, d)
+            self.clock.at(sent, lambda p=p, d=d, link=link, hop=device_hop(i):
+                          self._copy_up(p, d, link, hop))
+        self.clock.at(sent + self.deadline_ms, lambda: self._deadline(g))
+
+    def _copy_up(self, p: _Pending, device: str, links, hop: int) -> None:
+        size = p.request.payload_bytes()
+        for link in links:
+            rng = packet_rng(p.request.seed, hop)
+            p.links.append(link)
+            p.link_rngs.append(rng)
+            t = link.deliver(size, True, rng)
+            if t is None:
+                return  # lost on the way up
+            p.elapsed_ms += t
+        self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self._reach_device(p, device))
+
+    def _reach_device(self, p: _Pending, device: str) -> None:
+        """A copy reaches its device: down (crashed earlier), crashing now, slow, or queued."""
+        now = self.clock.now
+        if now < self.down_until[device]:
+            self.faults[(device, "down_drop")] += 1
+            return
+        kind = self.students.faults.fault(p.request.seed, p.device, device, now, self.seed)
+        if kind == "crash":
+            self.faults[(device, "crash")] += 1
+            self.down_until[device] = now + self.students.faults.restart_ms
+            self.crashed_at[device] = now
+            return
+        if kind == "timeout":
+            self.faults[(device, "timeout")] += 1
+            p.late_ms = self.students.faults.slow_ms
+        p.arrived_ms = now
+        self.servers[device].arrive(p)
+
+    def _work_students(self, group: int, batch: list[_Pending]) -> list:
+        from hybrid_policy.core.rocoin import serve_students
+
+        lay = self.students.layout
+        for p in batch:
+            p.fanout.server_op = True
+        return serve_students(self.students.models.model(lay, group), group,
+                              [p.request for p in batch])
+
+    def _served_student(self, device: str, p: _Pending, answer, waited_ms: float,
+                        service_ms: float) -> None:
+        if self.crashed_at[device] >= p.arrived_ms:
+            return  # the device crashed with this copy in its queue
+        p.elapsed_ms += waited_ms + service_ms + p.late_ms
+        size = answer.payload_bytes()
+        for hop, rng in zip(reversed(p.links), reversed(p.link_rngs)):
+            t = hop.deliver(size, False, rng)
+            if t is None:
+                return
+            p.elapsed_ms += t
+        if p.elapsed_ms <= self.deadline_ms:
+            self.clock.at(p.sent_ms + p.elapsed_ms,
+                          lambda: self._student_answer(p, device, answer))
+
+    def _student_answer(self, p: _Pending, device: str, answer) -> None:
+        g = p.fanout
+        if g.resolved or not g.gather.add(device, answer):
+            return
+        self.answers[(self.students.layout.group_of(device), device)] += 1
+        if g.gather.complete:
+            g.resolved = True
+            self._resolve(g.robot, g.plan, g.gather.response(), g.draft_ms + p.elapsed_ms,
+                          True)
+
     def _work_exits(self, node: str, batch: list[_Pending]) -> list:
         """One operation of an early-exit node: its part of the net on every feature."""
         plan = self.exits.plan
@@ -290,7 +431,7 @@ class FleetEvaluator:
             p.resolved = True
             self._resolve(p.robot, p.plan, response, p.draft_ms + p.elapsed_ms, p.server_op)
 
-    def _deadline(self, p: _Pending) -> None:
+    def _deadline(self, p: _Pending | _Fanout) -> None:
         if not p.resolved:
             p.resolved = True
             self._resolve(p.robot, p.plan, None, p.draft_ms + self.deadline_ms, p.server_op)
@@ -324,7 +465,8 @@ def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
                    targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                    episodes: int, seed: int, progress: bool | None = None,
                    on_step: Callable[[str, StepRecord], None] | None = None,
-                   phases: str = "random", exits: ExitRun | None = None) -> FleetResult:
+                   phases: str = "random", exits: ExitRun | None = None,
+                   students: StudentRun | None = None) -> FleetResult:
     """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
     return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
-                          on_step, phases, exits).run(progress)
+                          on_step, phases, exits, students).run(progress)

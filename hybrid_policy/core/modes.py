@@ -40,6 +40,7 @@ class Plan:
     window: np.ndarray | None = None  # the observation history the decision was made on
     confidence: float = float("nan")  # early-exit modes: the robot's exit's confidence
     route_to: str = ""  # early-exit modes: the node the request goes to ("" = the server)
+    copies: int = 1  # rocoin modes: the request goes to this many devices (uplink bytes x)
 
 
 @dataclass(frozen=True)
