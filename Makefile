@@ -33,13 +33,18 @@ DEMO_EXIT_EPISODES ?= 3
 # simulation engine): a short run; bench/federated.py compares the methods.
 DEMO_FL ?= config/federated.yaml
 DEMO_FL_ROUNDS ?= 4
+# RoCoIn: students distilled from the target on redundant groups of edge devices, against
+# its baselines (config/rocoin.yaml); bench/rocoin.py adds device failures.
+DEMO_ROCOIN ?= config/rocoin.yaml
+DEMO_ROCOIN_EPISODES ?= 3
 
 # Default models are trained on first use (a few minutes) and cached under models/.
 # In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
 # own graph of node processes, each recorded to a bag, then one table from the bags. Then
 # the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each);
 # then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process;
-# then a few rounds of federated training of the early-exit net over the fleet's robots.
+# then a few rounds of federated training of the early-exit net over the fleet's robots;
+# then RoCoIn's students (distilled on first use) and its baselines on their edge devices.
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
@@ -61,6 +66,9 @@ ifeq ($(DEMO_TASK),$(DEMO_FLEET_TASK))
 		--json $(DEMO_RUN)/early_exit.json
 	$(BIN)/hybrid-policy fl-train --topology $(DEMO_FL) --method serving_rate \
 		--rounds $(DEMO_FL_ROUNDS) --eval-episodes 5 --out $(DEMO_RUN)/federated
+	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes students \
+		--episodes $(DEMO_ROCOIN_EPISODES) --seed 0 --topology $(DEMO_ROCOIN) \
+		--json $(DEMO_RUN)/rocoin.json
 endif
 
 test: $(STAMP)
@@ -82,6 +90,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/federated.py --json docs/federated_bench.json
 	$(BIN)/python bench/federated.py --local-epochs 2 --rounds 14 \
 		--out runs/bench_federated_e2 --json docs/federated_bench_e2.json
+	$(BIN)/python bench/rocoin.py --json docs/rocoin_bench.json --plot docs/img/rocoin.png
 	$(BIN)/python bench/dds_floor.py
 
 clean:

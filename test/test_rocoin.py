@@ -195,6 +195,7 @@ def test_faults_fail_at_their_rate_and_draw_the_same_everywhere():
     (lambda d: d["rocoin"].update(faults={"kind": "melt"}), "faults.kind"),
     (lambda d: d["rocoin"].update(faults={"devices": ["dZ"]}), "unknown device 'dZ'"),
     (lambda d: d["rocoin"].update(colour=1), "unknown key 'colour'"),
+    (lambda d: d["rocoin"].update(fallback="pray"), "fallback must be one of draft, hold"),
     (lambda d: d["robots"][0].update(reach=["d0"]), "must reach every device"),
 ])
 def test_bad_rocoin_settings_are_refused(change, match):

@@ -313,7 +313,7 @@ class FleetEvaluator:
     def _fan_out(self, r: _Robot, plan: Plan) -> None:
         from hybrid_policy.core.rocoin import device_hop
 
-        draft_ms = self.compute.draft()
+        draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
         sent = self.clock.now + draft_ms
         g = _Fanout(r, plan, draft_ms, r.mode.gather(plan))
         for i, d in enumerate(self.students.layout.devices):

@@ -44,6 +44,7 @@ from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.runtime import sample_categorical
 
 FAULT_KINDS = ("crash", "timeout", "mixed")
+FALLBACKS = ("draft", "hold")
 _ANSWER = re.compile(r"^student:s(\d+):n(\d+):k(\d+):a(\d+)$")
 
 
@@ -101,13 +102,16 @@ class FaultConfig:
 class RocoinConfig:
     """The topology's ``rocoin`` block: ``students`` (k), ``replicas`` (the least devices
     per group), ``devices`` (the topology's nodes that serve students), optional fixed
-    ``groups`` (lists of devices, instead of the solver's) and ``faults``."""
+    ``groups`` (lists of devices, instead of the solver's), ``fallback`` (what a step with a
+    group missing does: ``draft``, the robot's draft acts, or ``hold``, it holds still: a
+    robot with no model of its own, as in the paper) and ``faults``."""
 
     students: int
     replicas: int
     devices: tuple[str, ...]
     groups: tuple[tuple[str, ...], ...] = ()
     faults: FaultConfig = field(default_factory=FaultConfig)
+    fallback: str = "draft"
 
 
 def parse_config(topo: Topology, doc: Any) -> RocoinConfig:
@@ -115,10 +119,15 @@ def parse_config(topo: Topology, doc: Any) -> RocoinConfig:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping (students, replicas, devices, groups, "
                             "faults)")
-    unknown = sorted(set(doc) - {"students", "replicas", "devices", "groups", "faults"})
+    keys = {"students", "replicas", "devices", "groups", "faults", "fallback"}
+    unknown = sorted(set(doc) - keys)
     if unknown:
-        raise TopologyError(f"{where}: unknown key {unknown[0]!r}; valid: devices, faults, "
-                            "groups, replicas, students")
+        raise TopologyError(f"{where}: unknown key {unknown[0]!r}; valid: "
+                            f"{', '.join(sorted(keys))}")
+    fallback = doc.get("fallback", "draft")
+    if fallback not in FALLBACKS:
+        raise TopologyError(f"{where}: fallback must be one of {', '.join(FALLBACKS)}, got "
+                            f"{fallback!r}")
     k, r = doc.get("students", 2), doc.get("replicas", 2)
     for key, v in (("students", k), ("replicas", r)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -165,7 +174,7 @@ def parse_config(topo: Topology, doc: Any) -> RocoinConfig:
         if robot.mode in ROCOIN_MODES and set(devices) - set(robot.reach):
             raise TopologyError(f"{where}: robot {robot.name} must reach every device (reach: "
                                 f"{', '.join(devices)})")
-    return RocoinConfig(k, r, tuple(devices), tuple(tuple(g) for g in groups), fc)
+    return RocoinConfig(k, r, tuple(devices), tuple(tuple(g) for g in groups), fc, fallback)
 
 
 def config_of(topo: Topology, doc: dict) -> RocoinConfig:
@@ -363,17 +372,20 @@ class Gather:
 
 # -- the robot and the devices -------------------------------------------------------------
 class RocoinMode:
-    """The robot side: the draft acts when no combined answer comes; every step's window
-    goes to every device of the layout."""
+    """The robot side: every step's window goes to every device of the layout; when no
+    combined answer comes, the draft acts (``fallback="draft"``) or the robot holds still
+    (``"hold"``: the draft is not run at all)."""
 
     def __init__(self, name: str, draft, history: int, layout: Layout,
-                 encoding: str = "32FC1") -> None:
+                 fallback: str = "draft", encoding: str = "32FC1") -> None:
         from hybrid_policy.policies import ObsHistory
 
         if name not in ROCOIN_MODES or layout.mode != name:
             raise RocoinError(f"layout for {layout.mode!r} given to mode {name!r}")
+        if fallback not in FALLBACKS:
+            raise RocoinError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
         self.name, self.draft, self.layout, self.history = name, draft, layout, history
-        self.encoding = encoding
+        self.fallback, self.encoding = fallback, encoding
         self._history = ObsHistory(max(history, draft.history), draft.obs_dim)
 
     def reset(self) -> None:
@@ -381,11 +393,14 @@ class RocoinMode:
 
     def plan(self, obs: np.ndarray, rng: np.random.Generator) -> Plan:
         window = self._history.push(obs)
-        step = self.draft.begin(window[-self.draft.history:])
-        codes = step.sample(rng)
+        action, codes = None, ()
+        if self.fallback == "draft":
+            step = self.draft.begin(window[-self.draft.history:])
+            codes = step.sample(rng)
+            action = step.action(codes)
         seed = int(rng.integers(2**31))
         req = FeatureRequest(0, window[-self.history:].copy(), seed, self.encoding)
-        return Plan(step.action(codes), req, codes=codes, window=window.copy(),
+        return Plan(action, req, codes=codes, window=window.copy(),
                     copies=len(self.layout.devices))
 
     def gather(self, plan: Plan) -> Gather:
