@@ -54,6 +54,7 @@ setup(
             "target_node = hybrid_policy.ros.target_node:main",
             "link_node = hybrid_policy.ros.link_node:main",
             "exit_node = hybrid_policy.ros.exit_node:main",
+            "student_node = hybrid_policy.ros.student_node:main",
             "recorder_node = hybrid_policy.ros.recorder_node:main",
             "lifecycle_manager = hybrid_policy.ros.lifecycle_manager:main",
         ],

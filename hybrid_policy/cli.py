@@ -239,7 +239,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from hybrid_policy.core import evaluator, stepmetrics
-    from hybrid_policy.core.mode_names import EXIT_MODES, check_tau, parse_modes
+    from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES, check_tau, parse_modes
     from hybrid_policy.core.modes import make_mode
 
     _check_model_args(args)
@@ -249,6 +249,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise HybridPolicyError(f"{', '.join(exit_modes)}: early-exit modes split the net "
                                 "across robot, edge and cloud: give the nodes with --topology "
                                 "(e.g. config/early_exit.yaml)")
+    student_modes = [n for n in names if n in ROCOIN_MODES]
+    if student_modes and not args.topology:
+        raise HybridPolicyError(f"{', '.join(student_modes)}: rocoin modes run students on "
+                                "edge devices: give them with --topology (e.g. "
+                                "config/rocoin.yaml)")
     tau = None if args.tau is None else check_tau(args.tau)
     if tau is not None and args.load_price_ms is not None:
         raise HybridPolicyError("--tau sets adahi's threshold and --price-ms derives it for "
@@ -286,7 +291,7 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
 
     from sim_envs import task_spec
     from hybrid_policy.core import compute, fleet, stepmetrics, topology
-    from hybrid_policy.core.mode_names import EXIT_MODES
+    from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES
     from hybrid_policy.core.modes import make_mode
 
     topo = topology.load(args.topology)
@@ -302,6 +307,15 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
                               "calibration": exits.samples.stats(),
                               "thresholds": {str(k): v for k, v in exits.samples
                                              .thresholds_for_loss(args.loss_budget).items()}}
+    students = None
+    if any(n in ROCOIN_MODES for n in names):
+        from hybrid_policy.core import rocoin_setup
+        from hybrid_policy.core.rocoin import RocoinMode
+
+        _, students = rocoin_setup.prepare(args.task, args.topology, args.models, args.students)
+        faults = students.config.faults if args.fault_p is None else replace(
+            students.config.faults, p=args.fault_p)
+        meta["rocoin"] = {**students.summary(), "faults": faults.__dict__}
     other = sorted({r.task for r in topo.robots} - {args.task})
     if other:
         raise HybridPolicyError(f"{args.topology}: eval --topology runs one task ({args.task});"
@@ -323,7 +337,15 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         def mode_for(spec, name=name):  # adahi's τ per server with --price-ms
             return make_mode(name, draft, target, per_server.get(spec.server, thresholds))
 
-        exit_run = None
+        exit_run = student_run = None
+        if name in ROCOIN_MODES:
+            lay = rocoin_setup.layout_for(name, topo, students, args.seed)
+            student_run = fleet.StudentRun(lay, students, faults)
+            meta.setdefault("layouts", {})[name] = {"groups": lay.groups,
+                                                    "codes": [len(c) for c in lay.codes]}
+
+            def mode_for(spec, name=name, lay=lay):
+                return RocoinMode(name, draft, target.history, lay, students.config.fallback)
         if name in EXIT_MODES:
             exit_run = exit_setup.exit_run(name, topo, exits, args.loss_budget, args.encoding,
                                            task_spec(args.task).control_period_ms,
@@ -332,7 +354,8 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
             meta.setdefault("exit_plans", {})[name] = exit_run.plan.summary()
         run = fleet.evaluate_fleet(topo, mode_for,
                                    {args.task: target}, model, args.deadline_ms, args.episodes,
-                                   args.seed, phases=args.phases, exits=exit_run)
+                                   args.seed, phases=args.phases, exits=exit_run,
+                                   students=student_run)
         results[name] = run.total()
         robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
                          **run.robots[r.name].summary()} for r in topo.robots]
@@ -378,7 +401,9 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
     import torch
 
-    from hybrid_policy.core.mode_names import EXIT_MODES, NEEDS_THRESHOLDS, check_tau, parse_modes
+    from hybrid_policy.core.mode_names import (
+        EXIT_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_tau, parse_modes,
+    )
     from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.graph import GraphConfig
 
@@ -387,6 +412,9 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     if any(m in EXIT_MODES for m in modes) and not args.topology:
         raise HybridPolicyError("early-exit modes split the net across robot, edge and cloud: "
                                 "give the nodes with --topology (e.g. config/early_exit.yaml)")
+    if any(m in ROCOIN_MODES for m in modes) and not args.topology:
+        raise HybridPolicyError("rocoin modes run students on edge devices: give them with "
+                                "--topology (e.g. config/rocoin.yaml)")
     tau = None if args.tau is None else check_tau(args.tau)
     bag = Path(args.bag).resolve() if args.bag else None
     if bag is not None and bag.exists():
@@ -396,12 +424,14 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
-    bags, exits = [], None
+    bags, exits, students = [], None, None
     for mode in modes:  # one graph per mode; several modes: one bag each under --bag
         mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
         exit_cfg = {}
         if mode in EXIT_MODES:
             exits, exit_cfg = _exit_plan(args, mode, exits, mode_bag)
+        if mode in ROCOIN_MODES:
+            students, exit_cfg = _rocoin_layout(args, mode, students, target, mode_bag)
         explicit = {} if thresholds is None or mode not in NEEDS_THRESHOLDS else {
             "tau": thresholds.tau, "uncertainty_tau": thresholds.uncertainty_tau,
             "random_skip": thresholds.random_skip}
@@ -425,6 +455,53 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     if bags:
         _print_bags(bags)
     return 0
+
+
+def _rocoin_layout(args: argparse.Namespace, mode: str, students, target, bag) -> tuple:
+    """A rocoin mode's layout for ``bringup`` (``rocoin_setup.layout_for``, as ``eval``
+    makes it), written next to the bag (or to a temporary file) for the nodes to read; the
+    students are prepared once. With ``--students`` and ``--target`` given, the default
+    models are not needed (nor made). ``--fault-p`` overrides the topology's faults.p on
+    the devices."""
+    import tempfile
+    from pathlib import Path
+
+    from hybrid_policy.core import rocoin_setup
+
+    if students is None:
+        students = (_given_students(args, target) if args.students and args.target else
+                    rocoin_setup.prepare(args.task, args.topology, args.models, args.students))
+    topo, sm = students
+    lay = rocoin_setup.layout_for(mode, topo, sm, args.seed)
+    path = (Path(bag).parent / f"{Path(bag).name}.layout_{mode}.json" if bag else
+            Path(tempfile.mkdtemp(prefix="hybrid_rocoin_")) / f"layout_{mode}.json")
+    lay.save(path)
+    log.info("%s layout: groups %s, codes per group %s: %s", mode, lay.groups,
+             [len(c) for c in lay.codes], path)
+    extra = {} if args.fault_p is None else {"extra": {"student_node": {"fault_p": args.fault_p}}}
+    return students, {"rocoin_layout": str(path.resolve()),
+                      "students_path": str(Path(sm.path).resolve()), **extra}
+
+
+def _given_students(args: argparse.Namespace, target) -> tuple:
+    """``rocoin_setup.prepare`` for an explicit target and students: the topology's groups
+    (the solver's, or its fixed ones) for those students, without the default models."""
+    from pathlib import Path
+
+    from hybrid_policy.core import rocoin_setup, topology
+    from hybrid_policy.core.rocoin import config_of, plan_students
+    from hybrid_policy.policies.students import DistilConfig, load_students
+
+    doc = topology.read(args.topology)
+    topo = topology.parse(doc, str(args.topology))
+    cfg = config_of(topo, doc)
+    cost = rocoin_setup.cost_model(target, DistilConfig())
+    groups, _, _ = plan_students(topo, cfg, cost, target.codebook_size,
+                                 rocoin_setup.typical_rtt(topo, cfg, target))
+    nets, _ = load_students(args.students, args.task)
+    return topo, rocoin_setup.StudentModels(args.task, cfg, target, Path(args.students), nets,
+                                            groups, cost, [float("nan")] * len(nets),
+                                            float("nan"))
 
 
 def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:
@@ -572,6 +649,16 @@ def _loss_budget(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
+    return value
+
+
 def _add_exit_args(p: argparse.ArgumentParser) -> None:
     from hybrid_policy.core.exit_plan import DEFAULT_LOSS_BUDGET
 
@@ -586,6 +673,11 @@ def _add_exit_args(p: argparse.ArgumentParser) -> None:
                    "early_exit, trained from the default target if missing)")
     p.add_argument("--exit-calibration", help="the exits' calibration JSON (default: MODELS/"
                    "TASK/calibration/early_exit.json, made if missing)")
+    p.add_argument("--students", help="rocoin modes: the students' checkpoint (default: "
+                   "MODELS/TASK/students_<codes>, distilled for the topology's plan if missing)")
+    p.add_argument("--fault-p", type=_probability, default=None,
+                   help="rocoin modes: the probability that a device fails a request "
+                   "(default: the topology's rocoin.faults.p)")
     if p.prog.endswith("bringup"):
         p.add_argument("--exit-plan", help="early-exit modes: use this plan (hybrid-policy "
                        "exit-plan) instead of solving one")

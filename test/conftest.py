@@ -110,3 +110,23 @@ def calibrations(tiny):
                                     {"tau": 0.01 * (i + 1), "uncertainty_tau": 0.5,
                                      "random_skip": 0.3})
             for i, link in enumerate(PROFILES)}
+
+
+@pytest.fixture(scope="session")
+def tiny_students(tiny):
+    """Two students of the tiny target (half the level-0 codes each), briefly distilled on
+    the tiny demonstrations and saved under the tiny models' root."""
+    from hybrid_policy.policies import load_policy
+    from hybrid_policy.policies.students import (
+        DistilConfig, distil, partition_codes, save_students,
+    )
+    from hybrid_policy.policies.training import history_windows
+
+    target = load_policy(tiny["target"], role="target")
+    k = target.codebook_size
+    codes = partition_codes(target.code_table.reshape(k, k, -1), [k // 2, k - k // 2])
+    nets, losses = distil(target, history_windows(tiny["ds"], target.history), codes,
+                          DistilConfig(epochs=4, lr=3e-3), progress=False)
+    path = save_students(tiny["root"] / "fetch_reach" / "students", nets, "fetch_reach",
+                         {"losses": losses})
+    return {"path": path, "nets": nets, "codes": codes, "target": target}

@@ -31,6 +31,13 @@ Early-exit modes (``core.early_exit``): the robot runs its part of the early-exi
 ``sensor_msgs/Image`` on ``out/<node>/<robot>/feature`` to the node the plan draws; the
 answer comes back on ``out/<node>/<robot>/answer``. Without one by the deadline the robot
 acts on its own exit.
+
+Rocoin modes (``core.rocoin``): the robot runs the draft and sends its observation window
+to every device of the layout (``rocoin_layout``, as ``bringup`` wrote it) on
+``out/<device>/<robot>/feature``; each device's answer (``core.rocoin.StudentAnswer``)
+comes back on ``out/<device>/<robot>/answer``. The first answer per group counts (an
+answer that is not its group's part is reported and ignored); once every group answered,
+the combined action is executed. Without them by the deadline the draft acts.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from std_srvs.srv import Trigger
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
 from hybrid_policy.core import calibration_file, robot_map
-from hybrid_policy.core.mode_names import EXIT_MODES, FROM_CALIBRATION, check_mode
+from hybrid_policy.core.mode_names import EXIT_MODES, FROM_CALIBRATION, ROCOIN_MODES, check_mode
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
@@ -75,6 +82,7 @@ class Pending:
     received: float  # time.monotonic() when the observation arrived
     timer: Timer
     finger_q: np.ndarray | None  # standard interface: finger positions the targets start from
+    gather: Any = None  # rocoin modes: the step's answers so far (core.rocoin.Gather)
 
 
 class DraftNode(ManagedNode):
@@ -96,6 +104,7 @@ class DraftNode(ManagedNode):
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
         self.exits = self.mode_name in EXIT_MODES
+        self.rocoin = self.mode_name in ROCOIN_MODES
         if self.exits:
             self._exit_params()
         else:
@@ -108,7 +117,7 @@ class DraftNode(ManagedNode):
             self.draft_card = read_policy_card(self.draft_path, "draft", self.task.name)
             self.target_card = (read_policy_card(self.target_path, "target", self.task.name)
                                 if self.target_path else self.draft_card)
-            self.thresholds = self._thresholds()
+            self.thresholds = self._rocoin_params() if self.rocoin else self._thresholds()
         self.control_deadline_ms = float(declare(
             self, "control_deadline_ms", 0.0, "DDS deadline on observation/action in ms "
             "(realtime graphs: two control periods; 0 = none)"))
@@ -138,6 +147,15 @@ class DraftNode(ManagedNode):
                 self.feature_pubs[dest] = readers[name + "feature"] = self.create_publisher(
                     Image, name + "feature", up)
                 self.create_subscription(JointState, name + "answer", on_response, down)
+        elif self.rocoin:  # the window to every device, an answer from each
+            self.feature_pubs = {}
+            on_answer = self.report.guard("answer", self.on_student_answer)
+            for dev in self.layout.devices:
+                name = f"out/{dev}/{self.robot}/"
+                self.feature_pubs[dev] = readers[name + "feature"] = self.create_publisher(
+                    Image, name + "feature", up)
+                self.create_subscription(JointState, name + "answer",
+                                         lambda msg, d=dev: on_answer(msg, d), down)
         else:
             self.req_pub = readers["uplink/request"] = self.create_publisher(
                 JointState, "uplink/request", up)
@@ -155,6 +173,7 @@ class DraftNode(ManagedNode):
         self.create_service(Trigger, "~/reset", self.on_reset)
         self.gate = ReadyGate(self, readers, announce=False)
         self.mode = None  # core.modes object, from configure
+        self.answered: dict[int, None] = {}  # rocoin: recently finished steps (late replicas)
         self.pending: dict[int, Pending] = {}
         self.episode: int | None = None
         self.last_key: int | None = None
@@ -181,6 +200,20 @@ class DraftNode(ManagedNode):
         if self.plan.mode != self.mode_name:
             raise ValueError(f"the plan is for {self.plan.mode}, not {self.mode_name}")
         self.thresholds = {"threshold": self.plan.thresholds.get(self.robot)}
+
+    def _rocoin_params(self) -> dict:
+        """Rocoin modes: the layout and this robot's name (no thresholds)."""
+        from hybrid_policy.core.rocoin import Layout, RocoinError
+
+        try:
+            self.layout = Layout.load(require(self, "rocoin_layout", "", "the layout's JSON "
+                                              "(bringup writes it: groups, codes, devices)"))
+        except RocoinError as exc:
+            raise ValueError(str(exc)) from None
+        if self.layout.mode != self.mode_name:
+            raise ValueError(f"the layout is for {self.layout.mode}, not {self.mode_name}")
+        self.robot = require(self, "robot", "", "this robot's name in the fleet")
+        return {}
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""
@@ -237,7 +270,12 @@ class DraftNode(ManagedNode):
 
         draft = load_policy(self.draft_path, role="draft", task=self.task.name,
                             temperature=self.temperature)
-        self.mode = make_mode(self.mode_name, draft, self.target_card, self.thresholds)
+        if self.rocoin:
+            from hybrid_policy.core.rocoin import RocoinMode
+
+            self.mode = RocoinMode(self.mode_name, draft, self.target_card.history, self.layout)
+        else:
+            self.mode = make_mode(self.mode_name, draft, self.target_card, self.thresholds)
         self._warm_up()
         return (f"draft {draft.model.num_parameters():,} parameters, deadline "
                 f"{self.deadline_s * 1e3:.0f} ms")
@@ -247,7 +285,7 @@ class DraftNode(ManagedNode):
 
     def activation_blocker(self) -> str | None:
         """Act only once the uplink has a reader and the expected readers matched."""
-        if self.exits:
+        if self.exits or self.rocoin:
             idle = [d for d, pub in self.feature_pubs.items() if pub.get_subscription_count() < 1]
             if idle:
                 return f"nothing reads the features to {', '.join(idle)} (start the links first)"
@@ -327,6 +365,11 @@ class DraftNode(ManagedNode):
         self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q)
         if self.exits:
             self.feature_pubs[plan.route_to].publish(messages.feature_msg(stamp, plan.request))
+        elif self.rocoin:
+            self.pending[key].gather = self.mode.gather(plan)
+            msg = messages.feature_msg(stamp, plan.request)
+            for pub in self.feature_pubs.values():
+                pub.publish(msg)
         else:
             self.req_pub.publish(messages.request_msg(stamp, plan.request))
 
@@ -386,6 +429,28 @@ class DraftNode(ManagedNode):
                                         f"expected {len(ACTION_FIELDS)}")
         self._finish(key, response)
 
+    def on_student_answer(self, msg: JointState, device: str) -> None:
+        """Rocoin: a device's answer; the step acts once every group has answered."""
+        from hybrid_policy.core.protocol import ProtocolError
+
+        key = messages.stamp_key(msg.header.stamp)
+        if key in self.answered:
+            return  # a later replica of a group that had answered: not needed
+        if key not in self.pending:
+            raise messages.MessageError("answers no pending step (late, duplicate or unknown "
+                                        "stamp): dropped")
+        answer = messages.parse_student_answer(msg)
+        gather = self.pending[key].gather
+        try:
+            gather.add(device, answer)
+        except ProtocolError as exc:  # ignored for its group, reported
+            raise messages.MessageError(str(exc)) from None
+        if gather.complete:
+            self.answered[key] = None
+            while len(self.answered) > 256:
+                self.answered.pop(next(iter(self.answered)))
+            self._finish(key, gather.response())
+
     def _expire(self, key: int) -> None:
         if key in self.pending:
             p = self.pending[key]
@@ -421,7 +486,7 @@ class DraftNode(ManagedNode):
         verdict = rejected(req, response)
         values = {
             "episode": p.episode, "step": p.step, "uplink": float(req is not None),
-            "uplink_bytes": 0 if req is None else req.payload_bytes(),
+            "uplink_bytes": 0 if req is None else req.payload_bytes() * plan.copies,
             "deviation": plan.deviation, "uncertainty": plan.uncertainty,
             "verdict": float(response is not None),
             "accepted": np.nan if verdict is None else float(not verdict),

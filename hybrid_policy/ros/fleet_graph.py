@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from hybrid_policy.core import topology as topo_mod
 from hybrid_policy.core.exit_plan import ExitPlan
 from hybrid_policy.core.link import LinkProfile, link_profile, link_spec
-from hybrid_policy.core.mode_names import EXIT_MODES
+from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros.graph import (
@@ -75,7 +75,7 @@ def load(cfg: GraphConfig) -> Topology:
 def _robot_cfg(cfg: GraphConfig, robot: Robot) -> GraphConfig:
     """One robot's single-robot graph: its own link, no bag, the fleet's other settings
     (early-exit modes: the simulator and the robot's node, as draft_only has them)."""
-    mode = "draft_only" if cfg.mode in EXIT_MODES else cfg.mode
+    mode = "draft_only" if cfg.mode in EXIT_MODES + ROCOIN_MODES else cfg.mode
     return replace(cfg, topology="", bag="", link=robot.link.name, mode=mode)
 
 
@@ -144,6 +144,8 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
     """The nodes of a fleet graph and their parameters (see the module doc)."""
     if cfg.mode in EXIT_MODES:
         return exit_nodes(cfg)
+    if cfg.mode in ROCOIN_MODES:
+        return rocoin_nodes(cfg)
     topo = load(cfg)
     ns = cfg.namespace.rstrip("/")
     everything = wires(cfg, topo)
@@ -351,3 +353,113 @@ def exit_info(topo: Topology, plan: ExitPlan) -> list[str]:
     first = ";".join(f"{r.name}=" + "|".join(plan.offload.get(r.name, {})) for r in topo.robots)
     return [f"robots={','.join(f'{r.name}:{r.access}:{r.link.name}' for r in topo.robots)}",
             f"servers={','.join(serving_nodes(topo, plan))}", f"first_nodes={first}"]
+
+
+# -- rocoin fleets -----------------------------------------------------------------------
+def rocoin_flows(topo: Topology, layout) -> list[tuple[str, str, int]]:
+    """``(robot, device, device index)``: every robot sends each window to every device."""
+    return [(r.name, d, i) for r in topo.robots for i, d in enumerate(layout.devices)]
+
+
+def rocoin_wires(cfg: GraphConfig, topo: Topology, layout) -> list[Wire]:
+    """A rocoin fleet's topics: the robots' own, and per robot and device the window
+    ``NS/R/out/D/R/feature`` → link → ``NS/D/exit/R/R/feature`` (recorded: what reached the
+    device) and the answer back to ``NS/R/out/D/R/answer`` (recorded: what reached the
+    robot, per device and so per group)."""
+    ns = cfg.namespace.rstrip("/")
+    out: dict[str, Wire] = {}
+
+    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
+        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
+
+    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
+    for robot, dev, _ in rocoin_flows(topo, layout):
+        link, node = f"{robot}/link_to_{dev}", f"{dev}/student_node"
+        src, via = f"{robot}/out/{dev}/{robot}", f"{dev}/exit/{robot}/{robot}"
+        w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
+        w.publishers[f"{robot}/draft_node"] = f"out/{dev}/{robot}/feature"
+        w.subscribers.add(link)
+        w = wire(f"{via}/feature", IMAGE, "uplink")
+        w.publishers[link] = f"{ns}/{via}/feature"
+        w.subscribers.add(node)
+        w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
+        w.publishers[node] = f"exit/{robot}/{robot}/answer"
+        w.subscribers.add(link)
+        w = wire(f"{src}/answer", JOINT_STATE, "downlink")
+        w.publishers[link] = f"{ns}/{src}/answer"
+        w.subscribers.add(f"{robot}/draft_node")
+    for dev in layout.devices:
+        w = wire(f"{dev}/{BATCHES}", JOINT_STATE, "telemetry")
+        w.publishers[f"{dev}/student_node"] = BATCHES
+    keys = {k for w in out.values() for k in [*w.publishers, *w.subscribers]}
+    robots = tuple(f"{r.name}/" for r in topo.robots)
+    for key in sorted(k for k in keys if not k.startswith(robots) or "/link_to_" in k):
+        w = wire(f"{key.rsplit('/', 1)[0]}/events", "diagnostic_msgs/msg/DiagnosticStatus",
+                 "telemetry")
+        w.publishers[key] = "events"
+    return list(out.values())
+
+
+def rocoin_nodes(cfg: GraphConfig) -> list[NodeSpec]:
+    """The nodes of a rocoin fleet: per robot its simulator and draft node and one link node
+    per device (``NS/R/link_to_D``, the copy's own packet randomness ``device_hop(i)``); per
+    device of the layout its ``NS/D/student_node`` (respawned when it crashes)."""
+    from hybrid_policy.core.rocoin import Layout, config_of, device_hop
+
+    topo = load(cfg)
+    if not cfg.rocoin_layout:
+        raise HybridPolicyError(f"mode {cfg.mode} over ROS needs its layout (rocoin_layout: the "
+                                "JSON `hybrid-policy bringup` writes)")
+    layout = Layout.load(cfg.rocoin_layout)
+    if layout.mode != cfg.mode:
+        raise HybridPolicyError(f"{cfg.rocoin_layout}: a layout for {layout.mode}, not "
+                                f"{cfg.mode}")
+    faults = config_of(topo, topo_mod.read(cfg.topology)).faults
+    ns = cfg.namespace.rstrip("/")
+    everything = rocoin_wires(cfg, topo, layout)
+    ready = (("ready", f"{ns}/ready"),)
+    specs: list[NodeSpec] = []
+    for i, r in enumerate(topo.robots):
+        links = [f"{ns}/{r.name}/link_to_{d}" for d in layout.devices]
+        for s in nodes(_robot_cfg(cfg, r)):
+            if s.name == "sim_node":
+                specs.append(replace(s, parameters={
+                    **s.parameters, "first_episode": i * cfg.episodes,
+                    "wait_for": [*links, f"{ns}/{MANAGER}"]}, namespace=r.name, remaps=ready))
+            elif s.name == "draft_node":
+                params = {k: v for k, v in s.parameters.items()
+                          if k not in ("calibration", "tau", "uncertainty_tau", "random_skip",
+                                       "link")}
+                specs.append(replace(s, parameters={
+                    **params, "mode": cfg.mode, "target": cfg.target_path,
+                    "rocoin_layout": cfg.rocoin_layout, "robot": r.name,
+                    "first_episode": i * cfg.episodes}, namespace=r.name, remaps=ready))
+        for j, d in enumerate(layout.devices):
+            specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", f"link_to_{d}", {
+                "carries": "features", "root": ns, "flows": [f"{r.name}:{r.name}:{d}"],
+                "links": [link_spec(k) for k in topo.links_between(r, d)],
+                "packet_hop": device_hop(j)}, respawn=True, namespace=r.name, remaps=ready))
+    for d in layout.devices:
+        node = topo.nodes[d]
+        specs.append(NodeSpec("student_node", "hybrid_policy.ros.student_node", "student_node", {
+            "task": cfg.task, "students": cfg.students_path,
+            "target": cfg.target_path if cfg.mode == "rocoin_target" else "",
+            "temperature": cfg.temperature, "layout": cfg.rocoin_layout, "device": d,
+            "inputs": [r.name for r in topo.robots], "max_batch": node.max_batch,
+            "batch_window_ms": node.batch_window_ms, "seed": cfg.seed,
+            "fault_p": faults.p, "fault_per": faults.per, "fault_kind": faults.kind,
+            "slow_ms": faults.slow_ms, "episode_ms": faults.episode_ms,
+            "fault_devices": list(faults.devices) or [""]},
+            respawn=True, namespace=d, remaps=ready))
+    managed = [f"{ns}/{d}/student_node" for d in layout.devices] + [
+        f"{ns}/{r.name}/draft_node" for r in topo.robots]
+    return _finish(cfg, specs, everything, managed, rocoin_info(topo, layout))
+
+
+def rocoin_info(topo: Topology, layout) -> list[str]:
+    """The fleet's shape for the bag: robots (name:access:link), the devices, and the
+    layout's groups (``layout=d0|d1;d2|d3``: group j's devices) so analysis can map each
+    device's answers to its group."""
+    return [f"robots={','.join(f'{r.name}:{r.access}:{r.link.name}' for r in topo.robots)}",
+            f"servers={','.join(layout.devices)}",
+            f"layout={';'.join('|'.join(g) for g in layout.groups)}"]

@@ -20,7 +20,9 @@ the features ``ROOT/sender/out/dest/robot/feature`` (``sensor_msgs/Image``) to
 ``ROOT/dest/exit/robot/sender/feature`` and the answers back from ``…/answer``; ``links``
 is the chain of links between the two (``profile`` or ``profile:up_mbps:down_mbps:delay_ms``,
 -1 = the profile's), crossed one after the other, the ``i``-th drawing
-``packet_rng(seed, early_exit.feature_hop(layer, i))`` as ``core.fleet`` does.
+``packet_rng(seed, early_exit.feature_hop(layer, i))`` as ``core.fleet`` does; rocoin
+fleets set ``packet_hop`` (``core.rocoin.device_hop`` of the device): every link then draws
+``packet_rng(seed, packet_hop)``, both ways, as ``core.fleet`` does for a copy.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ class LinkNode(Node):
         flows = [_flow(f) for f in string_list(self, "flows", "robot:sender:dest per robot "
                                                 "whose features cross this link")]
         root = require(self, "root", "", "the graph's namespace").rstrip("/")
+        self.packet_hop = int(declare(self, "packet_hop", -1, "rocoin: every link draws "
+                                      "packet_rng(seed, packet_hop) (-1 = feature_hop)"))
         if not self.chain or not flows:
             raise HybridPolicyError("carries: features needs 'links' and 'flows'")
         up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
@@ -157,7 +161,7 @@ class LinkNode(Node):
             seed, layer = feature.seed, feature.layer
         except messages.MessageError:
             seed, layer = key % 2**31, 0  # carried as given; the node will refuse it
-        rngs = [packet_rng(seed, feature_hop(layer, i)) for i in range(len(self.chain))]
+        rngs = [packet_rng(seed, self._hop(layer, i)) for i in range(len(self.chain))]
         total = 0.0
         for link, rng in zip(self.chain, rngs):
             t = link.deliver(len(raw), True, rng)
@@ -171,7 +175,7 @@ class LinkNode(Node):
     def on_answer(self, raw: bytes, robot: str, out) -> None:
         key = messages.stamp_key(deserialize_message(raw, JointState).header.stamp)
         rngs = self._chain_rngs.pop((robot, key), None) or [
-            packet_rng(key % 2**31, feature_hop(0, i)) for i in range(len(self.chain))]
+            packet_rng(key % 2**31, self._hop(0, i)) for i in range(len(self.chain))]
         total = 0.0
         for link, rng in zip(reversed(self.chain), reversed(rngs)):
             t = link.deliver(len(raw), False, rng)
@@ -180,6 +184,9 @@ class LinkNode(Node):
                 return
             total += t
         self.delay.schedule(total, lambda: out.publish(raw))
+
+    def _hop(self, layer: int, i: int) -> int:
+        return self.packet_hop if self.packet_hop >= 0 else feature_hop(layer, i)
 
     def _report_loss(self, direction: str, key: int, client: str) -> None:
         self.lost[direction] += 1

@@ -145,3 +145,19 @@ def status(name: str, level: int, message: str, values: dict[str, object]) -> Di
 
 def status_values(msg: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in msg.values}
+
+
+def student_answer_msg(stamp: Time, answer) -> JointState:
+    """A rocoin device's answer (``core.rocoin.StudentAnswer``) with the window's stamp."""
+    return joint_state(stamp, [answer.label()], answer.to_vector())
+
+
+def parse_student_answer(msg: JointState):
+    """The ``core.rocoin.StudentAnswer`` a device sent; ``MessageError`` if malformed."""
+    from hybrid_policy.core.rocoin import StudentAnswer
+
+    try:
+        return StudentAnswer.from_vector(_single_label(msg, "student answer"),
+                                         np.asarray(msg.position))
+    except ProtocolError as exc:
+        raise MessageError(str(exc)) from None
