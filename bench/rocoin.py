@@ -68,6 +68,7 @@ def main() -> None:
     doc["rocoin"]["fallback"] = args.fallback
     topo = topology.parse(doc, args.topology)
     cfg = parse_config(topo, doc["rocoin"])
+    sm = replace(sm, config=cfg)  # the layouts carry --fallback
     paths = ensure_default_models(args.task, Path(args.models))
     draft = load_policy(paths.draft, role="draft", task=args.task)
     model = compute.measure(draft, sm.target, compute.sample_observations(args.task))
@@ -81,8 +82,7 @@ def main() -> None:
             for mode in MODES:
                 lay = rocoin_setup.layout_for(mode, topo, sm, seed)
                 res = evaluate_fleet(
-                    topo, lambda _, m=mode, lay=lay: RocoinMode(m, draft, sm.target.history,
-                                                                lay, cfg.fallback),
+                    topo, lambda _, m=mode, lay=lay: RocoinMode(m, draft, sm.target.history, lay),
                     {args.task: sm.target}, model, args.deadline_ms, args.episodes, seed,
                     progress=False, students=StudentRun(lay, sm, faults))
                 summary = res.total().summary()

@@ -345,7 +345,7 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
                                                     "codes": [len(c) for c in lay.codes]}
 
             def mode_for(spec, name=name, lay=lay):
-                return RocoinMode(name, draft, target.history, lay, students.config.fallback)
+                return RocoinMode(name, draft, target.history, lay)
         if name in EXIT_MODES:
             exit_run = exit_setup.exit_run(name, topo, exits, args.loss_budget, args.encoding,
                                            task_spec(args.task).control_period_ms,

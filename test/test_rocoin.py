@@ -9,8 +9,8 @@ from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError
 from hybrid_policy.core.rocoin import (
-    FaultConfig, Gather, RocoinMode, StudentAnswer, TargetPart, combine, layout, parse_config,
-    serve_students,
+    FaultConfig, Gather, Layout, RocoinMode, StudentAnswer, TargetPart, combine, layout,
+    parse_config, serve_students,
 )
 from hybrid_policy.core.rocoin_assign import CostModel
 from hybrid_policy.core.rocoin_setup import StudentModels
@@ -49,11 +49,12 @@ def students(tiny, models):
     return {"nets": nets, "losses": losses, "held_out": windows[cut:]}
 
 
-def fleet_doc(faults=None, groups=None, mode="rocoin"):
+def fleet_doc(faults=None, groups=None, mode="rocoin", fallback="draft"):
     doc = {"nodes": {d: {"tier": "edge", "speed": s} for d, s in DEVICES.items()},
            "robots": [{"name": "r", "task": TASK, "mode": mode, "access": "d0",
                        "reach": list(DEVICES), "link": "6g_hrllc"}],
-           "rocoin": {"students": 2, "replicas": 2, **({"faults": faults} if faults else {}),
+           "rocoin": {"students": 2, "replicas": 2, "fallback": fallback,
+                      **({"faults": faults} if faults else {}),
                       **({"groups": groups} if groups else {})}}
     return doc
 
@@ -127,9 +128,9 @@ def test_the_first_answer_per_group_counts_and_a_wrong_part_is_refused(models, s
             StudentAnswer.from_vector(label, bad)
 
 
-def run(models, students, mode, faults=None, episodes=2, records=None):
+def run(models, students, mode, faults=None, episodes=2, records=None, fallback="draft"):
     draft, target = models
-    doc = fleet_doc(faults, mode=mode)
+    doc = fleet_doc(faults, mode=mode, fallback=fallback)
     topo, cfg, sm = setup(doc, models, students)
     lay = layout(mode, topo, cfg, sm.groups, [list(n.codes) for n in sm.nets], 8)
     return evaluate_fleet(topo, lambda _: RocoinMode(mode, draft, target.history, lay),
@@ -161,6 +162,11 @@ def test_no_faults_equals_the_same_run_and_timeouts_fall_back(models, students):
     assert a.robots["r"].fallbacks == 0
     slow = run(models, students, "rocoin", {"p": 1.0, "kind": "timeout", "slow_ms": 500})
     assert slow.robots["r"].fallbacks == slow.robots["r"].steps
+    # the topology's `hold` reaches the robot through the layout: it holds still instead
+    held = []
+    run(models, students, "rocoin", {"p": 1.0, "kind": "timeout"}, records=held,
+        fallback="hold")
+    assert held and all(r.plan.draft_action is None and not r.action.any() for r in held)
 
 
 def test_layouts_of_the_baselines(models, students):
@@ -174,6 +180,14 @@ def test_layouts_of_the_baselines(models, students):
         assert sorted(d for g in rnd.groups for d in g) == sorted(DEVICES)
     full = layout("rocoin_target", topo, cfg, sm.groups, codes, 8)
     assert full.groups == [["d0"]] and full.codes == [list(range(8))]
+
+
+def test_a_saved_layout_is_what_the_ros_nodes_read(models, students, tmp_path):
+    topo, cfg, sm = setup(fleet_doc(fallback="hold"), models, students)
+    lay = layout("rocoin", topo, cfg, sm.groups, [list(n.codes) for n in sm.nets], 8)
+    back = Layout.load(lay.save(tmp_path / "layout.json"))
+    assert (back.mode, back.groups, back.codes, back.devices, back.fallback) == (
+        "rocoin", lay.groups, lay.codes, lay.devices, "hold")
 
 
 def test_faults_fail_at_their_rate_and_draw_the_same_everywhere():

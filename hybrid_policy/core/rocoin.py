@@ -189,12 +189,14 @@ def config_of(topo: Topology, doc: dict) -> RocoinConfig:
 class Layout:
     """Which device runs which student: ``groups[j]`` runs student ``j`` (``codes[j]``, its
     level-0 codes; ``rocoin_target``: one group, the full target). ``devices`` names every
-    device a robot sends to, in index order (``device_hop``, ``FaultConfig.fault``)."""
+    device a robot sends to, in index order (``device_hop``, ``FaultConfig.fault``);
+    ``fallback`` is the topology's (what the robot does with a group missing)."""
 
     mode: str
     groups: list[list[str]]
     codes: list[list[int]]
     devices: list[str]
+    fallback: str = "draft"
     latency_ms: float = float("nan")  # the solver's predicted slowest group
     shares: list[float] = field(default_factory=list)
 
@@ -261,7 +263,7 @@ def layout(mode: str, topo: Topology, cfg: RocoinConfig, groups: Sequence[Sequen
     else:
         out, codes = [[fastest(cfg.devices)]], [list(range(codebook))]
     devices = [d for d in cfg.devices if any(d in g for g in out)]
-    return Layout(mode, out, codes, devices)
+    return Layout(mode, out, codes, devices, cfg.fallback)
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -373,19 +375,20 @@ class Gather:
 # -- the robot and the devices -------------------------------------------------------------
 class RocoinMode:
     """The robot side: every step's window goes to every device of the layout; when no
-    combined answer comes, the draft acts (``fallback="draft"``) or the robot holds still
-    (``"hold"``: the draft is not run at all)."""
+    combined answer comes, the draft acts (layout ``fallback="draft"``) or the robot holds
+    still (``"hold"``: the draft is not run at all)."""
 
     def __init__(self, name: str, draft, history: int, layout: Layout,
-                 fallback: str = "draft", encoding: str = "32FC1") -> None:
+                 encoding: str = "32FC1") -> None:
         from hybrid_policy.policies import ObsHistory
 
         if name not in ROCOIN_MODES or layout.mode != name:
             raise RocoinError(f"layout for {layout.mode!r} given to mode {name!r}")
-        if fallback not in FALLBACKS:
-            raise RocoinError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+        if layout.fallback not in FALLBACKS:
+            raise RocoinError(f"fallback must be one of {', '.join(FALLBACKS)}, got "
+                              f"{layout.fallback!r}")
         self.name, self.draft, self.layout, self.history = name, draft, layout, history
-        self.fallback, self.encoding = fallback, encoding
+        self.encoding = encoding
         self._history = ObsHistory(max(history, draft.history), draft.obs_dim)
 
     def reset(self) -> None:
@@ -394,7 +397,7 @@ class RocoinMode:
     def plan(self, obs: np.ndarray, rng: np.random.Generator) -> Plan:
         window = self._history.push(obs)
         action, codes = None, ()
-        if self.fallback == "draft":
+        if self.layout.fallback == "draft":
             step = self.draft.begin(window[-self.draft.history:])
             codes = step.sample(rng)
             action = step.action(codes)
