@@ -468,9 +468,9 @@ def _rocoin_layout(args: argparse.Namespace, mode: str, students, target, bag) -
 
     from hybrid_policy.core import rocoin_setup
 
-    if students is None:
-        students = (_given_students(args, target) if args.students and args.target else
-                    rocoin_setup.prepare(args.task, args.topology, args.models, args.students))
+    if students is None:  # an explicit --target is the one the devices and students use
+        students = rocoin_setup.prepare(args.task, args.topology, args.models, args.students,
+                                        target=target if args.target else None)
     topo, sm = students
     lay = rocoin_setup.layout_for(mode, topo, sm, args.seed)
     path = (Path(bag).parent / f"{Path(bag).name}.layout_{mode}.json" if bag else
@@ -481,27 +481,6 @@ def _rocoin_layout(args: argparse.Namespace, mode: str, students, target, bag) -
     extra = {} if args.fault_p is None else {"extra": {"student_node": {"fault_p": args.fault_p}}}
     return students, {"rocoin_layout": str(path.resolve()),
                       "students_path": str(Path(sm.path).resolve()), **extra}
-
-
-def _given_students(args: argparse.Namespace, target) -> tuple:
-    """``rocoin_setup.prepare`` for an explicit target and students: the topology's groups
-    (the solver's, or its fixed ones) for those students, without the default models."""
-    from pathlib import Path
-
-    from hybrid_policy.core import rocoin_setup, topology
-    from hybrid_policy.core.rocoin import config_of, plan_students
-    from hybrid_policy.policies.students import DistilConfig, load_students
-
-    doc = topology.read(args.topology)
-    topo = topology.parse(doc, str(args.topology))
-    cfg = config_of(topo, doc)
-    cost = rocoin_setup.cost_model(target, DistilConfig())
-    groups, _, _ = plan_students(topo, cfg, cost, target.codebook_size,
-                                 rocoin_setup.typical_rtt(topo, cfg, target))
-    nets, _ = load_students(args.students, args.task)
-    return topo, rocoin_setup.StudentModels(args.task, cfg, target, Path(args.students), nets,
-                                            groups, cost, [float("nan")] * len(nets),
-                                            float("nan"))
 
 
 def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:

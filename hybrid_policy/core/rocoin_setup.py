@@ -98,9 +98,11 @@ def typical_rtt(topo: Topology, cfg: RocoinConfig, target) -> float:
 
 
 def prepare(task: str, topology: str | Path, models: str | Path = "models",
-            students: str | Path | None = None, progress: bool | None = None
-            ) -> tuple[Topology, StudentModels]:
-    """The topology, the students for its partition (distilled if missing) and timings."""
+            students: str | Path | None = None, progress: bool | None = None,
+            target=None) -> tuple[Topology, StudentModels]:
+    """The topology, the students for its partition (distilled if missing) and timings.
+    ``target``: a loaded target policy instead of the task's default one (with
+    ``students`` given too, the default models are neither needed nor made)."""
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
     from hybrid_policy.policies.students import DistilConfig, load_students
@@ -108,8 +110,9 @@ def prepare(task: str, topology: str | Path, models: str | Path = "models",
     doc = topo_mod.read(topology)
     topo = topo_mod.parse(doc, str(topology))
     cfg = config_of(topo, doc)
-    paths = ensure_default_models(task, Path(models), progress)
-    target = load_policy(paths.target, role="target", task=task)
+    if target is None:
+        paths = ensure_default_models(task, Path(models), progress)
+        target = load_policy(paths.target, role="target", task=task)
     distil_cfg = DistilConfig()
     cost = cost_model(target, distil_cfg)
     groups, sizes, predicted = plan_students(topo, cfg, cost, target.codebook_size,
@@ -130,9 +133,8 @@ def prepare(task: str, topology: str | Path, models: str | Path = "models",
 
 
 def layout_for(mode: str, topo: Topology, sm: StudentModels, seed: int = 0) -> Layout:
-    lay = layout(mode, topo, sm.config, sm.groups, [list(n.codes) for n in sm.nets],
-                 sm.target.codebook_size, seed)
-    return lay
+    return layout(mode, topo, sm.config, sm.groups, [list(n.codes) for n in sm.nets],
+                  sm.target.codebook_size, seed)
 
 
 def ensure_students(task: str, root: Path, sizes: list[int], cfg=None,
