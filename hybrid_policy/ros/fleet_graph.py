@@ -253,6 +253,45 @@ def _sender_key(topo: Topology, sender: str) -> str:
         else f"{sender}/exit_node"
 
 
+def _flow_wires(wire, ns: str, robot: str, sender: str, sender_key: str, dest: str,
+                node_key: str, record_answers: bool) -> None:
+    """The four topics of one flow of features, ``sender`` → ``dest`` for ``robot``, and
+    its link node ``NS/sender/link_to_dest``: ``sender/out/dest/robot/{feature,answer}`` on
+    the sender's side, ``dest/exit/robot/sender/{feature,answer}`` on the node's. Recorded:
+    the features a robot sent as they reach the node (a server operation each), and with
+    ``record_answers`` the answers as they reach the sender."""
+    link = f"{sender}/link_to_{dest}"
+    src, via = f"{sender}/out/{dest}/{robot}", f"{dest}/exit/{robot}/{sender}"
+    w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
+    w.publishers[sender_key] = f"out/{dest}/{robot}/feature"
+    w.subscribers.add(link)
+    w = wire(f"{via}/feature", IMAGE, "uplink", recorded=sender == robot)
+    w.publishers[link] = f"{ns}/{via}/feature"
+    w.subscribers.add(node_key)
+    w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
+    w.publishers[node_key] = f"exit/{robot}/{sender}/answer"
+    w.subscribers.add(link)
+    w = wire(f"{src}/answer", JOINT_STATE, "downlink", recorded=record_answers)
+    w.publishers[link] = f"{ns}/{src}/answer"
+    w.subscribers.add(sender_key)
+
+
+def _node_wires(out: dict[str, Wire], wire, topo: Topology, servers: list[str],
+                node: str) -> list[Wire]:
+    """Each serving node's ``server/batches`` and every non-robot node's (and link's)
+    ``events``: the telemetry that closes a features graph's list of topics."""
+    for name in servers:
+        w = wire(f"{name}/{BATCHES}", JOINT_STATE, "telemetry")
+        w.publishers[f"{name}/{node}"] = BATCHES
+    keys = {k for w in out.values() for k in [*w.publishers, *w.subscribers]}
+    robots = tuple(f"{r.name}/" for r in topo.robots)
+    for key in sorted(k for k in keys if not k.startswith(robots) or "/link_to_" in k):
+        w = wire(f"{key.rsplit('/', 1)[0]}/events", "diagnostic_msgs/msg/DiagnosticStatus",
+                 "telemetry")
+        w.publishers[key] = "events"
+    return list(out.values())
+
+
 def exit_wires(cfg: GraphConfig, topo: Topology, plan: ExitPlan) -> list[Wire]:
     ns = cfg.namespace.rstrip("/")
     out: dict[str, Wire] = {}
@@ -262,30 +301,9 @@ def exit_wires(cfg: GraphConfig, topo: Topology, plan: ExitPlan) -> list[Wire]:
 
     _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
     for robot, sender, dest in flows(topo, plan):
-        link, node = f"{sender}/link_to_{dest}", f"{dest}/exit_node"
-        src, via = f"{sender}/out/{dest}/{robot}", f"{dest}/exit/{robot}/{sender}"
-        w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
-        w.publishers[_sender_key(topo, sender)] = f"out/{dest}/{robot}/feature"
-        w.subscribers.add(link)
-        w = wire(f"{via}/feature", IMAGE, "uplink", recorded=sender == robot)  # server ops
-        w.publishers[link] = f"{ns}/{via}/feature"
-        w.subscribers.add(node)
-        w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
-        w.publishers[node] = f"exit/{robot}/{sender}/answer"
-        w.subscribers.add(link)
-        w = wire(f"{src}/answer", JOINT_STATE, "downlink", recorded=False)
-        w.publishers[link] = f"{ns}/{src}/answer"
-        w.subscribers.add(_sender_key(topo, sender))
-    for name in serving_nodes(topo, plan):
-        w = wire(f"{name}/{BATCHES}", JOINT_STATE, "telemetry")
-        w.publishers[f"{name}/exit_node"] = BATCHES
-    keys = {k for w in out.values() for k in [*w.publishers, *w.subscribers]}
-    robots = tuple(f"{r.name}/" for r in topo.robots)
-    for key in sorted(k for k in keys if not k.startswith(robots) or "/link_to_" in k):
-        w = wire(f"{key.rsplit('/', 1)[0]}/events", "diagnostic_msgs/msg/DiagnosticStatus",
-                 "telemetry")
-        w.publishers[key] = "events"
-    return list(out.values())
+        _flow_wires(wire, ns, robot, sender, _sender_key(topo, sender), dest,
+                    f"{dest}/exit_node", record_answers=False)
+    return _node_wires(out, wire, topo, serving_nodes(topo, plan), "exit_node")
 
 
 def exit_nodes(cfg: GraphConfig) -> list[NodeSpec]:
@@ -362,10 +380,9 @@ def rocoin_flows(topo: Topology, layout) -> list[tuple[str, str, int]]:
 
 
 def rocoin_wires(cfg: GraphConfig, topo: Topology, layout) -> list[Wire]:
-    """A rocoin fleet's topics: the robots' own, and per robot and device the window
-    ``NS/R/out/D/R/feature`` → link → ``NS/D/exit/R/R/feature`` (recorded: what reached the
-    device) and the answer back to ``NS/R/out/D/R/answer`` (recorded: what reached the
-    robot, per device and so per group)."""
+    """A rocoin fleet's topics: the robots' own, and per robot and device the flow of its
+    windows (``_flow_wires``, sender = the robot), recording the windows that reached each
+    device and the answers that reached the robot (per device and so per group)."""
     ns = cfg.namespace.rstrip("/")
     out: dict[str, Wire] = {}
 
@@ -374,30 +391,9 @@ def rocoin_wires(cfg: GraphConfig, topo: Topology, layout) -> list[Wire]:
 
     _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
     for robot, dev, _ in rocoin_flows(topo, layout):
-        link, node = f"{robot}/link_to_{dev}", f"{dev}/student_node"
-        src, via = f"{robot}/out/{dev}/{robot}", f"{dev}/exit/{robot}/{robot}"
-        w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
-        w.publishers[f"{robot}/draft_node"] = f"out/{dev}/{robot}/feature"
-        w.subscribers.add(link)
-        w = wire(f"{via}/feature", IMAGE, "uplink")
-        w.publishers[link] = f"{ns}/{via}/feature"
-        w.subscribers.add(node)
-        w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
-        w.publishers[node] = f"exit/{robot}/{robot}/answer"
-        w.subscribers.add(link)
-        w = wire(f"{src}/answer", JOINT_STATE, "downlink")
-        w.publishers[link] = f"{ns}/{src}/answer"
-        w.subscribers.add(f"{robot}/draft_node")
-    for dev in layout.devices:
-        w = wire(f"{dev}/{BATCHES}", JOINT_STATE, "telemetry")
-        w.publishers[f"{dev}/student_node"] = BATCHES
-    keys = {k for w in out.values() for k in [*w.publishers, *w.subscribers]}
-    robots = tuple(f"{r.name}/" for r in topo.robots)
-    for key in sorted(k for k in keys if not k.startswith(robots) or "/link_to_" in k):
-        w = wire(f"{key.rsplit('/', 1)[0]}/events", "diagnostic_msgs/msg/DiagnosticStatus",
-                 "telemetry")
-        w.publishers[key] = "events"
-    return list(out.values())
+        _flow_wires(wire, ns, robot, robot, f"{robot}/draft_node", dev,
+                    f"{dev}/student_node", record_answers=True)
+    return _node_wires(out, wire, topo, list(layout.devices), "student_node")
 
 
 def rocoin_nodes(cfg: GraphConfig) -> list[NodeSpec]:
