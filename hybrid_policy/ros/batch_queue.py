@@ -1,4 +1,4 @@
-"""The FIFO of a batching server node (target or early-exit node), as
+"""The FIFO of a batching server node (target, early-exit or rocoin device node), as
 ``core.events.BatchServer`` models one: items queue in arrival order and are served up to
 ``max_batch`` at a time, ``window_s`` after the first of them or at once when the batch is
 full; each operation is reported on ``server/batches`` (size, duration, items left waiting
@@ -15,6 +15,20 @@ import numpy as np
 from hybrid_policy.core.stepmetrics import BATCH_FIELDS
 from hybrid_policy.ros import messages
 from hybrid_policy.ros.reporting import STEADY
+
+
+def declare_batching(node, what: str) -> tuple[int, float]:
+    """The node's ``max_batch`` (``what``: the items one operation runs) and
+    ``batch_window_ms`` parameters, as (max_batch, window in s); refuses bad values."""
+    from hybrid_policy.errors import HybridPolicyError
+    from hybrid_policy.ros.params import declare
+
+    max_batch = int(declare(node, "max_batch", 1, f"{what} run in one operation"))
+    window_s = float(declare(node, "batch_window_ms", 0.0, "wait for more after the first "
+                             f"queued {what.rstrip('s')} (ms)")) / 1e3
+    if max_batch < 1 or window_s < 0:
+        raise HybridPolicyError("max_batch must be >= 1 and batch_window_ms >= 0")
+    return max_batch, window_s
 
 
 class BatchQueue:

@@ -30,7 +30,7 @@ from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
-from hybrid_policy.ros.batch_queue import BatchQueue
+from hybrid_policy.ros.batch_queue import BatchQueue, declare_batching
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import Reporter
 
@@ -62,11 +62,7 @@ class ExitNode(ManagedNode):
             self, "offload", "dest:probability of each next node"), "offload")}
         if any(not 0 <= p <= 1 for p in self.offload.values()):
             raise HybridPolicyError(f"offload probabilities must be in [0, 1]: {self.offload}")
-        self.max_batch = int(declare(self, "max_batch", 1, "features run in one operation"))
-        self.window_s = float(declare(self, "batch_window_ms", 0.0, "wait for more after "
-                                      "the first queued feature (ms)")) / 1e3
-        if self.max_batch < 1 or self.window_s < 0:
-            raise HybridPolicyError("max_batch must be >= 1 and batch_window_ms >= 0")
+        self.max_batch, self.window_s = declare_batching(self, "features")
         inputs = _pairs(string_list(self, "inputs", "robot:sender of every flow reaching "
                                     "this node"), "inputs")
         if not inputs:

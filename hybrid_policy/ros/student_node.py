@@ -30,7 +30,7 @@ from hybrid_policy.core.protocol import FeatureRequest, ProtocolError
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
-from hybrid_policy.ros.batch_queue import BatchQueue
+from hybrid_policy.ros.batch_queue import BatchQueue, declare_batching
 from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
@@ -63,11 +63,7 @@ class StudentNode(ManagedNode):
             raise HybridPolicyError("rocoin_target needs parameter 'target'")
         if self.layout.mode != "rocoin_target" and not self.students_path:
             raise HybridPolicyError(f"{self.layout.mode} needs parameter 'students'")
-        self.max_batch = int(declare(self, "max_batch", 1, "windows run in one operation"))
-        self.window_s = float(declare(self, "batch_window_ms", 0.0, "wait for more after "
-                                      "the first queued window (ms)")) / 1e3
-        if self.max_batch < 1 or self.window_s < 0:
-            raise HybridPolicyError("max_batch must be >= 1 and batch_window_ms >= 0")
+        self.max_batch, self.window_s = declare_batching(self, "windows")
         self.run_seed = int(declare(self, "seed", 0, "the run's seed (per: episode faults)"))
         try:
             self.faults = FaultConfig(
