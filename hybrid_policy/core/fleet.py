@@ -283,18 +283,34 @@ class FleetEvaluator:
     def _uplink(self, p: _Pending, links: tuple[LinkProfile, ...], dest: str) -> None:
         """Cross ``links`` up to node ``dest`` (hop k of the journey draws its own
         randomness) and join its queue."""
+        self._cross_up(p, links, lambda i: (feature_hop(p.request.layer, i) if isinstance(
+            p.request, FeatureRequest) else len(p.links)), lambda: self.servers[dest].arrive(p))
+
+    def _cross_up(self, p: _Pending, links, hop_of: Callable[[int], int],
+                  arrive: Callable[[], None]) -> None:
+        """Cross ``links`` in order, link ``i`` drawing ``packet_rng(seed, hop_of(i))``
+        (kept for the answer's way back); ``arrive`` when the last one delivered. A loss
+        ends the journey: the deadline decides."""
         size = p.request.payload_bytes()
         for i, link in enumerate(links):
-            hop = (feature_hop(p.request.layer, i) if isinstance(p.request, FeatureRequest)
-                   else len(p.links))
-            rng = packet_rng(p.plan.request.seed, hop)
+            rng = packet_rng(p.plan.request.seed, hop_of(i))
             p.links.append(link)
             p.link_rngs.append(rng)
             t = link.deliver(size, True, rng)
             if t is None:
-                return  # lost on the way up: the deadline decides
+                return
             p.elapsed_ms += t
-        self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self.servers[dest].arrive(p))
+        self.clock.at(p.sent_ms + p.elapsed_ms, arrive)
+
+    def _cross_down(self, p: _Pending, size: int) -> bool:
+        """The answer of ``size`` bytes back over the links ``p`` came up, each with the
+        randomness its request drew; False when it is lost on the way."""
+        for hop, rng in zip(reversed(p.links), reversed(p.link_rngs)):
+            t = hop.deliver(size, False, rng)
+            if t is None:
+                return False
+            p.elapsed_ms += t
+        return True
 
     def _work(self, batch: list[_Pending]) -> list[Response]:
         """One server operation: the batch's requests, grouped by task (one model each)."""
@@ -319,21 +335,9 @@ class FleetEvaluator:
         for i, d in enumerate(self.students.layout.devices):
             p = _Pending(r, plan, draft_ms, sent, plan.request, fanout=g, device=i)
             link = self.topology.links_between(r.spec, d)
-            self.clock.at(sent, lambda p=p, d=d, link=link, hop=device_hop(i):
-                          self._copy_up(p, d, link, hop))
+            self.clock.at(sent, lambda p=p, d=d, link=link, hop=device_hop(i): self._cross_up(
+                p, link, lambda _: hop, lambda: self._reach_device(p, d)))
         self.clock.at(sent + self.deadline_ms, lambda: self._deadline(g))
-
-    def _copy_up(self, p: _Pending, device: str, links, hop: int) -> None:
-        size = p.request.payload_bytes()
-        for link in links:
-            rng = packet_rng(p.request.seed, hop)
-            p.links.append(link)
-            p.link_rngs.append(rng)
-            t = link.deliver(size, True, rng)
-            if t is None:
-                return  # lost on the way up
-            p.elapsed_ms += t
-        self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self._reach_device(p, device))
 
     def _reach_device(self, p: _Pending, device: str) -> None:
         """A copy reaches its device: down (crashed earlier), crashing now, slow, or queued."""
@@ -367,13 +371,7 @@ class FleetEvaluator:
         if self.crashed_at[device] >= p.arrived_ms:
             return  # the device crashed with this copy in its queue
         p.elapsed_ms += waited_ms + service_ms + p.late_ms
-        size = answer.payload_bytes()
-        for hop, rng in zip(reversed(p.links), reversed(p.link_rngs)):
-            t = hop.deliver(size, False, rng)
-            if t is None:
-                return
-            p.elapsed_ms += t
-        if p.elapsed_ms <= self.deadline_ms:
+        if self._cross_down(p, answer.payload_bytes()) and p.elapsed_ms <= self.deadline_ms:
             self.clock.at(p.sent_ms + p.elapsed_ms,
                           lambda: self._student_answer(p, device, answer))
 
@@ -417,13 +415,7 @@ class FleetEvaluator:
     def _served(self, p: _Pending, response: Response, waited_ms: float,
                 service_ms: float) -> None:
         p.elapsed_ms = p.elapsed_ms + waited_ms + service_ms  # eval's order: up + target
-        size = response.payload_bytes()
-        for hop, rng in zip(reversed(p.links), reversed(p.link_rngs)):
-            t = hop.deliver(size, False, rng)
-            if t is None:
-                return  # lost on the way down
-            p.elapsed_ms += t
-        if p.elapsed_ms <= self.deadline_ms:
+        if self._cross_down(p, response.payload_bytes()) and p.elapsed_ms <= self.deadline_ms:
             self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self._answered(p, response))
 
     def _answered(self, p: _Pending, response: Response) -> None:
