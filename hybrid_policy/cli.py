@@ -25,6 +25,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
+from hybrid_policy.core.idn_catalogue import CATALOGUE_EPISODES  # noqa: E402  (no torch)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -166,6 +169,9 @@ def _check_model_args(args: argparse.Namespace) -> None:
     from sim_envs import task_spec
     from hybrid_policy.core.link import link_profile
 
+    if args.task is None:
+        raise HybridPolicyError("--task is required (placement modes alone take their tasks "
+                                "from the topology)")
     task_spec(args.task)
     link_profile(args.link)
 
@@ -239,11 +245,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from hybrid_policy.core import evaluator, stepmetrics
-    from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES, check_tau, parse_modes
+    from hybrid_policy.core.mode_names import (
+        EXIT_MODES, IDN_MODES, ROCOIN_MODES, check_tau, parse_modes,
+    )
     from hybrid_policy.core.modes import make_mode
 
-    _check_model_args(args)
     names = parse_modes(args.modes)
+    placement = [n for n in names if n in IDN_MODES]
+    if placement:
+        return _eval_placement(args, names, placement)
+    _check_model_args(args)
     exit_modes = [n for n in names if n in EXIT_MODES]
     if exit_modes and not args.topology:
         raise HybridPolicyError(f"{', '.join(exit_modes)}: early-exit modes split the net "
@@ -279,6 +290,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
         doc = stepmetrics.report(args.task, results, meta)
     print(stepmetrics.format_table(doc))
+    if args.json:
+        stepmetrics.write_json(doc, args.json)
+        log.info("wrote %s", args.json)
+    return 0
+
+
+def _eval_placement(args, names: list[str], placement: list[str]) -> int:
+    """``eval --topology`` with the inference delivery network's modes (``core.idn``): each
+    task's catalogue measured once, then every placement mode on the fleet in closed loop."""
+    import torch
+
+    from hybrid_policy.core import idn, idn_setup, stepmetrics, topology
+
+    if len(placement) != len(names) or not args.topology:
+        raise HybridPolicyError("placement modes run a fleet of their own (several tasks, "
+                                "variants placed on every node): give them alone, with "
+                                "--topology (e.g. config/idn.yaml)")
+    torch.set_num_threads(1)
+    doc_in = topology.read(args.topology)
+    topo = topology.parse(doc_in, str(args.topology))
+    cfg = idn.config_of(topo, doc_in)
+    catalogue = idn_setup.catalogue_for(topo, cfg, args.models, args.catalogue_episodes)
+    results, extra = {}, {}
+    for name in names:
+        run = idn_setup.fleet_run(name, topo, cfg, catalogue, args.models, args.episodes,
+                                  args.seed, args.deadline_ms, args.phases)
+        results[name] = run.total()
+        extra[name] = {"robots": [{"robot": r.name, "link": r.link.name, "server": "placement",
+                                   **run.robots[r.name].summary()} for r in topo.robots],
+                       "servers": run.servers, "placement": idn_setup.placement_summary(run)}
+    tasks = idn_setup.tasks_of(topo, cfg)
+    doc = stepmetrics.report(",".join(tasks), results, {
+        "seed": args.seed, "topology": str(args.topology), "idn": idn_setup.config_doc(cfg),
+        "catalogue": catalogue.to_json()["variants"]})
+    for name in names:
+        doc["modes"][name].update(extra[name])
+    print(stepmetrics.format_table(doc))
+    print(idn_setup.format_placement(doc))
     if args.json:
         stepmetrics.write_json(doc, args.json)
         log.info("wrote %s", args.json)
@@ -591,11 +640,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
     from hybrid_policy.core.link import PROFILES
     from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 
-    p.add_argument("--task", required=True, help="task name (see `hybrid-policy tasks`)")
+    p.add_argument("--task", required=task_required,
+                   help="task name (see `hybrid-policy tasks`)" + (
+                       "" if task_required else "; placement modes take the topology's"))
     p.add_argument("--draft", help="draft checkpoint directory (default: default models)")
     p.add_argument("--target", help="target checkpoint directory (default: default models)")
     p.add_argument("--models", default="models",
@@ -720,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "through the modelled link, and print one table. Without --draft/--target "
                        "the default models are used (trained first if missing or stale); modes "
                        "that skip use the task's calibration for the link (run first if missing).")
-    _add_model_args(p)
+    _add_model_args(p, task_required=False)
     p.add_argument("--modes", default="all", help="comma-separated modes, or 'all' (default)")
     p.add_argument("--episodes", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -734,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "delay at the operating point) with this price in ms per transmission + "
                    "server operation, from the calibration's samples (docs/method.md §6); "
                    "default: the calibration's τ*")
+    p.add_argument("--catalogue-episodes", type=_positive_int,
+                   default=CATALOGUE_EPISODES,
+                   help="placement modes: episodes that measure each variant's success for "
+                   "the catalogue (cached in MODELS/TASK/catalogue.json)")
     p.add_argument("--phases", choices=("random", "even"), default="random",
                    help="with --topology: robots start at random phases within their first "
                    "control period, drawn from the seed (default), or evenly spaced")

@@ -31,6 +31,14 @@ else for ``restart_ms``, its queue included) or answers ``slow_ms`` late (timeou
 resolves when every group's first answer is back, or falls back to the draft at the
 deadline.
 
+Placement modes (``core.idn``; ``IdnRun``): every ``period_ms`` the placer decides what each
+node holds from the requests of the period just ended (loading takes time, ``Holdings``);
+each tick the robot's plan names the node and variant that serve it now
+(``idn_serve.IdnMode``), and the request crosses the links from the robot's current cell to
+that node, queues and is answered by that variant (``idn_serve.serve_variants``; a node that
+dropped the variant meanwhile refuses it). The workload's shifts move robots between cells
+at once and switch their task at their next episode.
+
 With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
 verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
 ``E`` episodes runs the run's episodes ``i·E … i·E + E − 1`` (reset seeds and sampling
@@ -74,6 +82,7 @@ class FleetResult:
     robots: dict[str, ModeResult]
     servers: dict[str, dict[str, Any]]
     simulated_s: float
+    placement: dict[str, Any] = field(default_factory=dict)  # placement modes' counts
 
     def total(self) -> ModeResult:
         """Every robot's steps and episodes as one result (the fleet as a whole)."""
@@ -111,6 +120,27 @@ class StudentRun:
     layout: Any  # core.rocoin.Layout
     models: Any  # core.rocoin_setup.StudentModels
     faults: Any  # core.rocoin.FaultConfig
+
+
+@dataclass
+class IdnRun:
+    """What a placement mode's fleet run needs besides the topology: the network, the
+    placer, and each node's store of models (robots' and compute nodes' alike)."""
+
+    network: Any  # core.idn.IdnNetwork
+    placer: Any  # core.idn.PLACERS[mode]
+    stores: dict[str, Any]  # node or robot name -> idn_serve.NodeStore
+    placement: Any  # idn_serve.Placement: the view every robot's mode reads
+    holdings: Any = None  # core.idn.Holdings (made by the run)
+    stats: Counter = field(default_factory=Counter)
+    periods: list = field(default_factory=list)  # per period: requests, loads, held
+
+    def batch_ms(self, speed: float, items: list) -> float:
+        """One operation: each variant's requests as one batch (+25% per extra window, as
+        ``rocoin_setup.StudentModels.service_ms``)."""
+        sizes = Counter(p.plan.variant for p in items)
+        cat = {v.key: v for v in self.network.catalogue.variants}
+        return sum(cat[k].step_ms(speed) * (1 + 0.25 * (n - 1)) for k, n in sizes.items())
 
 
 @dataclass
@@ -167,14 +197,14 @@ class FleetEvaluator:
                  episodes: int, seed: int,
                  on_step: Callable[[str, StepRecord], None] | None = None,
                  phases: str = "random", exits: ExitRun | None = None,
-                 students: StudentRun | None = None) -> None:
+                 students: StudentRun | None = None, idn: IdnRun | None = None) -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes}")
         if phases not in PHASES:
             raise ValueError(f"phases {phases!r} is not one of {', '.join(PHASES)}")
         self.topology, self.targets, self.compute = topology, targets, compute
         self.deadline_ms, self.on_step, self.exits = deadline_ms, on_step, exits
-        self.students = students
+        self.students, self.idn, self.modes = students, idn, modes
         self.clock = Clock()
         n = len(topology.robots)
         seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
@@ -193,6 +223,8 @@ class FleetEvaluator:
         expired = lambda p, now: now >= p.sent_ms + self.deadline_ms  # noqa: E731
         if students is not None:
             self._student_servers(students, expired)
+        elif idn is not None:
+            self._idn_servers(idn, expired)
         elif exits is None:
             self.servers = {
                 name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
@@ -229,6 +261,59 @@ class FleetEvaluator:
         self.faults = Counter()  # (device, kind) -> count
         self.answers = Counter()  # (group, device) -> answers that counted
 
+    def _idn_servers(self, run: IdnRun, expired) -> None:
+        """Placement modes: one queue per compute node; the first allocation now, the next
+        at every period's end."""
+        from hybrid_policy.core.idn import Holdings
+
+        self.servers = {
+            name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
+                              lambda items, s=node.speed: run.batch_ms(s, items),
+                              lambda items, n=name: self._work_idn(n, items),
+                              lambda *a, n=name: self._served_idn(n, *a), expired)
+            for name, node in self.topology.nodes.items()}
+        run.holdings = Holdings(run.network)
+        for v in run.network.catalogue.variants:  # the repository holds every variant
+            run.stores[run.network.repository].load(v)
+        self.where = run.network.start()
+        self.period_counts: Counter = Counter()
+        self._place(run.placer.decide(Counter()))
+        self.clock.at(run.network.cfg.period_ms, self._idn_period)
+        for s in run.network.cfg.shifts:
+            self.clock.at(s.at_s * 1e3, lambda s=s: self._shift(s))
+
+    def _place(self, x) -> None:
+        run = self.idn
+        net, now = run.network, self.clock.now
+        loads = run.holdings.apply(x, now)
+        run.stats["loads"] += len(loads)
+        held = run.holdings.held()
+        for name, store in run.stores.items():
+            if name == net.repository:
+                continue
+            keep = set(held.get(name, ()))
+            for key in list(store.held):
+                if key not in keep:
+                    store.unload(key)
+            for key in keep - set(store.held):
+                store.load(next(v for v in net.catalogue.variants if v.key == key))
+        run.periods.append({"t_s": now / 1e3, "requests": sum(self.period_counts.values()),
+                            "loads": len(loads), "held": held})
+
+    def _idn_period(self) -> None:
+        if self.finished == len(self.robots):
+            return
+        counts, self.period_counts = self.period_counts, Counter()
+        self._place(self.idn.placer.decide(counts))
+        self.clock.at(self.clock.now + self.idn.network.cfg.period_ms, self._idn_period)
+
+    def _shift(self, s) -> None:
+        from hybrid_policy.core.idn import Where
+
+        for name in s.robots:
+            w = self.where[name]
+            self.where[name] = Where(s.task or w.task, s.access or w.access)
+
     def run(self, progress: bool | None = None) -> FleetResult:
         total = sum(len(r.reset_seeds) for r in self.robots)
         self.bar = tqdm(total=total, desc=f"fleet {self.robots[0].mode.name}", unit="ep",
@@ -246,11 +331,23 @@ class FleetEvaluator:
             for (g, d), n in self.answers.items():
                 servers[d]["answers_counted"] = n
                 servers[d]["group"] = g
+        placement = {}
+        if self.idn is not None:
+            servers = {n: s for n, s in servers.items() if s["requests"]}
+            placement = {**self.idn.stats, "load_ms": self.idn.holdings.load_ms,
+                         "periods": self.idn.periods}
         return FleetResult(self.robots[0].mode.name, {r.spec.name: r.result for r in self.robots},
-                           servers, self.clock.now / 1e3)
+                           servers, self.clock.now / 1e3, placement)
 
     # -- a robot's episodes and ticks ------------------------------------------------------
     def _begin_episode(self, r: _Robot, episode: int) -> None:
+        if self.idn is not None and self.where[r.spec.name].task != r.spec.task:
+            from dataclasses import replace
+
+            r.env.close()  # a shift switched its task: from this episode on
+            r.spec = replace(r.spec, task=self.where[r.spec.name].task)
+            r.env, r.mode = sim_envs.make_task(r.spec.task), self.modes(r.spec)
+            r.period_ms = sim_envs.task_spec(r.spec.task).control_period_ms
         r.episode, r.step = episode, 0
         r.obs, _ = r.env.reset(seed=r.reset_seeds[episode])
         r.mode.reset()
@@ -259,6 +356,9 @@ class FleetEvaluator:
 
     def _tick(self, r: _Robot) -> None:
         r.tick_ms = self.clock.now
+        if self.idn is not None:
+            self._tick_idn(r)
+            return
         plan = r.mode.plan(r.obs, r.rng)
         if self.students is not None:
             self._fan_out(r, plan)
@@ -324,6 +424,40 @@ class FleetEvaluator:
                                                 [batch[i].plan.request for i in idx])):
                 answers[i] = resp
         return [answers[i] for i in range(len(batch))]
+
+    # -- placement: the node and variant the placement names serve the step ---------------
+    def _tick_idn(self, r: _Robot) -> None:
+        run, name = self.idn, r.spec.name
+        w = self.where[name]
+        r.mode.where.access = w.access  # a move takes effect at once
+        run.placement.available = run.holdings.available(self.clock.now)
+        self.period_counts[(name, r.spec.task, w.access)] += 1
+        plan = r.mode.plan(r.obs, r.rng)
+        opt = r.mode.last
+        run.stats[f"served_{'robot' if opt.node == name else opt.node}"] += 1
+        if plan.request is None:
+            self._resolve(r, plan, None, opt.variant.step_ms(run.network.speed(name)), False)
+            return
+        p = _Pending(r, plan, 0.0, self.clock.now, plan.request)
+        links = self.topology.links_between(run.network.robot_at(name, w.access), opt.node)
+        self.clock.at(p.sent_ms, lambda: self._cross_up(
+            p, links, lambda i: i, lambda: self.servers[opt.node].arrive(p)))
+        self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
+
+    def _work_idn(self, node: str, batch: list[_Pending]) -> list:
+        from hybrid_policy.core.idn_serve import serve_variants
+
+        for p in batch:
+            p.server_op = True
+        return serve_variants(self.idn.stores[node], [(p.plan.variant, p.request)
+                                                      for p in batch])
+
+    def _served_idn(self, node: str, p: _Pending, answer, waited_ms: float,
+                    service_ms: float) -> None:
+        if not isinstance(answer, Response):
+            self.idn.stats["refused"] += 1  # the node dropped the variant meanwhile
+            return
+        self._served(p, answer, waited_ms, service_ms)
 
     # -- rocoin: every device gets a copy, the first answer per group counts -------------
     def _fan_out(self, r: _Robot, plan: Plan) -> None:
@@ -436,6 +570,8 @@ class FleetEvaluator:
         if self.exits is not None:  # which exit acted: the answer's, else the robot's own
             r.result.exits[response.exit_layer if response is not None
                            else self.exits.plan.ends[r.spec.name]] += 1
+        if self.idn is not None:
+            self._idn_gain(r, plan, response, latency_ms)
         if self.on_step is not None:
             self.on_step(r.spec.name, rec)
         r.obs, _, terminated, truncated, info = r.env.step(rec.action)
@@ -453,12 +589,27 @@ class FleetEvaluator:
         self.clock.at(next_ms, lambda: self._tick(r))
 
 
+    def _idn_gain(self, r: _Robot, plan: Plan, response: Response | None,
+                  latency_ms: float) -> None:
+        """The step's gain: the success of the variant that acted minus λ·latency."""
+        cat = {v.key: v for v in self.idn.network.catalogue.variants}
+        if response is not None or plan.request is None:
+            success = cat[plan.variant].success
+        else:
+            own = r.mode.own()
+            success = own.success if own is not None else 0.0
+            self.idn.stats["fallbacks"] += 1
+        self.idn.stats["steps"] += 1
+        self.idn.stats["gain_sum"] += success - self.idn.network.cfg.latency_weight * latency_ms
+
+
 def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
                    targets: dict[str, Policy], compute: ComputeModel, deadline_ms: float,
                    episodes: int, seed: int, progress: bool | None = None,
                    on_step: Callable[[str, StepRecord], None] | None = None,
                    phases: str = "random", exits: ExitRun | None = None,
-                   students: StudentRun | None = None) -> FleetResult:
+                   students: StudentRun | None = None, idn: IdnRun | None = None
+                   ) -> FleetResult:
     """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
     return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
-                          on_step, phases, exits, students).run(progress)
+                          on_step, phases, exits, students, idn).run(progress)

@@ -16,7 +16,10 @@ MODE_NAMES = ("draft_only", "target_only", "hybrid", "adahi", "uncertainty_skip"
 EXIT_MODES = ("early_exit", "dto_ee", "ee_fixed", "ee_random", "cloud_only")
 # RoCoIn (``core.rocoin``): distilled students on redundant device groups, and baselines.
 ROCOIN_MODES = ("rocoin", "rocoin_single", "rocoin_random", "rocoin_target")
-ALL_MODES = MODE_NAMES + EXIT_MODES + ROCOIN_MODES
+# Inference delivery network (``core.idn``): variants placed online on robot, edge and cloud
+# by INFIDA, against its baselines.
+IDN_MODES = ("idn", "idn_static", "idn_greedy", "idn_cloud", "idn_robot")
+ALL_MODES = MODE_NAMES + EXIT_MODES + ROCOIN_MODES + IDN_MODES
 # Modes that skip verification by a threshold, and the field of ``Thresholds`` each uses.
 THRESHOLD_OF = {"adahi": "tau", "uncertainty_skip": "uncertainty_tau",
                 "random_skip": "random_skip"}
@@ -36,9 +39,11 @@ class ThresholdError(HybridPolicyError, ValueError):
 
 def parse_modes(text: str) -> list[str]:
     """``"all"`` (the draft/target modes), ``"exits"`` (the early-exit family),
-    ``"students"`` (RoCoIn and its baselines) or a comma-separated list of mode names,
+    ``"students"`` (RoCoIn and its baselines), ``"placement"`` (the inference delivery
+    network's placement policies) or a comma-separated list of mode names,
     checked against the registry."""
-    groups = {"all": MODE_NAMES, "exits": EXIT_MODES, "students": ROCOIN_MODES}
+    groups = {"all": MODE_NAMES, "exits": EXIT_MODES, "students": ROCOIN_MODES,
+              "placement": IDN_MODES}
     names = list(groups[text.strip()]) if text.strip() in groups else [
         m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in names if m not in ALL_MODES]
@@ -46,7 +51,8 @@ def parse_modes(text: str) -> list[str]:
         raise UnknownModeError(
             f"unknown mode(s) {', '.join(map(repr, bad)) or '(none given)'}; valid modes: "
             f"{', '.join(ALL_MODES)} (or 'all' for the draft/target modes, 'exits' for the "
-            "early-exit family, 'students' for RoCoIn's)")
+            "early-exit family, 'students' for RoCoIn's, 'placement' for the inference "
+            "delivery network's)")
     return names
 
 

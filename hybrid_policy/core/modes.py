@@ -41,6 +41,7 @@ class Plan:
     confidence: float = float("nan")  # early-exit modes: the robot's exit's confidence
     route_to: str = ""  # early-exit modes: the node the request goes to ("" = the server)
     copies: int = 1  # rocoin modes: the request goes to this many devices (uplink bytes x)
+    variant: str = ""  # placement modes: the variant (task/name) that serves the step
 
 
 @dataclass(frozen=True)

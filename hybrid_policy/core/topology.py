@@ -119,8 +119,9 @@ def parse(doc: Any, where: str = "topology") -> Topology:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping with 'nodes' and 'robots'")
     # federated: the clients' settings for federated training (``hybrid_policy.federated``);
-    # rocoin: the students, device groups and faults of the rocoin modes (``core.rocoin``)
-    _keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin"})
+    # rocoin: the students, device groups and faults of the rocoin modes (``core.rocoin``);
+    # idn: the inference delivery network's period, gain and workload shifts (``core.idn``)
+    _keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin", "idn"})
     if not isinstance(doc["nodes"], dict) or not doc["nodes"]:
         raise TopologyError(f"{where}: 'nodes' must map node names to their settings")
     nodes = {name: _node(where, str(name), spec) for name, spec in doc["nodes"].items()}
