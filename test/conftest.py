@@ -130,3 +130,51 @@ def tiny_students(tiny):
     path = save_students(tiny["root"] / "fetch_reach" / "students", nets, "fetch_reach",
                          {"losses": losses})
     return {"path": path, "nets": nets, "codes": codes, "target": target}
+
+
+IDN_TOPOLOGY = """
+nodes:
+  cell_a: {tier: edge, speed: 0.5, max_batch: 4, memory_params: %(cell)d, parent: regional,
+           link: {profile: 5g_urllc, delay_ms: 5}}
+  cell_b: {tier: edge, speed: 0.5, max_batch: 4, memory_params: %(cell)d, parent: regional,
+           link: {profile: 5g_urllc, delay_ms: 5}}
+  regional: {tier: regional, speed: 1.0, max_batch: 8, memory_params: %(cell)d, parent: cloud,
+             link: {profile: 5g_embb, delay_ms: 20}}
+  cloud: {tier: cloud, speed: 4.0, max_batch: 16}
+robots:
+  - {name: robot, count: 2, task: fetch_reach, mode: idn, access: cell_a, link: wifi}
+idn:
+  period_ms: 200
+  latency_weight: 0.01
+  robot_params: %(robot)d
+  load_ms_per_mparam: 0
+  shifts:
+    - {at_s: 1.0, robots: [robot_0, robot_1], access: cell_b}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_idn(tiny, tiny_ee, tmp_path_factory):
+    """An inference delivery network of the tiny fetch_reach models: a models root with
+    ``fetch_reach/{draft,target,early_exit}``, its measured catalogue (3 episodes per
+    variant, with successes then set to 0.2 / 0.6 / 0.8 / 0.9 for draft / exit1 / exit2 /
+    target: the tiny models rarely succeed, which would leave nothing to place) and a
+    two-cell topology whose robots move cell after 1 s. Every node can hold the largest
+    variant; a robot only the draft."""
+    import shutil
+    from dataclasses import replace
+
+    from hybrid_policy.core.idn_catalogue import Catalogue
+    from hybrid_policy.core.idn_setup import measure_catalogue
+
+    root = tmp_path_factory.mktemp("idn_models")
+    for kind in ("draft", "target"):
+        shutil.copytree(tiny[kind], root / "fetch_reach" / kind)
+    shutil.copytree(tiny_ee["path"], root / "fetch_reach" / "early_exit")
+    measured = measure_catalogue(root, "fetch_reach", 3, progress=False)
+    graded = {"draft": 0.2, "exit1": 0.6, "exit2": 0.8, "target": 0.9}
+    catalogue = Catalogue(tuple(replace(v, success=graded[v.name]) for v in measured.variants))
+    sizes = {v.name: v.params for v in catalogue.variants}
+    topo = root / "idn.yaml"
+    topo.write_text(IDN_TOPOLOGY % {"cell": max(sizes.values()), "robot": sizes["draft"]})
+    return {"root": root, "catalogue": catalogue, "measured": measured, "topology": topo}

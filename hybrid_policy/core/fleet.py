@@ -277,12 +277,12 @@ class FleetEvaluator:
             run.stores[run.network.repository].load(v)
         self.where = run.network.start()
         self.period_counts: Counter = Counter()
-        self._place(run.placer.decide(Counter()))
+        self._place(run.placer.decide(Counter()), Counter())
         self.clock.at(run.network.cfg.period_ms, self._idn_period)
         for s in run.network.cfg.shifts:
             self.clock.at(s.at_s * 1e3, lambda s=s: self._shift(s))
 
-    def _place(self, x) -> None:
+    def _place(self, x, counts: Counter) -> None:
         run = self.idn
         net, now = run.network, self.clock.now
         loads = run.holdings.apply(x, now)
@@ -297,14 +297,14 @@ class FleetEvaluator:
                     store.unload(key)
             for key in keep - set(store.held):
                 store.load(next(v for v in net.catalogue.variants if v.key == key))
-        run.periods.append({"t_s": now / 1e3, "requests": sum(self.period_counts.values()),
+        run.periods.append({"t_s": now / 1e3, "requests": sum(counts.values()),
                             "loads": len(loads), "held": held})
 
     def _idn_period(self) -> None:
         if self.finished == len(self.robots):
             return
         counts, self.period_counts = self.period_counts, Counter()
-        self._place(self.idn.placer.decide(counts))
+        self._place(self.idn.placer.decide(counts), counts)
         self.clock.at(self.clock.now + self.idn.network.cfg.period_ms, self._idn_period)
 
     def _shift(self, s) -> None:

@@ -94,6 +94,21 @@ def time_ms(model, v: Variant, requests: list[Request]) -> float:
     return float(np.median(times) * 1e3)
 
 
+def measure_catalogue(root: str | Path, task: str, episodes: int,
+                      progress: bool | None = None) -> Catalogue:
+    """Every variant of the models under ``root/<task>`` measured (no cache)."""
+    import torch
+
+    vm = VariantModels(root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch 1: threads only add overhead (and noise to the timing)
+    try:
+        return Catalogue(tuple(measure_variant(vm, task, n, episodes, progress=progress)
+                               for n in variant_names(vm, task)))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _identities(root: Path, task: str) -> dict[str, str]:
     from hybrid_policy.policies.card import checkpoint_identity
 
@@ -120,16 +135,7 @@ def ensure_catalogue(task: str, models: str | Path = "models",
     except (OSError, json.JSONDecodeError, idn_catalogue.CatalogueError):
         log.info("%s: measuring the catalogue of %s (%d episodes per variant)", path, task,
                  episodes)
-    import torch
-
-    vm = VariantModels(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch 1: threads only add overhead (and noise to the timing)
-    try:
-        cat = Catalogue(tuple(measure_variant(vm, task, n, episodes, progress=progress)
-                              for n in variant_names(vm, task)))
-    finally:
-        torch.set_num_threads(threads)
+    cat = measure_catalogue(root, task, episodes, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**cat.to_json(), "models": ids, "episodes": episodes},
                                indent=1))
