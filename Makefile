@@ -37,6 +37,11 @@ DEMO_FL_ROUNDS ?= 4
 # its baselines (config/rocoin.yaml); bench/rocoin.py adds device failures.
 DEMO_ROCOIN ?= config/rocoin.yaml
 DEMO_ROCOIN_EPISODES ?= 3
+# The inference delivery network: policy variants of two tasks placed on robots, cells, a
+# regional node and the cloud by INFIDA and its baselines as the workload moves
+# (config/idn.yaml); bench/idn.py runs the long trace and more episodes.
+DEMO_IDN ?= config/idn.yaml
+DEMO_IDN_EPISODES ?= 25
 
 # Default models are trained on first use (a few minutes) and cached under models/.
 # In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
@@ -44,7 +49,9 @@ DEMO_ROCOIN_EPISODES ?= 3
 # the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each);
 # then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process;
 # then a few rounds of federated training of the early-exit net over the fleet's robots;
-# then RoCoIn's students (distilled on first use) and its baselines on their edge devices.
+# then RoCoIn's students (distilled on first use) and its baselines on their edge devices;
+# then the inference delivery network's placement modes (fetch_reach's models trained and
+# both tasks' catalogues measured on first use).
 demo: $(STAMP)
 	$(BIN)/hybrid-policy tasks
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
@@ -69,6 +76,8 @@ ifeq ($(DEMO_TASK),$(DEMO_FLEET_TASK))
 	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes students \
 		--episodes $(DEMO_ROCOIN_EPISODES) --seed 0 --topology $(DEMO_ROCOIN) \
 		--json $(DEMO_RUN)/rocoin.json
+	$(BIN)/hybrid-policy eval --topology $(DEMO_IDN) --modes placement \
+		--episodes $(DEMO_IDN_EPISODES) --seed 0 --json $(DEMO_RUN)/idn.json
 endif
 
 test: $(STAMP)
@@ -91,6 +100,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/federated.py --local-epochs 2 --rounds 14 \
 		--out runs/bench_federated_e2 --json docs/federated_bench_e2.json
 	$(BIN)/python bench/rocoin.py --json docs/rocoin_bench.json --plot docs/img/rocoin.png
+	$(BIN)/python bench/idn.py --json docs/idn_bench.json --plot docs/img/idn.png
 	$(BIN)/python bench/dds_floor.py
 
 clean:

@@ -297,8 +297,18 @@ class FleetEvaluator:
                     store.unload(key)
             for key in keep - set(store.held):
                 store.load(next(v for v in net.catalogue.variants if v.key == key))
+        self._close_period()
         run.periods.append({"t_s": now / 1e3, "requests": sum(counts.values()),
-                            "loads": len(loads), "held": held})
+                            "loads": len(loads), "held": held, "steps": 0, "gain": 0.0})
+
+    def _close_period(self) -> None:
+        """The period that ends now: its steps and their summed gain."""
+        if self.idn.periods:
+            last = self.idn.periods[-1]
+            last["steps"], last["gain"] = self.idn.stats["steps"] - self.steps_before, \
+                self.idn.stats["gain_sum"] - self.gain_before
+        self.steps_before = self.idn.stats["steps"]
+        self.gain_before = self.idn.stats["gain_sum"]
 
     def _idn_period(self) -> None:
         if self.finished == len(self.robots):
@@ -333,6 +343,7 @@ class FleetEvaluator:
                 servers[d]["group"] = g
         placement = {}
         if self.idn is not None:
+            self._close_period()
             servers = {n: s for n, s in servers.items() if s["requests"]}
             placement = {**self.idn.stats, "load_ms": self.idn.holdings.load_ms,
                          "periods": self.idn.periods}

@@ -19,7 +19,9 @@ from the requests of the period just ended:
 - ``idn`` (INFIDA): every node keeps a fractional allocation, takes one mirror-ascent step on
   the subgradient of the period's gain (each node's component needs only the requests that
   passed it and the fractional holdings of the nodes below it on their paths: the neighbour
-  information of the paper) and samples its models by DepRound (``idn_place``);
+  information of the paper) and samples its models by DepRound (``idn_place``), renewing
+  the draw's random numbers every ``REFRESH`` periods so that models move when the
+  fractional allocation does, not on every coin (docs/method.md §10);
 - ``idn_static``: one allocation for the whole run, optimised offline for the run's average
   request mix (an oracle that knows the future mix, not its order);
 - ``idn_greedy``: each node holds the best-gain variant of its most requested tasks first,
@@ -71,7 +73,7 @@ class IdnConfig:
     robot_params: int = 20000  # what a robot can hold
     robot_speed: float = 1.0  # a robot's compute speed relative to this machine
     load_ms_per_mparam: float = 500.0  # loading a model takes this per million parameters
-    eta: float = 20.0  # INFIDA's mirror-ascent step, on the gain per request (docs/method.md)
+    eta: float = 10.0  # INFIDA's mirror-ascent step, on the gain per request (docs/method.md)
     shifts: tuple[Shift, ...] = ()
 
     def load_ms(self, params: int) -> float:
@@ -313,16 +315,19 @@ class InfidaPlacer:
     def __init__(self, net: IdnNetwork, seed: int, **_: Any) -> None:
         self.net = net
         self.infida = idn_place.Infida(net.nodes, len(net.slots), net.cfg.eta, floor=FLOOR)
-        self.seed = seed
+        self.seed, self.period = seed, 0
 
     def decide(self, counts: Counts) -> np.ndarray:
         demands = self.net.demands(counts)
         total = sum(d.weight for d in demands)
         if total > 0:
             self.infida.step(idn_place.subgradient(self.infida.y, demands) / total)
-        # the same random numbers every period (module doc): each period's draw is still
-        # DepRound's, with E[x] = y, but a node swaps models only when y itself moved
-        return self.infida.sample(np.random.default_rng([self.seed, 0x1D7]))
+        # the same random numbers for REFRESH periods (module doc): each period's draw is
+        # still DepRound's, with E[x] = y, but a node swaps models only when y moved or
+        # the numbers are renewed
+        self.period += 1
+        return self.infida.sample(np.random.default_rng(
+            [self.seed, 0x1D7, self.period // REFRESH]))
 
 
 class GreedyPlacer:
@@ -400,6 +405,7 @@ class RobotPlacer:
         return x
 
 
+REFRESH = 10  # periods between renewals of the rounding's random numbers
 FLOOR = 1e-2  # INFIDA's floor on y: how fast a dropped model can come back
 PLACERS = {p.name: p for p in (InfidaPlacer, StaticPlacer, GreedyPlacer, CloudPlacer,
                                RobotPlacer)}

@@ -22,7 +22,7 @@ from typing import Any
 from hybrid_policy.errors import HybridPolicyError
 
 VERSION = 1
-CATALOGUE_EPISODES = 30  # episodes that measure a variant's success by default
+CATALOGUE_EPISODES = 20  # episodes that measure a variant's success by default
 _NAME = re.compile(r"^(draft|target|exit\d+)$")
 
 
