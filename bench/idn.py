@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--phase-periods", type=int, default=40)
     parser.add_argument("--window", type=int, default=3, help="catch-up: periods averaged")
-    parser.add_argument("--episodes", type=int, default=100, help="closed loop, per robot")
-    parser.add_argument("--closed-phase-s", type=float, default=20.0,
+    parser.add_argument("--episodes", type=int, default=200, help="closed loop, per robot")
+    parser.add_argument("--closed-phase-s", type=float, default=40.0,
                         help="closed loop: seconds per phase (0: the topology's shifts)")
     parser.add_argument("--catalogue-episodes", type=int, default=20)
     parser.add_argument("--no-closed-loop", action="store_true")

@@ -329,7 +329,7 @@ def test_fleet_serves_each_step_where_the_placement_says(tiny_idn):
     assert "refused" not in run.placement
     assert sum(rec.lost for _, rec in steps) <= 0.02 * len(steps)
     periods = run.placement["periods"]
-    assert periods[0]["requests"] == 0 and sum(p["requests"] for p in periods[1:]) > 0
+    assert periods[0]["demand"] == 0 and sum(p["demand"] for p in periods[1:]) > 0
 
 
 def test_cloud_only_sends_everything_up_and_robot_only_nothing(tiny_idn):
@@ -361,3 +361,15 @@ def test_a_lost_answer_falls_back_to_the_robots_own_model_else_holds_still(tiny_
     own = store.serve(draft.key, [plan.request])[0].action if plan.request is not None \
         else plan.draft_action
     assert np.array_equal(acted, own)
+
+
+def test_a_robot_kept_waiting_counts_every_control_period_it_waited(tiny_idn):
+    """Placement demand is time, not sent requests: on the cloud (≥ 50 ms round trip, two
+    control periods of 40 ms) each step stands for two periods of demand."""
+    run, steps = _fleet(tiny_idn, "idn_cloud", episodes=2)
+    demand = sum(p["demand"] for p in run.placement["periods"])
+    slow = sum(rec.latency_ms > 40.0 for _, rec in steps)
+    assert slow > 0.9 * len(steps)
+    # each step waited ceil(latency / 40 ms) periods; the last period is never placed
+    waited = sum(int(np.ceil(rec.latency_ms / 40.0 - 1e-9)) for _, rec in steps)
+    assert len(steps) < demand <= waited

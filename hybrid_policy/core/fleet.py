@@ -133,7 +133,7 @@ class IdnRun:
     placement: Any  # idn_serve.Placement: the view every robot's mode reads
     holdings: Any = None  # core.idn.Holdings (made by the run)
     stats: Counter = field(default_factory=Counter)
-    periods: list = field(default_factory=list)  # per period: requests, loads, held
+    periods: list = field(default_factory=list)  # per period: demand (control periods), loads, held, steps, gain
 
     def batch_ms(self, speed: float, items: list) -> float:
         """One operation: each variant's requests as one batch (+25% per extra window, as
@@ -298,7 +298,7 @@ class FleetEvaluator:
             for key in keep - set(store.held):
                 store.load(next(v for v in net.catalogue.variants if v.key == key))
         self._close_period()
-        run.periods.append({"t_s": now / 1e3, "requests": sum(counts.values()),
+        run.periods.append({"t_s": now / 1e3, "demand": sum(counts.values()),
                             "loads": len(loads), "held": held, "steps": 0, "gain": 0.0})
 
     def _close_period(self) -> None:
@@ -366,9 +366,9 @@ class FleetEvaluator:
         self._tick(r)
 
     def _tick(self, r: _Robot) -> None:
-        r.tick_ms = self.clock.now
+        since, r.tick_ms = self.clock.now - r.tick_ms, self.clock.now
         if self.idn is not None:
-            self._tick_idn(r)
+            self._tick_idn(r, max(1, round(since / r.period_ms)) if r.step else 1)
             return
         plan = r.mode.plan(r.obs, r.rng)
         if self.students is not None:
@@ -437,12 +437,15 @@ class FleetEvaluator:
         return [answers[i] for i in range(len(batch))]
 
     # -- placement: the node and variant the placement names serve the step ---------------
-    def _tick_idn(self, r: _Robot) -> None:
+    def _tick_idn(self, r: _Robot, periods: int) -> None:
+        """A placement step. Its demand is the control periods since the robot's last tick:
+        a robot kept waiting by a far node still needs an answer every period, and counting
+        only the requests it managed to send would hide exactly the robots served worst."""
         run, name = self.idn, r.spec.name
         w = self.where[name]
         r.mode.where.access = w.access  # a move takes effect at once
         run.placement.available = run.holdings.available(self.clock.now)
-        self.period_counts[(name, r.spec.task, w.access)] += 1
+        self.period_counts[(name, r.spec.task, w.access)] += periods
         plan = r.mode.plan(r.obs, r.rng)
         opt = r.mode.last
         run.stats[f"served_{'robot' if opt.node == name else opt.node}"] += 1
