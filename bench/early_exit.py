@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import yaml
 
+from seed_spread import spread  # bench/: run as a script
+
 log = logging.getLogger("bench.early_exit")
 MODES = ("cloud_only", "ee_fixed", "ee_random", "early_exit", "dto_ee")
 
@@ -59,11 +61,6 @@ def run(mode, topo, models, budget, episodes, seed, encoding="32FC1", thresholds
                          ComputeModel(1.0, 1.0), 100.0, episodes, seed, progress=False,
                          exits=exit_run)
     return res.total().summary(), res
-
-
-def spread(values) -> str:
-    v = np.asarray(values, float)
-    return f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
 
 
 def main() -> None:

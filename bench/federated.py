@@ -24,13 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from seed_spread import spread  # bench/: run as a script
+
 log = logging.getLogger("bench.federated")
 METHODS = ("serving_rate", "fedavg", "central", "local")
-
-
-def spread(values) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
 
 
 def main() -> None:

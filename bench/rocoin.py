@@ -29,13 +29,10 @@ import numpy as np
 import torch
 import yaml
 
+from seed_spread import spread  # bench/: run as a script
+
 log = logging.getLogger("bench.rocoin")
 MODES = ("rocoin", "rocoin_single", "rocoin_random", "rocoin_target")
-
-
-def spread(values) -> str:
-    v = np.asarray(values, float)
-    return f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
 
 
 def main() -> None:
