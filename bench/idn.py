@@ -33,13 +33,10 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
+from seed_spread import spread  # bench/: run as a script
+
 log = logging.getLogger("bench.idn")
 RIVALS = ("idn_static", "idn_greedy")
-
-
-def spread(values) -> str:
-    v = np.asarray(values, float)
-    return f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
 
 
 def rescaled(cfg, phase_s: float):

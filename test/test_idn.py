@@ -373,3 +373,33 @@ def test_a_robot_kept_waiting_counts_every_control_period_it_waited(tiny_idn):
     # each step waited ceil(latency / 40 ms) periods; the last period is never placed
     waited = sum(int(np.ceil(rec.latency_ms / 40.0 - 1e-9)) for _, rec in steps)
     assert len(steps) < demand <= waited
+
+
+def test_eval_refuses_placement_modes_without_a_topology_or_mixed_with_others(cli, tiny_idn):
+    import subprocess
+
+    for extra in ([], ["--topology", str(tiny_idn["topology"]), "--modes", "idn,hybrid"]):
+        args = [*cli, "eval", "--models", str(tiny_idn["root"]), "--episodes", "1",
+                *(extra or ["--modes", "placement"])]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0
+        assert "give them alone, with --topology" in out.stderr, out.stderr
+
+
+def test_eval_runs_every_placement_mode_from_the_command_line(cli, tiny_idn, tmp_path):
+    import json
+    import subprocess
+
+    (tiny_idn["root"] / "fetch_reach" / "catalogue.json").unlink(missing_ok=True)
+    out = subprocess.run([*cli, "eval", "--topology", str(tiny_idn["topology"]), "--modes",
+                          "placement", "--models", str(tiny_idn["root"]), "--episodes", "1",
+                          "--catalogue-episodes", "1", "--json", str(tmp_path / "idn.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads((tmp_path / "idn.json").read_text())
+    assert sorted(doc["modes"]) == sorted(idn.PLACERS)
+    for m in doc["modes"].values():
+        assert m["episodes"] == 2 and sum(m["placement"]["served"].values()) > 0
+    assert doc["modes"]["idn_cloud"]["placement"]["served"] == {
+        "cloud": doc["modes"]["idn_cloud"]["placement"]["served"]["cloud"]}
+    assert "gain/step" in out.stdout
