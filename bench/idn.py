@@ -118,7 +118,7 @@ def plot(runs, starts, modes, path, period_s):
     ax.set_xlabel("simulated time (s); dashed: workload shifts")
     ax.set_ylabel("gain per request (success − λ·latency)")
     ax.set_title("Placement as the workload moves (median over seeds, band: min–max)")
-    ax.legend(ncol=5, fontsize=8, loc="lower center")
+    ax.legend(ncol=2, fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
