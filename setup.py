@@ -55,6 +55,8 @@ setup(
             "link_node = hybrid_policy.ros.link_node:main",
             "exit_node = hybrid_policy.ros.exit_node:main",
             "student_node = hybrid_policy.ros.student_node:main",
+            "idn_node = hybrid_policy.ros.idn_node:main",
+            "placement_node = hybrid_policy.ros.placement_node:main",
             "recorder_node = hybrid_policy.ros.recorder_node:main",
             "lifecycle_manager = hybrid_policy.ros.lifecycle_manager:main",
         ],

@@ -73,10 +73,14 @@ def analyze(path: str | Path) -> dict[str, Any]:
     else:
         per_robot = {}
         first = dict(e.split("=", 1) for e in info.get("first_nodes", "").split(";") if e)
+        paths = dict(e.split("=", 1) for e in info.get("paths", "").split(";") if e)
         for name, server, _ in robots:
             if name in first:  # early exit: a feature reaching its first node is computed
                 ops = [topics.get(f"{d}/exit/{name}/{name}/feature", [])
                        for d in first[name].split("|") if d]
+            elif name in paths:  # placement: a request reaching a node of its path is served
+                ops = [topics.get(f"{d}/exit/{name}/{name}/request", [])
+                       for d in paths[name].split("|") if d]
             else:
                 ops = [topics.get(f"{server}/server/{name}/response", [])]
             per_robot[name] = _robot_result(path, topics, f"{name}/", ops)

@@ -451,13 +451,15 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     import torch
 
     from hybrid_policy.core.mode_names import (
-        EXIT_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_tau, parse_modes,
+        EXIT_MODES, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_tau, parse_modes,
     )
     from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.graph import GraphConfig
 
-    _check_model_args(args)
     modes = parse_modes(args.mode)
+    if any(m in IDN_MODES for m in modes):
+        return _bringup_placement(args, modes)
+    _check_model_args(args)
     if any(m in EXIT_MODES for m in modes) and not args.topology:
         raise HybridPolicyError("early-exit modes split the net across robot, edge and cloud: "
                                 "give the nodes with --topology (e.g. config/early_exit.yaml)")
@@ -497,6 +499,68 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         log.info("bringup: %s on %s over %s, %d episodes%s", mode, args.task, args.link,
                  args.episodes, f" per robot of {args.topology}" if args.topology else "")
         rc = bringup(cfg, args.timeout)
+        if rc != 0:
+            return rc
+        if mode_bag is not None:
+            bags.append(mode_bag)
+    if bags:
+        _print_bags(bags)
+    return 0
+
+
+def _bringup_placement(args: argparse.Namespace, modes: list[str]) -> int:
+    """``bringup --topology`` with the inference delivery network's modes (``core.idn``), one
+    graph per mode: the catalogue (``--catalogue``, else each task's, measured once and cached
+    as ``eval`` does) is written next to the bag for every node to read. Over ROS the robots
+    keep their cell and task: a topology with shifts is refused (they run in ``eval``)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from hybrid_policy.core import idn_catalogue, idn_setup, topology
+    from hybrid_policy.core.mode_names import IDN_MODES
+    from hybrid_policy.ros.bringup import bringup
+    from hybrid_policy.ros.fleet_graph import idn_config
+    from hybrid_policy.ros.graph import GraphConfig
+
+    if any(m not in IDN_MODES for m in modes) or not args.topology:
+        raise HybridPolicyError("placement modes run a fleet of their own (variants placed on "
+                                "every node): give them alone, with --topology (e.g. "
+                                "config/idn.yaml without its shifts)")
+    topo = topology.load(args.topology)
+    cfg = idn_config(args.topology, topo)
+    tasks = sorted({r.task for r in topo.robots})
+    if len(tasks) != 1 or (args.task and args.task != tasks[0]):
+        raise HybridPolicyError(f"{args.topology}: a ROS placement fleet runs one task; its "
+                                f"robots run {', '.join(tasks)}"
+                                + (f" (--task {args.task})" if args.task else ""))
+    bag = Path(args.bag).resolve() if args.bag else None
+    if bag is not None and bag.exists():
+        raise HybridPolicyError(f"{args.bag}: already exists; give a new directory for the bag")
+    torch.set_num_threads(1)
+    if args.catalogue:
+        catalogue = idn_catalogue.load(args.catalogue)
+    else:
+        catalogue = idn_setup.catalogue_for(topo, cfg, args.models, args.catalogue_episodes)
+    path = (bag.parent / f"{bag.name}.catalogue.json" if bag else
+            Path(tempfile.mkdtemp(prefix="hybrid_idn_")) / "catalogue.json")
+    catalogue.save(path)
+    log.info("catalogue of %s: %s", ", ".join(catalogue.tasks), path)
+    bags = []
+    for mode in modes:  # one graph per mode; several modes: one bag each under --bag
+        mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+        gcfg = GraphConfig(
+            mode=mode, task=tasks[0], link=topo.robots[0].link.name, episodes=args.episodes,
+            seed=args.seed, models=str(Path(args.models).resolve()),
+            temperature=args.temperature, deadline_ms=args.deadline_ms, clock=args.clock,
+            rate_hz=args.rate_hz, interface=args.interface,
+            robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
+            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "",
+            topology=str(Path(args.topology).resolve()), idn_catalogue=str(path.resolve()))
+        log.info("bringup: %s on %s, %d episodes per robot", mode, args.topology,
+                 args.episodes)
+        rc = bringup(gcfg, args.timeout)
         if rc != 0:
             return rc
         if mode_bag is not None:
@@ -800,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "OS processes with the same parameters the launch file gives them, run "
                        "the episodes (lockstep or real time), then stop every node. With --bag, "
                        "record an MCAP rosbag2 and print its metrics table.")
-    _add_model_args(p)
+    _add_model_args(p, task_required=False)
     p.add_argument("--mode", required=True,
                    help="a mode, a comma-separated list, or 'all': one graph after another")
     p.add_argument("--episodes", type=_positive_int, default=2)
@@ -827,7 +891,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
                    "the mode under its own namespace (NS/<robot>/...), one batching target "
                    "node per server, link nodes per hop, one bag; analyze prints per-robot and "
-                   "per-server tables")
+                   "per-server tables; placement modes: an idn_node per compute node on a "
+                   "robot's path and the placement node, robots in fixed cells (no idn.shifts "
+                   "over ROS)")
+    p.add_argument("--catalogue", help="placement modes: the variants' catalogue JSON to use "
+                   "(default: each task's, measured and cached in MODELS/TASK/catalogue.json)")
+    p.add_argument("--catalogue-episodes", type=_positive_int, default=CATALOGUE_EPISODES,
+                   help="placement modes: episodes that measure each variant's success for "
+                   "the catalogue when it is made")
     _add_exit_args(p)
     p.set_defaults(func=cmd_bringup)
 

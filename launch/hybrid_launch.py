@@ -28,7 +28,8 @@ from hybrid_policy.ros.graph import PACKAGE, launch_nodes
 
 # Launch arguments that override config/hybrid.yaml ("" = keep the file's value).
 ARGUMENTS = {
-    "mode": "draft_only | target_only | hybrid | adahi | uncertainty_skip | random_skip",
+    "mode": "draft_only | target_only | hybrid | adahi | uncertainty_skip | random_skip, an "
+            "early-exit, rocoin or placement mode (with topology)",
     "task": "task name (hybrid-policy tasks)",
     "link": "link profile: 6g_hrllc | 5g_urllc | 5g_embb | wifi | lossy_wifi | ideal",
     "episodes": "episodes to run",
@@ -49,6 +50,10 @@ ARGUMENTS = {
     "topology": "a fleet (config/fleet.yaml): every robot runs mode under its own namespace",
     "early_exit": "early-exit modes: the net (default MODELS/TASK/early_exit)",
     "exit_plan": "early-exit modes: the plan JSON (hybrid-policy exit-plan writes one)",
+    "rocoin_layout": "rocoin modes: the layout JSON (hybrid-policy bringup writes one)",
+    "students_path": "rocoin modes: the students' checkpoint directory",
+    "idn_catalogue": "placement modes: the variants' catalogue JSON (MODELS/TASK/"
+                     "catalogue.json, measured by hybrid-policy eval --modes placement)",
 }
 
 

@@ -14,7 +14,6 @@ dto_ee spends that accuracy on delay.
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from hybrid_policy.core import dto_ee
 from hybrid_policy.core.early_exit import build_plan
-from hybrid_policy.core.link import LinkProfile
+from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.protocol import FeatureRequest, Response
 
 if TYPE_CHECKING:
@@ -31,15 +30,6 @@ if TYPE_CHECKING:
     from hybrid_policy.core.topology import Topology
 
 log = logging.getLogger(__name__)
-
-
-def expected_ms(links, up_bytes: int, down_bytes: int) -> float:
-    """Mean time of one message up and its answer down over ``links``."""
-    def one(link: LinkProfile, size: int, rate: float) -> float:
-        return link.delay_ms + (size + 92) * 8 / (rate * 1e3) + link.jitter_ms * math.sqrt(
-            2 / math.pi)
-    return sum(one(k, up_bytes, k.uplink_mbps) + one(k, down_bytes, k.downlink_mbps)
-               for k in links)
 
 
 def robot_groups(topology: Topology) -> dict[str, list[str]]:

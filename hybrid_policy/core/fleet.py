@@ -133,7 +133,7 @@ class IdnRun:
     placement: Any  # idn_serve.Placement: the view every robot's mode reads
     holdings: Any = None  # core.idn.Holdings (made by the run)
     stats: Counter = field(default_factory=Counter)
-    periods: list = field(default_factory=list)  # per period: demand (control periods), loads, held, steps, gain
+    periods: list = field(default_factory=list)  # per period: demand, loads, held, steps, gain
 
     def batch_ms(self, speed: float, items: list) -> float:
         """One operation: each variant's requests as one batch (+25% per extra window, as

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from hybrid_policy.core import idn_place
-from hybrid_policy.core.exit_optimise import expected_ms
 from hybrid_policy.core.idn_catalogue import Catalogue, Variant
+from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.mode_names import IDN_MODES
 from hybrid_policy.core.topology import Robot, Topology, TopologyError
 

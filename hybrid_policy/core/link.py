@@ -14,6 +14,7 @@ jitter of milliseconds, 1e-3 loss). ``lossy_wifi`` is a congested link with 10% 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,16 @@ class LinkProfile:
         if self.lost(rng):
             return None
         return self.transfer_ms(payload_bytes, uplink, rng)
+
+
+def expected_ms(links, up_bytes: int, down_bytes: int) -> float:
+    """Mean time of one message up and its answer down over ``links`` (delay, serialisation
+    with the packet header, and the half-normal jitter's mean; no loss)."""
+    def one(link: LinkProfile, size: int, rate: float) -> float:
+        return link.delay_ms + (size + HEADER_BYTES) * 8 / (rate * 1e3) + \
+            link.jitter_ms * math.sqrt(2 / math.pi)
+    return sum(one(k, up_bytes, k.uplink_mbps) + one(k, down_bytes, k.downlink_mbps)
+               for k in links)
 
 
 def packet_rng(request_seed: int, hop: int = 0) -> np.random.Generator:

@@ -38,6 +38,18 @@ to every device of the layout (``rocoin_layout``, as ``bringup`` wrote it) on
 comes back on ``out/<device>/<robot>/answer``. The first answer per group counts (an
 answer that is not its group's part is reported and ignored); once every group answered,
 the combined action is executed. Without them by the deadline the draft acts.
+
+Placement modes (``core.idn``): the robot's step is ``idn_serve.IdnMode``'s ``plan`` and
+``resolve``, on a ``Placement`` view (``idn_node.PlacementView``) that says a variant of a node
+on the robot's path is available while the node reports it loaded on ``ROOT/<node>/holdings``
+and the latest allocation (``ROOT/placement/allocation``) still gives it; the robot's own
+variants come from its own store, which follows the allocation too (``idn_node.Holder``,
+loads and unloads reported on ``events``). A step the robot serves itself acts at once;
+otherwise the window goes as an ``act`` request (``sensor_msgs/JointState``, the variant key
+in ``header.frame_id``) on ``out/<node>/<robot>/request`` to the node the plan names, and the
+answer comes back on ``out/<node>/<robot>/answer``; without one by the deadline ``resolve``
+falls back (the robot's own variant, else holding still). The node does not activate before
+the first allocation is loaded here and on every node of its path.
 """
 
 from __future__ import annotations
@@ -57,7 +69,9 @@ from std_srvs.srv import Trigger
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
 from hybrid_policy.core import calibration_file, robot_map
-from hybrid_policy.core.mode_names import EXIT_MODES, FROM_CALIBRATION, ROCOIN_MODES, check_mode
+from hybrid_policy.core.mode_names import (
+    EXIT_MODES, FROM_CALIBRATION, IDN_MODES, ROCOIN_MODES, check_mode,
+)
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
@@ -105,8 +119,11 @@ class DraftNode(ManagedNode):
             raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
         self.exits = self.mode_name in EXIT_MODES
         self.rocoin = self.mode_name in ROCOIN_MODES
+        self.idn = self.mode_name in IDN_MODES
         if self.exits:
             self._exit_params()
+        elif self.idn:
+            self._idn_params()
         else:
             self.draft_path = require(self, "draft", "", "draft checkpoint directory")
             self.target_path = declare(self, "target", "", "target checkpoint directory (only "
@@ -156,6 +173,8 @@ class DraftNode(ManagedNode):
                     Image, name + "feature", up)
                 self.create_subscription(JointState, name + "answer",
                                          lambda msg, d=dev: on_answer(msg, d), down)
+        elif self.idn:  # a request topic to each node of the path, an answer from each
+            self._idn_topics(readers, up, down, on_response)
         else:
             self.req_pub = readers["uplink/request"] = self.create_publisher(
                 JointState, "uplink/request", up)
@@ -200,6 +219,42 @@ class DraftNode(ManagedNode):
         if self.plan.mode != self.mode_name:
             raise ValueError(f"the plan is for {self.plan.mode}, not {self.mode_name}")
         self.thresholds = {"threshold": self.plan.thresholds.get(self.robot)}
+
+    def _idn_params(self) -> None:
+        """Placement modes: the network (topology + catalogue), this robot and its cell."""
+        from hybrid_policy.core.idn import Where
+        from hybrid_policy.ros.placement_node import idn_network
+
+        self.robot = require(self, "robot", "", "this robot's name in the topology")
+        self.network = idn_network(self)
+        if self.robot not in self.network.robots:
+            raise ValueError(f"robot {self.robot!r} is not in the topology (robots: "
+                             f"{', '.join(self.network.robots)})")
+        spec = self.network.robots[self.robot]
+        if spec.task != self.task.name:
+            raise ValueError(f"robot {self.robot} runs {spec.task} in the topology, not "
+                             f"{self.task.name}")
+        self.where = Where(spec.task, spec.access)
+        self.models_root = require(self, "models", "", "root of the variants' models "
+                                   "(MODELS/<task>/{draft,target,early_exit})")
+        self.root = require(self, "root", "", "the graph's namespace (allocation, holdings)")
+        self.thresholds = {}
+
+    def _idn_topics(self, readers: dict, up, down, on_response) -> None:
+        from hybrid_policy.core.idn_serve import NodeStore, VariantModels
+        from hybrid_policy.ros.idn_node import Holder, PlacementView
+
+        path = self.network.path(self.robot, self.where.access)[1:]
+        self.feature_pubs = {}  # here: the act requests to each node of the path
+        for node in path:
+            name = f"out/{node}/{self.robot}/"
+            self.feature_pubs[node] = readers[name + "request"] = self.create_publisher(
+                JointState, name + "request", up)
+            self.create_subscription(JointState, name + "answer", on_response, down)
+        store = NodeStore(VariantModels(self.models_root))
+        self.holder = Holder(self, self.network, self.robot, store, self.report, self.root)
+        self.view = PlacementView(self, self.network, path, self.holder, self.report,
+                                  self.root)
 
     def _rocoin_params(self) -> dict:
         """Rocoin modes: the layout and this robot's name (no thresholds)."""
@@ -258,6 +313,16 @@ class DraftNode(ManagedNode):
         from hybrid_policy.core.modes import make_mode
         from hybrid_policy.policies import load_policy
 
+        if self.idn:
+            from hybrid_policy.core.idn import PLACERS
+            from hybrid_policy.core.idn_serve import IdnMode
+
+            self.mode = IdnMode(self.mode_name, self.robot, self.where, self.view.placement,
+                                self.holder.store, PLACERS[self.mode_name].local_only)
+            self._warm_up()
+            self.holder.enable()  # its own variants, as the allocation says
+            return (f"{self.robot} in {self.where.access}, path "
+                    f"{', '.join(self.view.path)}, deadline {self.deadline_s * 1e3:.0f} ms")
         if self.exits:
             from hybrid_policy.core.early_exit import EarlyExitMode
             from hybrid_policy.policies.early_exit import load_early_exit
@@ -284,13 +349,18 @@ class DraftNode(ManagedNode):
         self.mode = None
 
     def activation_blocker(self) -> str | None:
-        """Act only once the uplink has a reader and the expected readers matched."""
-        if self.exits or self.rocoin:
+        """Act only once the uplink has a reader and the expected readers matched (placement
+        modes: and the allocation in force is loaded on the robot's path)."""
+        if self.exits or self.rocoin or self.idn:
             idle = [d for d, pub in self.feature_pubs.items() if pub.get_subscription_count() < 1]
             if idle:
-                return f"nothing reads the features to {', '.join(idle)} (start the links first)"
+                return (f"nothing reads the {'requests' if self.idn else 'features'} to "
+                        f"{', '.join(idle)} (start the links first)")
         elif uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
             return "nothing reads uplink/request (start the link or target side first)"
+        waiting = self.view.blocker() if self.idn else None
+        if waiting:
+            return waiting
         return f"readers not matched {self.gate.missing()}" if not self.gate.matched() else None
 
     def activated(self) -> None:
@@ -357,6 +427,8 @@ class DraftNode(ManagedNode):
               received: float, finger_q: np.ndarray | None) -> None:
         self.last_key = key
         self.run_steps += 1
+        if self.idn:
+            self.view.refresh()  # what is held and loaded now
         plan = self.mode.plan(obs, self.rng)
         if plan.request is None:
             self._act(Pending(plan, stamp, episode, step, received, None, finger_q), None)
@@ -365,6 +437,11 @@ class DraftNode(ManagedNode):
         self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q)
         if self.exits:
             self.feature_pubs[plan.route_to].publish(messages.feature_msg(stamp, plan.request))
+        elif self.idn:
+            from hybrid_policy.ros.idn_node import act_request_msg
+
+            self.feature_pubs[plan.route_to].publish(act_request_msg(stamp, plan.request,
+                                                                     plan.variant))
         elif self.rocoin:
             self.pending[key].gather = self.mode.gather(plan)
             msg = messages.feature_msg(stamp, plan.request)

@@ -23,6 +23,17 @@ sender publishes ``NS/sender/out/dest/robot/feature`` and one link node per send
 next node, ``NS/sender/link_to_dest`` (the chain of links between them), carries it to
 ``NS/dest/exit/robot/sender/feature`` and the answers back.
 
+Rocoin modes (``rocoin_nodes``): per device of the layout ``NS/D/student_node``; each robot's
+window goes to every device through its own link node ``NS/R/link_to_D``.
+
+Placement modes (``idn_nodes``): per compute node on some robot's path ``NS/X/idn_node``
+(holds what the allocation gives it; the top node, the repository, holds everything);
+``NS/placement/placement_node`` publishes the allocation each period; per robot and node of
+its path one link node ``NS/R/link_to_X`` carries the robot's ``act`` requests
+(``NS/R/out/X/R/request`` → ``NS/X/exit/R/R/request``, JointState) over the links between
+them and the answers back. Robots stay in their cell and task: a topology with ``idn.shifts``
+is refused (shifts run in process only, ``eval``).
+
 No ROS imports and no torch here (the launch file reads it). ROS fleets run one task (one
 target model per server node).
 """
@@ -34,11 +45,11 @@ from dataclasses import dataclass, field, replace
 from hybrid_policy.core import topology as topo_mod
 from hybrid_policy.core.exit_plan import ExitPlan
 from hybrid_policy.core.link import LinkProfile, link_profile, link_spec
-from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES
+from hybrid_policy.core.mode_names import EXIT_MODES, IDN_MODES, ROCOIN_MODES
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros.graph import (
-    IMAGE, JOINT_STATE, MANAGER, GraphConfig, NodeSpec, active_topics, nodes, run_info,
+    IMAGE, JOINT_STATE, MANAGER, STATUS, GraphConfig, NodeSpec, active_topics, nodes, run_info,
 )
 
 SERVER_TOPICS = ("server/request", "server/response")  # per robot in a fleet
@@ -75,7 +86,7 @@ def load(cfg: GraphConfig) -> Topology:
 def _robot_cfg(cfg: GraphConfig, robot: Robot) -> GraphConfig:
     """One robot's single-robot graph: its own link, no bag, the fleet's other settings
     (early-exit modes: the simulator and the robot's node, as draft_only has them)."""
-    mode = "draft_only" if cfg.mode in EXIT_MODES + ROCOIN_MODES else cfg.mode
+    mode = "draft_only" if cfg.mode in EXIT_MODES + ROCOIN_MODES + IDN_MODES else cfg.mode
     return replace(cfg, topology="", bag="", link=robot.link.name, mode=mode)
 
 
@@ -146,6 +157,8 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
         return exit_nodes(cfg)
     if cfg.mode in ROCOIN_MODES:
         return rocoin_nodes(cfg)
+    if cfg.mode in IDN_MODES:
+        return idn_nodes(cfg)
     topo = load(cfg)
     ns = cfg.namespace.rstrip("/")
     everything = wires(cfg, topo)
@@ -254,19 +267,21 @@ def _sender_key(topo: Topology, sender: str) -> str:
 
 
 def _flow_wires(wire, ns: str, robot: str, sender: str, sender_key: str, dest: str,
-                node_key: str, record_answers: bool) -> None:
+                node_key: str, record_answers: bool, leaf: str = "feature",
+                up_type: str = IMAGE) -> None:
     """The four topics of one flow of features, ``sender`` → ``dest`` for ``robot``, and
     its link node ``NS/sender/link_to_dest``: ``sender/out/dest/robot/{feature,answer}`` on
     the sender's side, ``dest/exit/robot/sender/{feature,answer}`` on the node's. Recorded:
     the features a robot sent as they reach the node (a server operation each), and with
-    ``record_answers`` the answers as they reach the sender."""
+    ``record_answers`` the answers as they reach the sender. Placement modes send ``act``
+    requests instead (``leaf`` ``request``, ``up_type`` JointState)."""
     link = f"{sender}/link_to_{dest}"
     src, via = f"{sender}/out/{dest}/{robot}", f"{dest}/exit/{robot}/{sender}"
-    w = wire(f"{src}/feature", IMAGE, "uplink", recorded=False)
-    w.publishers[sender_key] = f"out/{dest}/{robot}/feature"
+    w = wire(f"{src}/{leaf}", up_type, "uplink", recorded=False)
+    w.publishers[sender_key] = f"out/{dest}/{robot}/{leaf}"
     w.subscribers.add(link)
-    w = wire(f"{via}/feature", IMAGE, "uplink", recorded=sender == robot)
-    w.publishers[link] = f"{ns}/{via}/feature"
+    w = wire(f"{via}/{leaf}", up_type, "uplink", recorded=sender == robot)
+    w.publishers[link] = f"{ns}/{via}/{leaf}"
     w.subscribers.add(node_key)
     w = wire(f"{via}/answer", JOINT_STATE, "downlink", recorded=False)
     w.publishers[node_key] = f"exit/{robot}/{sender}/answer"
@@ -459,3 +474,143 @@ def rocoin_info(topo: Topology, layout) -> list[str]:
     return [f"robots={','.join(f'{r.name}:{r.access}:{r.link.name}' for r in topo.robots)}",
             f"servers={','.join(layout.devices)}",
             f"layout={';'.join('|'.join(g) for g in layout.groups)}"]
+
+
+# -- placement fleets (inference delivery network) ---------------------------------------
+PLACEMENT_NS = "placement"  # NS/placement/placement_node, NS/placement/allocation
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+def idn_config(path: str, topo: Topology):
+    """The topology's ``idn`` block, refused where ROS cannot run it: shifts (robots moving
+    cell or switching task) run in process only, and ``placement`` names the placement
+    node's namespace."""
+    from hybrid_policy.core import idn
+
+    cfg = idn.config_of(topo, topo_mod.read(path))
+    if cfg.shifts:
+        raise HybridPolicyError(
+            f"{path}: idn.shifts (robots moving cell or switching task) run in process only "
+            "(hybrid-policy eval --topology FILE --modes placement); over ROS every robot stays "
+            "in its cell and task: remove the shifts")
+    if PLACEMENT_NS in topo.nodes or PLACEMENT_NS in {r.name for r in topo.robots}:
+        raise HybridPolicyError(f"{path}: '{PLACEMENT_NS}' is the placement node's namespace: "
+                                "rename that node or robot")
+    return cfg
+
+
+def idn_network(cfg: GraphConfig):
+    """``(topology, core.idn.IdnNetwork)`` of a placement graph (``idn_config``)."""
+    from hybrid_policy.core import idn, idn_catalogue
+
+    topo = load(cfg)
+    if not cfg.idn_catalogue:
+        raise HybridPolicyError(f"mode {cfg.mode} over ROS needs its catalogue (idn_catalogue: "
+                                "the JSON `hybrid-policy bringup` writes)")
+    return topo, idn.IdnNetwork(topo, idn_catalogue.load(cfg.idn_catalogue),
+                                idn_config(cfg.topology, topo))
+
+
+def idn_paths(topo: Topology, net) -> dict[str, list[str]]:
+    """Each robot's compute nodes, its access node up to the repository."""
+    return {r.name: net.path(r.name, r.access)[1:] for r in topo.robots}
+
+
+def idn_serving(topo: Topology, net) -> list[str]:
+    """The compute nodes some robot's path reaches (the others need no process: nothing
+    could ask them)."""
+    reached = {n for p in idn_paths(topo, net).values() for n in p}
+    return [n for n in topo.nodes if n in reached]
+
+
+def idn_wires(cfg: GraphConfig, topo: Topology, net) -> list[Wire]:
+    """A placement fleet's topics: the robots' own; per robot and node of its path the flow
+    of its act requests (``_flow_wires``, recording what the robot sent, what reached the
+    node and the answers that came back); the allocation, each node's holdings, and the
+    robots' steps, which the placement node counts."""
+    ns = cfg.namespace.rstrip("/")
+    out: dict[str, Wire] = {}
+
+    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
+        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
+
+    placement = f"{PLACEMENT_NS}/placement_node"
+    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
+    paths = idn_paths(topo, net)
+    for robot, path in paths.items():
+        for node in path:
+            _flow_wires(wire, ns, robot, robot, f"{robot}/draft_node", node,
+                        f"{node}/idn_node", record_answers=True, leaf="request",
+                        up_type=JOINT_STATE)
+            out[f"{robot}/out/{node}/{robot}/request"].recorded = True  # where each step went
+        out[f"{robot}/step"].subscribers.add(placement)
+    serving = idn_serving(topo, net)
+    w = wire(f"{PLACEMENT_NS}/allocation", DIAGNOSTIC_ARRAY, "telemetry")
+    w.publishers[placement] = "allocation"
+    w.subscribers |= {f"{n}/idn_node" for n in serving} | {f"{r}/draft_node" for r in paths}
+    for node in serving:
+        w = wire(f"{node}/holdings", STATUS, "telemetry")
+        w.publishers[f"{node}/idn_node"] = "holdings"
+        w.subscribers |= {f"{r}/draft_node" for r, p in paths.items() if node in p}
+    return _node_wires(out, wire, topo, serving, "idn_node")
+
+
+def idn_nodes(cfg: GraphConfig) -> list[NodeSpec]:
+    """The nodes of a placement fleet (see the module doc): per robot its simulator, its
+    draft node (``IdnMode``) and one link node per node of its path (link ``i`` of the way
+    draws ``packet_rng(seed, i)``, as ``core.fleet``); per serving node its ``idn_node``
+    (respawned when it dies); the placement node. The managed nodes: the idn nodes, then
+    the drafts, which activate once the first allocation is loaded on their path."""
+    topo, net = idn_network(cfg)
+    ns = cfg.namespace.rstrip("/")
+    everything = idn_wires(cfg, topo, net)
+    ready = (("ready", f"{ns}/ready"),)
+    paths, serving = idn_paths(topo, net), idn_serving(topo, net)
+    common = {"topology": cfg.topology, "catalogue": cfg.idn_catalogue, "root": ns,
+              "models": cfg.models}
+    placement = f"{ns}/{PLACEMENT_NS}/placement_node"
+    specs: list[NodeSpec] = []
+    for i, r in enumerate(topo.robots):
+        links = [f"{ns}/{r.name}/link_to_{n}" for n in paths[r.name]]
+        for s in nodes(_robot_cfg(cfg, r)):
+            if s.name == "sim_node":
+                specs.append(replace(s, parameters={
+                    **s.parameters, "first_episode": i * cfg.episodes,
+                    "wait_for": [*links, placement, f"{ns}/{MANAGER}"]}, namespace=r.name,
+                    remaps=ready))
+            elif s.name == "draft_node":
+                params = {k: v for k, v in s.parameters.items()
+                          if k not in ("draft", "target", "calibration", "tau",
+                                       "uncertainty_tau", "random_skip", "link")}
+                specs.append(replace(s, parameters={
+                    **params, **common, "mode": cfg.mode, "robot": r.name,
+                    "first_episode": i * cfg.episodes}, namespace=r.name, remaps=ready))
+        spec = net.robot_at(r.name, r.access)  # as core.fleet routes its requests
+        for node in paths[r.name]:
+            specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", f"link_to_{node}", {
+                "carries": "act", "root": ns, "flows": [f"{r.name}:{r.name}:{node}"],
+                "links": [link_spec(k) for k in topo.links_between(spec, node)]},
+                respawn=True, namespace=r.name, remaps=ready))
+    for name in serving:
+        node = topo.nodes[name]
+        specs.append(NodeSpec("idn_node", "hybrid_policy.ros.idn_node", "idn_node", {
+            **common, "node": name, "inputs": [r for r, p in paths.items() if name in p],
+            "max_batch": node.max_batch, "batch_window_ms": node.batch_window_ms},
+            respawn=True, namespace=name, remaps=ready))
+    specs.append(NodeSpec("placement_node", "hybrid_policy.ros.placement_node",
+                          "placement_node", {**common, "mode": cfg.mode, "seed": cfg.seed,
+                                             "start_after": f"{ns}/{MANAGER}"},
+                          namespace=PLACEMENT_NS, remaps=ready))
+    managed = [f"{ns}/{n}/idn_node" for n in serving] + [
+        f"{ns}/{r.name}/draft_node" for r in topo.robots]
+    return _finish(cfg, specs, everything, managed, idn_info(topo, net))
+
+
+def idn_info(topo: Topology, net) -> list[str]:
+    """The fleet's shape for the bag: robots (name:access:link), the serving nodes, the
+    repository and each robot's path (``paths=r0=cell_a|regional|cloud;...``: where its
+    requests may go)."""
+    paths = idn_paths(topo, net)
+    return [f"robots={','.join(f'{r.name}:{r.access}:{r.link.name}' for r in topo.robots)}",
+            f"servers={','.join(idn_serving(topo, net))}", f"repository={net.repository}",
+            f"paths={';'.join(f'{r}=' + '|'.join(p) for r, p in paths.items())}"]

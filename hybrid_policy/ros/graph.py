@@ -21,7 +21,7 @@ import yaml
 
 from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import (
-    EXIT_MODES, FROM_CALIBRATION, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
+    EXIT_MODES, FROM_CALIBRATION, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
 )
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
@@ -124,6 +124,7 @@ class GraphConfig:
     exit_plan: str = ""  # the plan bringup wrote (parts, thresholds, offloading): idem
     rocoin_layout: str = ""  # rocoin modes: the layout bringup wrote (groups, codes, devices)
     students_path: str = ""  # rocoin modes: the students' checkpoint directory
+    idn_catalogue: str = ""  # placement modes: the variants' catalogue JSON bringup wrote
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
 
     def __post_init__(self) -> None:
@@ -134,6 +135,9 @@ class GraphConfig:
         if self.mode in ROCOIN_MODES and not self.topology:
             raise HybridPolicyError(f"mode {self.mode} runs students on edge devices: it runs "
                                     "on a topology (topology:=FILE)")
+        if self.mode in IDN_MODES and not self.topology:
+            raise HybridPolicyError(f"mode {self.mode} places policy variants on the nodes of "
+                                    "a fleet: it runs on a topology (topology:=FILE)")
         calibration_file.check_given(self.thresholds_given)
         if self.clock not in CLOCKS:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
@@ -359,5 +363,5 @@ def run_info(cfg: GraphConfig) -> list[str]:
             "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
             "max_age_ms", "draft_path",
             "target_path", "calibration_path", "namespace", "topology", "exit_plan",
-            "rocoin_layout", "students_path")
+            "rocoin_layout", "students_path", "idn_catalogue")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

@@ -23,6 +23,12 @@ is the chain of links between the two (``profile`` or ``profile:up_mbps:down_mbp
 ``packet_rng(seed, early_exit.feature_hop(layer, i))`` as ``core.fleet`` does; rocoin
 fleets set ``packet_hop`` (``core.rocoin.device_hop`` of the device): every link then draws
 ``packet_rng(seed, packet_hop)``, both ways, as ``core.fleet`` does for a copy.
+
+Placement fleets (``carries: act``): the same chain of links and ``flows``, carrying a
+robot's ``act`` requests (``sensor_msgs/JointState``, ``protocol.Request``; the variant key in
+``header.frame_id``) from ``ROOT/sender/out/dest/robot/request`` to
+``ROOT/dest/exit/robot/sender/request`` and the answers back; the ``i``-th link draws
+``packet_rng(seed, i)``, as ``core.fleet`` does for a request of a placement mode.
 """
 
 from __future__ import annotations
@@ -50,11 +56,12 @@ class LinkNode(Node):
     def __init__(self) -> None:
         super().__init__("link_node")
         self.carries = declare(self, "carries", "requests", "requests (draft/target modes) | "
-                               "features (early-exit modes: flows, links, root)")
-        if self.carries not in ("requests", "features"):
-            raise HybridPolicyError(f"parameter 'carries' must be requests or features, got "
-                                    f"{self.carries!r}")
-        if self.carries == "features":
+                               "features (early-exit modes: flows, links, root) | act "
+                               "(placement modes: flows, links, root)")
+        if self.carries not in ("requests", "features", "act"):
+            raise HybridPolicyError(f"parameter 'carries' must be requests, features or act, "
+                                    f"got {self.carries!r}")
+        if self.carries in ("features", "act"):
             self._carry_features()
             return
         self.link = _profile(self)
@@ -128,20 +135,24 @@ class LinkNode(Node):
                                                 "whose features cross this link")]
         root = require(self, "root", "", "the graph's namespace").rstrip("/")
         self.packet_hop = int(declare(self, "packet_hop", -1, "rocoin: every link draws "
-                                      "packet_rng(seed, packet_hop) (-1 = feature_hop)"))
+                                      "packet_rng(seed, packet_hop) (-1 = feature_hop; act: "
+                                      "the link's place i)"))
         if not self.chain or not flows:
-            raise HybridPolicyError("carries: features needs 'links' and 'flows'")
+            raise HybridPolicyError(f"carries: {self.carries} needs 'links' and 'flows'")
         up, down = qos.declare(self, "uplink"), qos.declare(self, "downlink")
         self.report = Reporter(self, qos.declare(self, "telemetry"))
         publishers = {"events": self.report.events}
+        # what travels up: an early-exit feature (Image) or a placement mode's act request
+        self.up_type, leaf = (Image, "feature") if self.carries == "features" else (
+            JointState, "request")
         for robot, sender, dest in flows:
             out = f"{root}/{sender}/out/{dest}/{robot}"
             inn = f"{root}/{dest}/exit/{robot}/{sender}"
-            to_node = self.create_publisher(Image, f"{inn}/feature", up)
+            to_node = self.create_publisher(self.up_type, f"{inn}/{leaf}", up)
             to_sender = self.create_publisher(JointState, f"{out}/answer", down)
-            publishers.update({f"{inn}/feature": to_node, f"{out}/answer": to_sender})
-            self.create_subscription(Image, f"{out}/feature", self.report.guard(
-                "feature", lambda raw, c=robot, p=to_node: self.on_feature(raw, c, p)), up,
+            publishers.update({f"{inn}/{leaf}": to_node, f"{out}/answer": to_sender})
+            self.create_subscription(self.up_type, f"{out}/{leaf}", self.report.guard(
+                leaf, lambda raw, c=robot, p=to_node: self.on_feature(raw, c, p)), up,
                 raw=True)
             self.create_subscription(JointState, f"{inn}/answer", self.report.guard(
                 "answer", lambda raw, c=robot, p=to_sender: self.on_answer(raw, c, p)), down,
@@ -150,15 +161,19 @@ class LinkNode(Node):
         self.delay = DelayLine()
         self.lost = {"uplink": 0, "downlink": 0}
         self.gate = ReadyGate(self, publishers)
-        self.get_logger().info(f"features over {' + '.join(k.name for k in self.chain)} for "
-                               f"{', '.join(':'.join(f) for f in flows)}")
+        self.get_logger().info(f"{self.carries} over {' + '.join(k.name for k in self.chain)} "
+                               f"for {', '.join(':'.join(f) for f in flows)}")
 
     def on_feature(self, raw: bytes, robot: str, out) -> None:
-        msg = deserialize_message(raw, Image)
+        """A feature or an act request on its way up the chain."""
+        msg = deserialize_message(raw, self.up_type)
         key = messages.stamp_key(msg.header.stamp)
         try:
-            feature = messages.parse_feature(msg)
-            seed, layer = feature.seed, feature.layer
+            if self.carries == "act":
+                seed, layer = messages.parse_request(msg).seed, 0
+            else:
+                feature = messages.parse_feature(msg)
+                seed, layer = feature.seed, feature.layer
         except messages.MessageError:
             seed, layer = key % 2**31, 0  # carried as given; the node will refuse it
         rngs = [packet_rng(seed, self._hop(layer, i)) for i in range(len(self.chain))]
@@ -186,7 +201,9 @@ class LinkNode(Node):
         self.delay.schedule(total, lambda: out.publish(raw))
 
     def _hop(self, layer: int, i: int) -> int:
-        return self.packet_hop if self.packet_hop >= 0 else feature_hop(layer, i)
+        if self.packet_hop >= 0:
+            return self.packet_hop
+        return i if self.carries == "act" else feature_hop(layer, i)
 
     def _report_loss(self, direction: str, key: int, client: str) -> None:
         self.lost[direction] += 1
