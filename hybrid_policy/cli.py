@@ -453,7 +453,6 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     from hybrid_policy.core.mode_names import (
         EXIT_MODES, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_tau, parse_modes,
     )
-    from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.graph import GraphConfig
 
     modes = parse_modes(args.mode)
@@ -475,9 +474,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
-    bags, exits, students = [], None, None
-    for mode in modes:  # one graph per mode; several modes: one bag each under --bag
-        mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+    exits, students = None, None
+
+    def config_for(mode: str, mode_bag) -> GraphConfig:
+        nonlocal exits, students
         exit_cfg = {}
         if mode in EXIT_MODES:
             exits, exit_cfg = _exit_plan(args, mode, exits, mode_bag)
@@ -486,19 +486,38 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         explicit = {} if thresholds is None or mode not in NEEDS_THRESHOLDS else {
             "tau": thresholds.tau, "uncertainty_tau": thresholds.uncertainty_tau,
             "random_skip": thresholds.random_skip}
-        cfg = GraphConfig(
-            mode=mode, task=args.task, link=args.link, episodes=args.episodes, seed=args.seed,
-            models=args.models, draft=str(Path(draft.info["checkpoint"]).resolve()),
-            target=str(Path(target.info["checkpoint"]).resolve()),
-            calibration=str(_calibration_path(args)), **explicit,
-            temperature=args.temperature, deadline_ms=args.deadline_ms,
-            clock=args.clock, rate_hz=args.rate_hz, interface=args.interface,
-            robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
-            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "",
-            topology=str(Path(args.topology).resolve()) if args.topology else "", **exit_cfg)
         log.info("bringup: %s on %s over %s, %d episodes%s", mode, args.task, args.link,
                  args.episodes, f" per robot of {args.topology}" if args.topology else "")
-        rc = bringup(cfg, args.timeout)
+        return GraphConfig(
+            mode=mode, task=args.task, link=args.link, models=args.models,
+            draft=str(Path(draft.info["checkpoint"]).resolve()),
+            target=str(Path(target.info["checkpoint"]).resolve()),
+            calibration=str(_calibration_path(args)), **explicit, **_graph_settings(args, mode_bag),
+            topology=str(Path(args.topology).resolve()) if args.topology else "", **exit_cfg)
+
+    return _run_graphs(args, modes, bag, config_for)
+
+
+def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
+    """The GraphConfig settings every bringup takes from the command line as they are."""
+    from pathlib import Path
+
+    return {"episodes": args.episodes, "seed": args.seed, "temperature": args.temperature,
+            "deadline_ms": args.deadline_ms, "clock": args.clock, "rate_hz": args.rate_hz,
+            "interface": args.interface, "max_age_ms": args.max_age_ms,
+            "robot_map": str(Path(args.robot_map).resolve()) if args.robot_map else "",
+            "bag": str(mode_bag) if mode_bag else ""}
+
+
+def _run_graphs(args: argparse.Namespace, modes: list[str], bag, config_for) -> int:
+    """One graph per mode, in turn (several modes: one bag each under ``bag``); then the
+    table of the bags."""
+    from hybrid_policy.ros.bringup import bringup
+
+    bags = []
+    for mode in modes:
+        mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
+        rc = bringup(config_for(mode, mode_bag), args.timeout)
         if rc != 0:
             return rc
         if mode_bag is not None:
@@ -520,7 +539,6 @@ def _bringup_placement(args: argparse.Namespace, modes: list[str]) -> int:
 
     from hybrid_policy.core import idn_catalogue, idn_setup, topology
     from hybrid_policy.core.mode_names import IDN_MODES
-    from hybrid_policy.ros.bringup import bringup
     from hybrid_policy.ros.fleet_graph import idn_config
     from hybrid_policy.ros.graph import GraphConfig
 
@@ -547,27 +565,16 @@ def _bringup_placement(args: argparse.Namespace, modes: list[str]) -> int:
             Path(tempfile.mkdtemp(prefix="hybrid_idn_")) / "catalogue.json")
     catalogue.save(path)
     log.info("catalogue of %s: %s", ", ".join(catalogue.tasks), path)
-    bags = []
-    for mode in modes:  # one graph per mode; several modes: one bag each under --bag
-        mode_bag = None if bag is None else (bag if len(modes) == 1 else bag / mode)
-        gcfg = GraphConfig(
-            mode=mode, task=tasks[0], link=topo.robots[0].link.name, episodes=args.episodes,
-            seed=args.seed, models=str(Path(args.models).resolve()),
-            temperature=args.temperature, deadline_ms=args.deadline_ms, clock=args.clock,
-            rate_hz=args.rate_hz, interface=args.interface,
-            robot_map=str(Path(args.robot_map).resolve()) if args.robot_map else "",
-            max_age_ms=args.max_age_ms, bag=str(mode_bag) if mode_bag else "",
-            topology=str(Path(args.topology).resolve()), idn_catalogue=str(path.resolve()))
+
+    def config_for(mode: str, mode_bag) -> GraphConfig:
         log.info("bringup: %s on %s, %d episodes per robot", mode, args.topology,
                  args.episodes)
-        rc = bringup(gcfg, args.timeout)
-        if rc != 0:
-            return rc
-        if mode_bag is not None:
-            bags.append(mode_bag)
-    if bags:
-        _print_bags(bags)
-    return 0
+        return GraphConfig(
+            mode=mode, task=tasks[0], link=topo.robots[0].link.name,
+            models=str(Path(args.models).resolve()), **_graph_settings(args, mode_bag),
+            topology=str(Path(args.topology).resolve()), idn_catalogue=str(path.resolve()))
+
+    return _run_graphs(args, modes, bag, config_for)
 
 
 def _rocoin_layout(args: argparse.Namespace, mode: str, students, target, bag) -> tuple:

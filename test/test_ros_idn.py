@@ -39,6 +39,7 @@ idn:
   latency_weight: 0.01
   robot_params: {robot}
   load_ms_per_mparam: 0
+  eta: 100  # idn: moves within a period or two, so a short run sees its placements change
 """
 # one robot in each cell (lockstep); one robot in cell_a (placements that change)
 ROBOT = "  - {{name: {}, count: 1, task: fetch_reach, mode: idn, access: {}, link: wifi}}"
