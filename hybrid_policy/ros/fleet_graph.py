@@ -97,6 +97,21 @@ def _link_overrides(link: LinkProfile) -> dict[str, float]:
             if getattr(link, k) != getattr(base, k)}
 
 
+class _Wires(dict):
+    """A graph's topics by name; ``wire`` makes one on its first mention."""
+
+    def wire(self, name: str, type_: str, role: str, recorded: bool = True) -> Wire:
+        return self.setdefault(name, Wire(name, type_, role, recorded=recorded))
+
+
+def _draft_fleet(cfg: GraphConfig, topo: Topology) -> _Wires:
+    """The robots' own topics of a fleet whose draft nodes send their requests themselves
+    (no link or server nodes of their own): the start of every features/requests graph."""
+    out = _Wires()
+    _robot_wires(cfg, topo, out.wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
+    return out
+
+
 def _robot_wires(cfg: GraphConfig, topo: Topology, wire, local: set[str],
                  skip: tuple[str, ...]) -> None:
     """Each robot's own topics under ``NS/<robot>/`` (those of ``local`` nodes, without
@@ -113,11 +128,8 @@ def _robot_wires(cfg: GraphConfig, topo: Topology, wire, local: set[str],
 def wires(cfg: GraphConfig, topo: Topology) -> list[Wire]:
     """Every topic of the fleet graph (see the module doc)."""
     ns = cfg.namespace.rstrip("/")
-    out: dict[str, Wire] = {}
-
-    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
-        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
-
+    out = _Wires()
+    wire = out.wire
     _robot_wires(cfg, topo, wire, {"sim_node", "draft_node", "link_node"}, SERVER_TOPICS)
     for r in topo.robots:
         hops = topo.nodes_on_route(r)
@@ -291,10 +303,10 @@ def _flow_wires(wire, ns: str, robot: str, sender: str, sender_key: str, dest: s
     w.subscribers.add(sender_key)
 
 
-def _node_wires(out: dict[str, Wire], wire, topo: Topology, servers: list[str],
-                node: str) -> list[Wire]:
+def _node_wires(out: _Wires, topo: Topology, servers: list[str], node: str) -> list[Wire]:
     """Each serving node's ``server/batches`` and every non-robot node's (and link's)
     ``events``: the telemetry that closes a features graph's list of topics."""
+    wire = out.wire
     for name in servers:
         w = wire(f"{name}/{BATCHES}", JOINT_STATE, "telemetry")
         w.publishers[f"{name}/{node}"] = BATCHES
@@ -309,16 +321,12 @@ def _node_wires(out: dict[str, Wire], wire, topo: Topology, servers: list[str],
 
 def exit_wires(cfg: GraphConfig, topo: Topology, plan: ExitPlan) -> list[Wire]:
     ns = cfg.namespace.rstrip("/")
-    out: dict[str, Wire] = {}
-
-    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
-        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
-
-    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
+    out = _draft_fleet(cfg, topo)
+    wire = out.wire
     for robot, sender, dest in flows(topo, plan):
         _flow_wires(wire, ns, robot, sender, _sender_key(topo, sender), dest,
                     f"{dest}/exit_node", record_answers=False)
-    return _node_wires(out, wire, topo, serving_nodes(topo, plan), "exit_node")
+    return _node_wires(out, topo, serving_nodes(topo, plan), "exit_node")
 
 
 def exit_nodes(cfg: GraphConfig) -> list[NodeSpec]:
@@ -399,16 +407,12 @@ def rocoin_wires(cfg: GraphConfig, topo: Topology, layout) -> list[Wire]:
     windows (``_flow_wires``, sender = the robot), recording the windows that reached each
     device and the answers that reached the robot (per device and so per group)."""
     ns = cfg.namespace.rstrip("/")
-    out: dict[str, Wire] = {}
-
-    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
-        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
-
-    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
+    out = _draft_fleet(cfg, topo)
+    wire = out.wire
     for robot, dev, _ in rocoin_flows(topo, layout):
         _flow_wires(wire, ns, robot, robot, f"{robot}/draft_node", dev,
                     f"{dev}/student_node", record_answers=True)
-    return _node_wires(out, wire, topo, list(layout.devices), "student_node")
+    return _node_wires(out, topo, list(layout.devices), "student_node")
 
 
 def rocoin_nodes(cfg: GraphConfig) -> list[NodeSpec]:
@@ -529,13 +533,9 @@ def idn_wires(cfg: GraphConfig, topo: Topology, net) -> list[Wire]:
     node and the answers that came back); the allocation, each node's holdings, and the
     robots' steps, which the placement node counts."""
     ns = cfg.namespace.rstrip("/")
-    out: dict[str, Wire] = {}
-
-    def wire(name: str, type_: str, role: str, recorded: bool = True) -> Wire:
-        return out.setdefault(name, Wire(name, type_, role, recorded=recorded))
-
+    out = _draft_fleet(cfg, topo)
+    wire = out.wire
     placement = f"{PLACEMENT_NS}/placement_node"
-    _robot_wires(cfg, topo, wire, {"sim_node", "draft_node"}, REQUEST_TOPICS)
     paths = idn_paths(topo, net)
     for robot, path in paths.items():
         for node in path:
@@ -552,7 +552,7 @@ def idn_wires(cfg: GraphConfig, topo: Topology, net) -> list[Wire]:
         w = wire(f"{node}/holdings", STATUS, "telemetry")
         w.publishers[f"{node}/idn_node"] = "holdings"
         w.subscribers |= {f"{r}/draft_node" for r, p in paths.items() if node in p}
-    return _node_wires(out, wire, topo, serving, "idn_node")
+    return _node_wires(out, topo, serving, "idn_node")
 
 
 def idn_nodes(cfg: GraphConfig) -> list[NodeSpec]:
