@@ -31,6 +31,37 @@ def declare_batching(node, what: str) -> tuple[int, float]:
     return max_batch, window_s
 
 
+def serve_flows(node, flows, request_type, leaf: str, handle: Callable, up, down,
+                publishers: dict) -> None:
+    """A serving node's inputs: per flow ``(robot, sender)`` its answers go out on
+    ``exit/R/S/answer`` and its requests (``request_type``) come in on ``exit/R/S/<leaf>``,
+    handed to ``handle(msg, robot, answer publisher, info)``; the answer publishers join
+    ``publishers`` (the readiness handshake's)."""
+    from sensor_msgs.msg import JointState
+
+    for robot, sender in flows:
+        name = f"exit/{robot}/{sender}/"
+        pub = publishers[name + "answer"] = node.create_publisher(JointState, name + "answer",
+                                                                  down)
+        node.create_subscription(
+            request_type, name + leaf,
+            lambda msg, info, r=robot, p=pub: handle(msg, r, p, info), up)
+
+
+def start_batching(node, telemetry, publishers: dict, serve: Callable):
+    """The serving node's ``server/batches`` publisher, its readiness gate over every
+    publisher, and its queue (``max_batch``, ``window_s`` from ``declare_batching``):
+    ``(batch publisher, gate, queue)``."""
+    from sensor_msgs.msg import JointState
+
+    from hybrid_policy.ros.readiness import ReadyGate
+
+    batch_pub = publishers["server/batches"] = node.create_publisher(
+        JointState, "server/batches", telemetry)
+    gate = ReadyGate(node, publishers, announce=False)
+    return batch_pub, gate, BatchQueue(node, node.max_batch, node.window_s, serve, batch_pub)
+
+
 class BatchQueue:
     """``serve(items)`` runs one operation; an item is any tuple whose last element is its
     arrival (``time.time_ns``, DDS reception)."""

@@ -30,8 +30,7 @@ from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
-from hybrid_policy.ros.batch_queue import BatchQueue, declare_batching
-from hybrid_policy.ros.readiness import ReadyGate
+from hybrid_policy.ros.batch_queue import declare_batching, serve_flows, start_batching
 from hybrid_policy.ros.reporting import Reporter
 
 
@@ -73,13 +72,7 @@ class ExitNode(ManagedNode):
         self.report.extra = lambda: {"state": self.state_label, "served": self.served}
         publishers = {"events": self.report.events}
         guarded = self.report.guard("feature", self.on_feature)
-        for robot, sender in inputs:
-            name = f"exit/{robot}/{sender}/"
-            pub = self.create_publisher(JointState, name + "answer", down)
-            publishers[name + "answer"] = pub
-            self.create_subscription(
-                Image, name + "feature",
-                lambda msg, info, g=guarded, r=robot, p=pub: g(msg, r, p, info), up)
+        serve_flows(self, inputs, Image, "feature", guarded, up, down, publishers)
         self.forward: dict[tuple[str, str], object] = {}
         relay = self.report.guard("answer", self.on_answer)
         for robot in sorted({r for r, _ in inputs}):
@@ -90,12 +83,9 @@ class ExitNode(ManagedNode):
                 publishers[name + "feature"] = pub
                 self.create_subscription(JointState, name + "answer",
                                          lambda msg, r=robot: relay(msg, r), down)
-        self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
-        publishers["server/batches"] = self.batch_pub
-        self.gate = ReadyGate(self, publishers, announce=False)
-        # (stamp, feature, robot, answer publisher, arrival ns) in arrival order
-        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
-                                self.batch_pub)
+        # queue: (stamp, feature, robot, answer publisher, arrival ns) in arrival order
+        self.batch_pub, self.gate, self.queue = start_batching(self, telemetry, publishers,
+                                                               self._serve_batch)
         self.waiting: dict[tuple[str, int], object] = {}  # forwarded: where the answer goes
         self.net = None
         self.served = 0

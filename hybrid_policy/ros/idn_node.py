@@ -48,14 +48,13 @@ from sensor_msgs.msg import JointState
 
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
-from hybrid_policy.ros.batch_queue import BatchQueue, declare_batching
+from hybrid_policy.ros.batch_queue import declare_batching, serve_flows, start_batching
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import require, string_list
 from hybrid_policy.ros.placement_node import (
     ALLOCATION, LATCHED, LATCHED_READER, PERIOD, idn_network, parse_allocation, period_of,
 )
-from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import OK, STEADY, Reporter
 
 HOLDINGS = "holdings"
@@ -288,18 +287,11 @@ class IdnNode(ManagedNode):
                                      "holds": ",".join(sorted(self.store.held))}
         publishers = {"events": self.report.events, HOLDINGS: self.holdings_pub}
         guarded = self.report.guard("request", self.on_request)
-        for robot in inputs:
-            name = f"exit/{robot}/{robot}/"
-            pub = self.create_publisher(JointState, name + "answer", down)
-            publishers[name + "answer"] = pub
-            self.create_subscription(JointState, name + "request",
-                                     lambda msg, info, p=pub: guarded(msg, p, info), up)
-        self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
-        publishers["server/batches"] = self.batch_pub
-        self.gate = ReadyGate(self, publishers, announce=False)
-        # (stamp, variant key, request, answer publisher, arrival ns) in arrival order
-        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
-                                self.batch_pub)
+        serve_flows(self, [(r, r) for r in inputs], JointState, "request",
+                    lambda msg, robot, pub, info: guarded(msg, pub, info), up, down, publishers)
+        # queue: (stamp, variant key, request, answer publisher, arrival ns) in arrival order
+        self.batch_pub, self.gate, self.queue = start_batching(self, telemetry, publishers,
+                                                               self._serve_batch)
         self.served = 0
         self.get_logger().info(f"{self.name}{' (repository)' if self.repository else ''}: "
                                f"serving {', '.join(inputs)}: unconfigured")

@@ -24,18 +24,17 @@ import sys
 import time
 
 import numpy as np
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image
 
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
-from hybrid_policy.ros.batch_queue import BatchQueue, declare_batching
+from hybrid_policy.ros.batch_queue import declare_batching, serve_flows, start_batching
 from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
-from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import ERROR, Reporter
 
 CRASH_STATUS = 70
@@ -85,19 +84,11 @@ class StudentNode(ManagedNode):
         self.report.extra = lambda: {"state": self.state_label, "served": self.served}
         publishers = {"events": self.report.events}
         guarded = self.report.guard("feature", self.on_feature)
-        for robot in inputs:
-            name = f"exit/{robot}/{robot}/"
-            pub = self.create_publisher(JointState, name + "answer", down)
-            publishers[name + "answer"] = pub
-            self.create_subscription(
-                Image, name + "feature",
-                lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
-        self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
-        publishers["server/batches"] = self.batch_pub
-        self.gate = ReadyGate(self, publishers, announce=False)
-        # (stamp, window, answer publisher, late ms, arrival ns) in arrival order
-        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
-                                self.batch_pub)
+        serve_flows(self, [(r, r) for r in inputs], Image, "feature",
+                    lambda msg, robot, pub, info: guarded(msg, pub, info), up, down, publishers)
+        # queue: (stamp, window, answer publisher, late ms, arrival ns) in arrival order
+        self.batch_pub, self.gate, self.queue = start_batching(self, telemetry, publishers,
+                                                               self._serve_batch)
         self.delay = DelayLine()
         self.model = None
         self.served = 0

@@ -35,8 +35,7 @@ from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
-from hybrid_policy.ros.batch_queue import BatchQueue
-from hybrid_policy.ros.readiness import ReadyGate
+from hybrid_policy.ros.batch_queue import start_batching
 from hybrid_policy.ros.reporting import Reporter
 
 
@@ -75,12 +74,9 @@ class TargetNode(ManagedNode):
             self.create_subscription(  # two arguments: rclpy passes the message info
                 JointState, prefix + "request",
                 lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
-        self.batch_pub = self.create_publisher(JointState, "server/batches", telemetry)
-        publishers["server/batches"] = self.batch_pub
-        # (stamp, request, publisher, arrival ns) in arrival order
-        self.queue = BatchQueue(self, self.max_batch, self.window_s, self._serve_batch,
-                                self.batch_pub)
-        self.gate = ReadyGate(self, publishers, announce=False)
+        # queue: (stamp, request, publisher, arrival ns) in arrival order
+        self.batch_pub, self.gate, self.queue = start_batching(self, telemetry, publishers,
+                                                               self._serve_batch)
         self.get_logger().info(f"{self.task} target {self.path}: unconfigured")
 
     def load(self) -> str:
