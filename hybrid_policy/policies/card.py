@@ -58,6 +58,17 @@ class PolicyCard:
     tokenizer_id: str
 
 
+
+def read_role_config(path: str | os.PathLike, role: str, task: str | None = None
+                     ) -> dict[str, Any]:
+    """``read_config``, refusing a checkpoint of another ``role`` or (given) ``task``."""
+    cfg = read_config(path)
+    if cfg.get("role") != role:
+        raise CheckpointError(f"{path}: is a {cfg.get('role')!r} checkpoint, not {role}")
+    if task is not None and cfg.get("task") != task:
+        raise CheckpointError(f"{path}: was trained for task {cfg.get('task')!r}, not {task!r}")
+    return cfg
+
 def read_policy_card(path: str | os.PathLike, role: str | None = None,
                      task: str | None = None) -> PolicyCard:
     """The card of a draft or target checkpoint, from its ``config.json`` alone."""

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
-from hybrid_policy.policies.card import read_config
+from hybrid_policy.policies.card import read_role_config
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig, check_observation
 from hybrid_policy.policies.runtime import Policy, PolicyStep
 from hybrid_policy.policies.training import TrainConfig, history_windows
@@ -355,11 +355,7 @@ def load_early_exit(path: str | Path, task: str | None = None,
     from hybrid_policy.policies.tokenizer import CodebookDecoder, TokenizerConfig
 
     path = Path(path)
-    cfg = read_config(path)
-    if cfg.get("role") != ROLE:
-        raise CheckpointError(f"{path}: is a {cfg.get('role')!r} checkpoint, not {ROLE}")
-    if task is not None and cfg.get("task") != task:
-        raise CheckpointError(f"{path}: was trained for task {cfg.get('task')!r}, not {task!r}")
+    cfg = read_role_config(path, ROLE, task)
     try:
         net = EarlyExitNet(PolicyConfig(**cfg["policy"]), cfg["exits"])
     except (KeyError, TypeError, ExitError) as exc:

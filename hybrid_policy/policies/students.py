@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
-from hybrid_policy.policies.card import read_config
+from hybrid_policy.policies.card import read_role_config
 
 log = logging.getLogger(__name__)
 ROLE = "students"
@@ -269,11 +269,7 @@ def load_students(path: str | Path, task: str | None = None) -> tuple[list[Stude
     from hybrid_policy.policies.checkpoint import _load_module, _read_weights
 
     path = Path(path)
-    cfg = read_config(path)
-    if cfg.get("role") != ROLE:
-        raise CheckpointError(f"{path}: is a {cfg.get('role')!r} checkpoint, not {ROLE}")
-    if task is not None and cfg.get("task") != task:
-        raise CheckpointError(f"{path}: students of task {cfg.get('task')!r}, not {task!r}")
+    cfg = read_role_config(path, ROLE, task)
     weights = _read_weights(path)
     nets = []
     try:
