@@ -47,7 +47,7 @@ from hybrid_policy.core import idn_place
 from hybrid_policy.core.idn_catalogue import Catalogue, Variant
 from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.mode_names import IDN_MODES
-from hybrid_policy.core.topology import Robot, Topology, TopologyError
+from hybrid_policy.core.topology import Robot, Topology, TopologyError, check_keys
 
 # A period's observed requests: (robot, task, access node) -> how many.
 Counts = Counter
@@ -94,10 +94,7 @@ def parse_config(topo: Topology, doc: Any) -> IdnConfig:
         doc = {}
     if not isinstance(doc, dict):
         raise IdnError(f"{where}: expected a mapping ({', '.join(sorted(_CONFIG_KEYS))})")
-    unknown = sorted(set(doc) - _CONFIG_KEYS)
-    if unknown:
-        raise IdnError(f"{where}: unknown key {unknown[0]!r}; valid: "
-                       f"{', '.join(sorted(_CONFIG_KEYS))}")
+    check_keys(doc, where, set(), _CONFIG_KEYS, IdnError)
     out = {}
     for key, low, strict in (("period_ms", 0.0, True), ("latency_weight", 0.0, False),
                              ("robot_speed", 0.0, True), ("load_ms_per_mparam", 0.0, False),

@@ -39,7 +39,7 @@ from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response,
 from hybrid_policy.core.rocoin_assign import (
     AssignmentError, CostModel, Device, integer_shares, solve,
 )
-from hybrid_policy.core.topology import Topology, TopologyError
+from hybrid_policy.core.topology import Topology, TopologyError, check_keys
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.runtime import sample_categorical
 
@@ -119,11 +119,8 @@ def parse_config(topo: Topology, doc: Any) -> RocoinConfig:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping (students, replicas, devices, groups, "
                             "faults)")
-    keys = {"students", "replicas", "devices", "groups", "faults", "fallback"}
-    unknown = sorted(set(doc) - keys)
-    if unknown:
-        raise TopologyError(f"{where}: unknown key {unknown[0]!r}; valid: "
-                            f"{', '.join(sorted(keys))}")
+    check_keys(doc, where, set(), {"students", "replicas", "devices", "groups", "faults",
+                                   "fallback"})
     fallback = doc.get("fallback", "draft")
     if fallback not in FALLBACKS:
         raise TopologyError(f"{where}: fallback must be one of {', '.join(FALLBACKS)}, got "

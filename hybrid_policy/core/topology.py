@@ -121,7 +121,7 @@ def parse(doc: Any, where: str = "topology") -> Topology:
     # federated: the clients' settings for federated training (``hybrid_policy.federated``);
     # rocoin: the students, device groups and faults of the rocoin modes (``core.rocoin``);
     # idn: the inference delivery network's period, gain and workload shifts (``core.idn``)
-    _keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin", "idn"})
+    check_keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin", "idn"})
     if not isinstance(doc["nodes"], dict) or not doc["nodes"]:
         raise TopologyError(f"{where}: 'nodes' must map node names to their settings")
     nodes = {name: _node(where, str(name), spec) for name, spec in doc["nodes"].items()}
@@ -170,14 +170,16 @@ def _partitions(where: str, spec: Any, nodes: dict[str, ComputeNode]) -> dict[st
     return out
 
 
-def _keys(spec: dict, entry: str, required: set[str], optional: set[str]) -> None:
+def check_keys(spec: dict, entry: str, required: set[str], optional: set[str],
+               error: type[Exception] = TopologyError) -> None:
+    """Refuse an unknown or a missing key of ``spec`` with ``error`` naming ``entry``."""
     unknown = sorted(set(spec) - required - optional)
     if unknown:
-        raise TopologyError(f"{entry}: unknown key {unknown[0]!r}; valid: "
-                            f"{', '.join(sorted(required | optional))}")
+        raise error(f"{entry}: unknown key {unknown[0]!r}; valid: "
+                    f"{', '.join(sorted(required | optional))}")
     missing = sorted(required - set(spec))
     if missing:
-        raise TopologyError(f"{entry}: missing {missing[0]!r}")
+        raise error(f"{entry}: missing {missing[0]!r}")
 
 
 def _number(entry: str, key: str, value: Any, low: float, integer: bool = False) -> float:
@@ -197,7 +199,7 @@ def _link(entry: str, spec: Any) -> LinkProfile:
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: link must be a profile name or a mapping with "
                             "'profile'")
-    _keys(spec, entry, {"profile"}, {"uplink_mbps", "downlink_mbps", "delay_ms"})
+    check_keys(spec, entry, {"profile"}, {"uplink_mbps", "downlink_mbps", "delay_ms"})
     if spec["profile"] not in PROFILES:
         raise TopologyError(f"{entry}: unknown link profile {spec['profile']!r}; valid: "
                             f"{', '.join(PROFILES)}")
@@ -214,7 +216,7 @@ def _node(where: str, name: str, spec: Any) -> ComputeNode:
     entry = f"{where}: node {name}"
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: expected a mapping (tier, speed, max_batch, ...)")
-    _keys(spec, entry, {"tier"}, {"speed", "max_batch", "batch_window_ms", "memory_params",
+    check_keys(spec, entry, {"tier"}, {"speed", "max_batch", "batch_window_ms", "memory_params",
                                   "parent", "link", "offload"})
     if spec["tier"] not in TIERS:
         raise TopologyError(f"{entry}: tier {spec['tier']!r} is not one of {', '.join(TIERS)}")
@@ -257,7 +259,8 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: expected a mapping (name, task, mode, access, server, "
                             "link)")
-    _keys(spec, entry, {"name", "task", "mode", "access", "link"}, {"server", "count", "reach"})
+    check_keys(spec, entry, {"name", "task", "mode", "access", "link"},
+               {"server", "count", "reach"})
     name = str(spec["name"])
     entry = f"{where}: robot {name}"
     from sim_envs import task_names  # the registry: a robot's task must be one

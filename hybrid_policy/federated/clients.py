@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hybrid_policy.core.topology import check_keys
 from hybrid_policy.errors import HybridPolicyError
 
 METHODS = ("serving_rate", "fedavg", "central", "local")
@@ -112,10 +113,7 @@ def parse(doc: Any, where: str) -> Federation:
         raise FederatedError(f"{where}: no clients: federated training needs a 'federated' "
                              "block whose 'clients' maps robot names to their data share and "
                              "serving rates (see config/federated.yaml)")
-    unknown = sorted(set(spec) - KEYS)
-    if unknown:
-        raise FederatedError(f"{where}: federated: unknown key {unknown[0]!r}; valid: "
-                             f"{', '.join(sorted(KEYS))}")
+    check_keys(spec, f"{where}: federated", set(), KEYS, FederatedError)
     if not isinstance(spec["clients"], dict):
         raise FederatedError(f"{where}: federated.clients must map robot names to settings")
     robots = {r.name: r for r in topo.robots}
