@@ -111,6 +111,10 @@ def _models(args: argparse.Namespace):
     draft_path, target_path = args.draft, args.target
     if draft_path is None or target_path is None:
         models = ensure_default_models(args.task, Path(args.models))
+        if draft_path is None and args.draft_kind == "distilled":
+            from hybrid_policy.policies.build import ensure_distilled_draft
+
+            draft_path = ensure_distilled_draft(args.task, Path(args.models))
         draft_path = draft_path or models.draft
         target_path = target_path or models.target
     draft = load_policy(draft_path, role="draft", task=args.task, temperature=args.temperature)
@@ -141,7 +145,7 @@ def _calibration_path(args: argparse.Namespace):
 
     if getattr(args, "calibration", None):
         return Path(args.calibration)
-    return default_path(args.models, args.task, args.link)
+    return default_path(args.models, args.task, args.link, args.draft_kind)
 
 
 def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes: int):
@@ -712,6 +716,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
+    from hybrid_policy.core.calibration_file import DRAFT_KINDS
     from hybrid_policy.core.link import PROFILES
     from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 
@@ -719,6 +724,10 @@ def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> N
                    help="task name (see `hybrid-policy tasks`)" + (
                        "" if task_required else "; placement modes take the topology's"))
     p.add_argument("--draft", help="draft checkpoint directory (default: default models)")
+    p.add_argument("--draft-kind", choices=DRAFT_KINDS, default=DRAFT_KINDS[0],
+                   help="which default draft: trained on the demonstrations, or distilled from "
+                   "the target to be accepted more often (made on first use, ~2 min); each "
+                   "has its own calibrations (default demonstrations)")
     p.add_argument("--target", help="target checkpoint directory (default: default models)")
     p.add_argument("--models", default="models",
                    help="root of the default models and calibrations (default models/)")
@@ -737,7 +746,8 @@ def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> N
                    help="control periods an uncorrected rejection costs (the wrong move and "
                    "its undoing): w in τ* (default 2)")
     p.add_argument("--calibration", help="calibration JSON to write (calibrate) or read (eval); "
-                   "default MODELS/TASK/calibration/LINK.json")
+                   "default MODELS/TASK/calibration/LINK.json (distilled draft: "
+                   "MODELS/TASK/calibration/distilled/LINK.json)")
 
 
 def _loss_budget(text: str) -> float:

@@ -72,6 +72,20 @@ class DemoDataset:
         for start, length in zip(self.episode_starts, self.episode_lengths):
             yield self.observations[start : start + length], self.actions[start : start + length]
 
+    def subset(self, episodes) -> "DemoDataset":
+        """The episodes at indices ``episodes`` (in that order), e.g. a held-out split."""
+        idx = [int(i) for i in episodes]
+        if not idx or min(idx) < 0 or max(idx) >= self.num_episodes:
+            raise DatasetError(f"episode indices must be in [0, {self.num_episodes}) and not "
+                               f"empty, got {idx[:5]}{'...' if len(idx) > 5 else ''}")
+        rows = np.concatenate([np.arange(self.episode_starts[i],
+                                         self.episode_starts[i] + self.episode_lengths[i])
+                               for i in idx])
+        lengths = self.episode_lengths[idx]
+        return DemoDataset(self.task, self.obs_fields, self.observations[rows],
+                           self.actions[rows], np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+                           lengths, self.episode_seeds[idx], dict(self.meta))
+
     def validate(self, where: str) -> None:
         """Raise ``DatasetError`` naming ``where`` if the arrays do not fit together."""
         def bad(why: str) -> DatasetError:
@@ -79,7 +93,8 @@ class DemoDataset:
 
         o, a = self.observations, self.actions
         if o.ndim != 2 or o.shape[1] != len(self.obs_fields):
-            raise bad(f"observations have shape {o.shape}, expected (steps, {len(self.obs_fields)})")
+            raise bad(f"observations have shape {o.shape}, expected "
+                      f"(steps, {len(self.obs_fields)})")
         if a.ndim != 2 or a.shape[0] != o.shape[0]:
             raise bad(f"actions have shape {a.shape} for {o.shape[0]} observations")
         n = len(self.episode_lengths)

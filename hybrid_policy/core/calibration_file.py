@@ -29,8 +29,19 @@ class StaleCalibrationError(HybridPolicyError):
     """A calibration made for other models, another link or another temperature."""
 
 
-def default_path(models: str | Path, task: str, link: str) -> Path:
-    return Path(models) / task / "calibration" / f"{link}.json"
+# The default drafts: trained on the demonstrations, or distilled from the target.
+DRAFT_KINDS = ("demonstrations", "distilled")
+
+
+def default_path(models: str | Path, task: str, link: str,
+                 draft_kind: str = DRAFT_KINDS[0]) -> Path:
+    """Where a task's calibration for ``link`` lives; each default draft has its own, so
+    switching between them never overwrites the other's."""
+    if draft_kind not in DRAFT_KINDS:
+        raise HybridPolicyError(f"unknown draft kind {draft_kind!r}; valid: "
+                                f"{', '.join(DRAFT_KINDS)}")
+    base = Path(models) / task / "calibration"
+    return (base if draft_kind == DRAFT_KINDS[0] else base / draft_kind) / f"{link}.json"
 
 
 def calibrate_command(task: str, link: str, models: str | Path = DEFAULT_MODELS) -> str:

@@ -30,7 +30,9 @@ DEFAULT_ROOT = Path("models")
 # Demonstrations per task for the default models: enough for the target to learn the task
 # while training both policies stays within ~10 minutes on a 2-core CPU.
 DEFAULT_DEMO_EPISODES = {"fetch_reach": 200, "fetch_push": 1000, "fetch_pick_place": 1000,
-                         "mw_pick_place": 300, "mw_peg_insert": 300}
+                         "mw_pick_place": 300, "mw_peg_insert": 300,
+                         "mw_assembly": 300, "mw_shelf_place": 300, "mw_bin_picking": 300,
+                         "mw_stick_pull": 300}
 DEFAULT_DEMO_SEED = 0
 
 
@@ -161,3 +163,39 @@ def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ..
         "data": data_record(ds, dataset.dataset_path(paths.data, task)), "target_id": target_id,
         "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN),
         "losses": losses})
+
+
+DISTILLED = "draft_distilled"
+
+
+def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
+                           progress: bool | None = None) -> Path:
+    """The task's draft distilled from its default target (``policies.distill``), under
+    ``root/task/draft_distilled``: same architecture and size as the default draft, trained
+    on the same demonstrations' windows towards the target's code distributions. Remade
+    when the data, the target, the temperature or the distillation settings change."""
+    from hybrid_policy.defaults import DEFAULT_TEMPERATURE
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.checkpoint import load_policy, save_policy
+    from hybrid_policy.policies.distill import DEFAULT_DISTILL, distill_draft
+
+    paths, ds, record, tok = ensure_data(task, root, progress)
+    ensure_default_models(task, root, progress)
+    out = paths.draft.parent / DISTILLED
+    target_id = checkpoint_identity(paths.target)
+    cfg = policy_config("draft", ds.observations.shape[1], tok)
+    wanted = {"role": "draft", "data": record, "distilled_from": target_id,
+              "temperature": DEFAULT_TEMPERATURE, "distill": asdict(DEFAULT_DISTILL),
+              "policy": asdict(cfg), "tokenizer_id": tok.identity()}
+    try:
+        info = read_config(out)
+        if all(info.get(k) == v for k, v in wanted.items()):
+            log.info("%s: up to date", out)
+            return out
+    except CheckpointError:
+        pass
+    target = load_policy(paths.target, role="target", task=task, temperature=DEFAULT_TEMPERATURE)
+    model, losses = distill_draft(ds, tok, target, cfg, DEFAULT_DISTILL, progress)
+    return save_policy(out, model, tok, "draft", task, {
+        "data": record, "distilled_from": target_id, "temperature": DEFAULT_TEMPERATURE,
+        "distill": asdict(DEFAULT_DISTILL), "losses": losses})
