@@ -1,0 +1,196 @@
+"""Closed-loop fronts: success against uplink transmissions per step for ADAHI (threshold on
+Δ), uncertainty_skip (threshold on the draft's entropy) and random_skip (skip probability),
+each point run for many episodes with 95% intervals from its episodes (``core.frontier``).
+
+Per task: ``hybrid`` (verify every step) runs first on the evaluation episodes and its
+per-step Δ and entropy give, for each skip rate of the grid, the threshold that skips that
+share of them; every mode then runs at every rate on the same episodes (same scenes and
+sampling streams), with ``target_only``, ``draft_only`` and ADAHI at the calibrated τ*.
+The print-out says where τ* sits against the cheapest point that keeps 0.98 of
+``target_only``'s success.
+Usage: ``python bench/frontier.py [--tasks fetch_push] [--episodes 300]
+[--draft-kind distilled] [--json docs/frontier_bench.json] [--plot-dir docs/img]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hybrid_policy import cli
+from hybrid_policy.core import evaluator
+from hybrid_policy.core.evaluator import StepRecord
+from hybrid_policy.core.frontier import FrontPoint, cheapest_at, point
+from hybrid_policy.core.modes import DraftMode, SkipRule, make_mode
+
+log = logging.getLogger("frontier")
+SIGNALS = {"adahi": "deviation", "uncertainty_skip": "uncertainty", "random_skip": "random"}
+QUALITY = 0.98  # of target_only's success: the paper's bar, and this package's goal
+
+
+class Outcomes:
+    """Per mode and episode: success, transmissions and steps, from the evaluator's hooks."""
+
+    def __init__(self) -> None:
+        self.tx: dict[str, list[int]] = defaultdict(list)
+        self.steps: dict[str, list[int]] = defaultdict(list)
+        self.signals: dict[str, list[float]] = defaultdict(list)  # hybrid's Δ and entropy
+
+    def on_step(self, name: str, rec: StepRecord) -> None:
+        if rec.step == 0:
+            self.tx[name].append(0)
+            self.steps[name].append(0)
+        self.tx[name][-1] += rec.plan.request is not None
+        self.steps[name][-1] += 1
+        if name == "hybrid":
+            self.signals["deviation"].append(rec.plan.deviation)
+            self.signals["uncertainty"].append(rec.plan.uncertainty)
+
+    def point(self, mode: str, knob: float, name: str, success: list[bool]) -> FrontPoint:
+        return point(mode, knob, success, self.tx[name], self.steps[name])
+
+
+def run_task(task: str, args: argparse.Namespace) -> dict:
+    ns = cli.build_parser().parse_args(
+        ["eval", "--task", task, "--link", args.link, "--models", str(args.models),
+         "--draft-kind", args.draft_kind])
+    draft, target = cli._models(ns)
+    setting = cli._setting(ns, draft, target)
+    tau_star = cli._thresholds(ns, draft, target, setting, None, ["adahi"]).tau
+    out = Outcomes()
+
+    def run(modes):
+        res = evaluator.evaluate(task, modes, args.episodes, args.seed, setting,
+                                 on_step=out.on_step)
+        return {name: r.episode_success for name, r in res.items()}
+
+    t0 = time.perf_counter()
+    ends = run([make_mode(m, draft, target) for m in ("hybrid", "target_only", "draft_only")])
+    points = [out.point(m, 0.0, m, ok) for m, ok in ends.items()]
+    modes, knobs = [DraftMode("adahi@tau*", draft, target.history,
+                              SkipRule("deviation", tau_star))], {"adahi@tau*": tau_star}
+    for rate in args.rates:
+        for mode, kind in SIGNALS.items():
+            values = np.asarray(out.signals.get(kind, []), float)
+            knob = rate if kind == "random" else float(np.quantile(values[np.isfinite(values)],
+                                                                   rate))
+            name = f"{mode}@{rate:.2f}"
+            modes.append(DraftMode(name, draft, target.history, SkipRule(kind, knob)))
+            knobs[name] = knob
+    for name, ok in run(modes).items():
+        points.append(out.point(name.split("@")[0], knobs[name], name, ok))
+    target_success = next(p.success for p in points if p.mode == "target_only")
+    sweep = [p for p in points[4:] if p.mode == "adahi"]
+    best = cheapest_at(sweep + [points[3]], QUALITY * target_success)
+    star = points[3]
+    log.info("%s: %d points x %d episodes in %.0f s", task, len(points), args.episodes,
+             time.perf_counter() - t0)
+    return {"task": task, "link": args.link, "draft_kind": args.draft_kind,
+            "episodes": args.episodes, "seed": args.seed, "tau_star": tau_star,
+            "target_success": target_success, "rates": list(args.rates),
+            "points": [p.as_dict() | {"name": n} for p, n in
+                       zip(points, [*ends, *knobs])],
+            "tau_star_point": star.as_dict(), "best": None if best is None else best.as_dict()}
+
+
+def table(doc: dict) -> str:
+    rows = [f"{doc['task']} ({doc['draft_kind']} draft, {doc['episodes']} episodes a point, "
+            f"tau* = {doc['tau_star']:.4f} on {doc['link']}):",
+            f"  {'point':24} {'success [95% CI]':24} {'uplink/step [95% CI]':26}"]
+    for p in doc["points"]:
+        rows.append(f"  {p['name']:24} {p['success']:.3f} [{p['success_lo']:.3f}, "
+                    f"{p['success_hi']:.3f}]    {p['uplink']:.3f} [{p['uplink_lo']:.3f}, "
+                    f"{p['uplink_hi']:.3f}]")
+    best, star = doc["best"], doc["tau_star_point"]
+    bar = QUALITY * doc["target_success"]
+    rows.append(f"  success bar {QUALITY} x target_only = {bar:.3f}; tau* point: "
+                f"{star['success']:.3f} at {star['uplink']:.3f}/step; cheapest adahi point at "
+                "the bar: " + ("none" if best is None else
+                               f"{best['success']:.3f} at {best['uplink']:.3f}/step "
+                               f"(tau {best['knob']:.4f})"))
+    return "\n".join(rows)
+
+
+def plot(doc: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    style = {"adahi": ("C0", "o"), "uncertainty_skip": ("C1", "s"), "random_skip": ("C2", "^")}
+    pts = doc["points"]
+    for mode, (color, marker) in style.items():
+        ps = sorted((p for p in pts if p["mode"] == mode and p["name"] != "adahi@tau*"),
+                    key=lambda p: p["uplink"])
+        x = np.array([p["uplink"] for p in ps])
+        y = np.array([p["success"] for p in ps])
+        def err(lo: str, hi: str, v: np.ndarray) -> np.ndarray:
+            return np.clip([v - [p[lo] for p in ps], [p[hi] for p in ps] - v], 0.0, None)
+
+        ax.errorbar(x, y, yerr=err("success_lo", "success_hi", y),
+                    xerr=err("uplink_lo", "uplink_hi", x),
+                    color=color, marker=marker, ms=4, capsize=2, lw=1, label=mode)
+    for p in pts:
+        if p["mode"] in ("hybrid", "target_only", "draft_only"):
+            ax.plot(p["uplink"], p["success"], "kx")
+            below = {"hybrid": 6, "target_only": -10, "draft_only": -10}[p["mode"]]
+            ax.annotate(p["mode"], (p["uplink"], p["success"]), fontsize=7, ha="right",
+                        textcoords="offset points", xytext=(-4 if p["uplink"] > 0.5 else 40,
+                                                            below))
+    star = doc["tau_star_point"]
+    ax.plot(star["uplink"], star["success"], "*", color="C3", ms=14, label="adahi at τ*")
+    ax.axhline(QUALITY * doc["target_success"], color="grey", ls=":", lw=1,
+               label=f"{QUALITY} × target_only")
+    ax.set_xlabel("uplink transmissions (= server operations) per step")
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(f"{doc['task']}: {doc['draft_kind']} draft, {doc['episodes']} episodes / point")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="fetch_push")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--rates", default="0.4,0.55,0.7,0.8,0.9",
+                        help="skip rates of the grid (shares of hybrid's steps)")
+    parser.add_argument("--link", default="5g_embb", help="link of the calibration (τ*)")
+    parser.add_argument("--draft-kind", default="distilled",
+                        choices=("demonstrations", "distilled"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot-dir", type=Path)
+    args = parser.parse_args()
+    args.rates = [float(r) for r in args.rates.split(",")]
+    if args.episodes < 300:
+        log.warning("%d episodes a point: the README's fronts use >= 300", args.episodes)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(1)
+    docs = []
+    for task in args.tasks.split(","):
+        doc = run_task(task, args)
+        print(table(doc), flush=True)
+        if args.plot_dir:
+            print("wrote", plot(doc, args.plot_dir / f"{task}_frontier.png"))
+        docs.append(doc)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(docs, indent=1))
+        print("wrote", args.json)
+
+
+if __name__ == "__main__":
+    main()
