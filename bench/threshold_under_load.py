@@ -95,7 +95,8 @@ def main() -> None:
     print(f"\n{args.task} on {args.link}: {robots} robots, one edge server (max_batch "
           f"{args.max_batch}), verification {load.service_ms:.2f} ms, period {period:g} ms; "
           f"calibration: L_v {c.verify_ms:.2f} ms, C_e {c.error_cost_ms:.1f} ms, "
-          f"r̄ {cal.mean_rejection:.3f}, τ* {thresholds.tau:.4f} "
+          f"r̄ {'lifted' if cal.mean_rejection is None else f'{cal.mean_rejection:.3f}'}, "
+          f"τ* {thresholds.tau:.4f} "
           f"(skips {cal.skip_rate(thresholds.tau):.0%})")
     print("\nload-aware τ (closed form on the calibration samples; no rollouts)")
     print(f"{'price ms':>8s} {'τ':>8s} {'skip':>6s} {'ρ':>6s} {'W_q ms':>7s} {'D ms':>7s} "

@@ -196,6 +196,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"correction {c['rejection_error']:.3f} x weight {c['quality_weight']:g}): link bound "
           f"L_v/C_e = {c['rejection_budget']:.4f}; quality bound (mean rejection) "
           f"{c['mean_rejection']:.4f}; r* = {c['r_star']:.4f} ({c['bound']} bound)")
+    a = doc["draft_alone"]
+    print(f"the draft alone succeeded in {a['draft_only_successes']}/{a['episodes']} calibration "
+          f"scenes, verifying every step in {a['hybrid_successes']}: quality bound "
+          f"{a['quality_bound']}")
     print(f"tau* = {t['tau']:.4f} (skips {doc['calibration_skip_rate']:.0%} of calibration "
           f"steps; lowest-cost tau on the empirical curve: {doc['empirical_best_tau']:.4f})")
     if c.get("price_ms"):

@@ -86,6 +86,12 @@ def test_calibrate_then_eval_every_mode(cli, tiny, tmp_path):
     assert "tau* =" in res.stdout and "Spearman" in res.stdout
     doc = json.loads(cal.read_text())
     assert doc["task"] == "fetch_reach" and doc["link"] == "wifi" and doc["thresholds"]["tau"] >= 0
+    # the draft ran alone on the same 4 scenes; the quality bound follows the rule
+    alone, costs = doc["draft_alone"], doc["costs"]
+    assert alone["episodes"] == 4 and "calibration scenes" in res.stdout
+    lifted = alone["draft_only_successes"] >= alone["hybrid_successes"]
+    assert alone["quality_bound"] == ("lifted" if lifted else "kept")
+    assert costs["quality_bound"] == (None if lifted else costs["mean_rejection"])
     assert (tmp_path / "wifi_deviation.png").stat().st_size > 10_000
     assert (tmp_path / "wifi_tradeoff.png").stat().st_size > 10_000
     res = run(cli, "eval", "--task", "fetch_reach", *models, "--link", "wifi", "--modes", "all",

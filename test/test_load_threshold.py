@@ -100,7 +100,7 @@ def test_price_zero_and_no_load_reads_todays_tau_from_a_calibration_file():
     tau = derive_tau(cal.fit, r_star)
     doc = json.loads(json.dumps({
         "fit": cal.fit.__dict__, "thresholds": {"tau": tau},
-        "costs": {**cal.costs.__dict__, "mean_rejection": cal.mean_rejection},
+        "costs": {**cal.costs.__dict__, "quality_bound": cal.mean_rejection},
         "samples": {"delta": cal.delta.tolist() + [None]}}))
     assert solve(Calibrated.from_doc(doc), None).tau == doc["thresholds"]["tau"]
     with pytest.raises(LoadThresholdError, match="calibrate"):
@@ -183,7 +183,7 @@ def test_eval_topology_derives_tau_per_server(tiny, tmp_path, capsys):
     doc = json.loads(path.read_text())
     delta = cal.delta.tolist() + [None] * (cal.steps - len(cal.delta))
     doc.update({"fit": cal.fit.__dict__, "samples": {"delta": delta},
-                "costs": {**cal.costs.__dict__, "mean_rejection": cal.mean_rejection}})
+                "costs": {**cal.costs.__dict__, "quality_bound": cal.mean_rejection}})
     path.write_text(json.dumps(doc))
     topo = tmp_path / "fleet.yaml"
     topo.write_text(yaml.safe_dump({

@@ -118,6 +118,22 @@ def test_threshold_recovers_a_planted_relation():
     r_star, bound = rejection_bound(Costs(60.0, 40.0, 0.5), r_mean)
     assert (r_star, bound) == (r_mean, "quality")
     assert derive_tau(f, r_star) == pytest.approx(math.exp((r_mean - a) / b) - EPS, rel=0.1)
+    # a calibration whose draft alone held the verified success lifts the quality bound
+    assert rejection_bound(Costs(60.0, 40.0, 0.5), None) == (pytest.approx(1.5), "link")
+    assert derive_tau(f, rejection_bound(Costs(60.0, 40.0, 0.5), None)[0]) > derive_tau(f, r_star)
+
+
+def test_the_quality_bound_is_lifted_only_when_the_draft_alone_holds():
+    from hybrid_policy.core.calibration import Samples, draft_alone
+
+    def samples(hybrid, alone):
+        return Samples([], [], [], [], [], [], hybrid, alone)
+
+    assert draft_alone(samples([True, True, False, True], [True, True, True, False])) == {
+        "episodes": 4, "hybrid_successes": 3, "draft_only_successes": 3,
+        "quality_bound": "lifted"}
+    assert draft_alone(samples([True] * 4, [True, True, True, False]))["quality_bound"] == "kept"
+    assert draft_alone(samples([False] * 4, [False] * 4))["quality_bound"] == "lifted"
 
 
 def test_threshold_refuses_a_useless_signal():

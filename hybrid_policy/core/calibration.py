@@ -5,7 +5,8 @@
    (``speculative.rejection_prob``) and whether verification rejected.
 2. Fit ``r ≈ a + b ln(Δ + ε)``, report Spearman ρ and AUROC, derive τ* from the fit, the
    measured verification cost on the chosen link and the mean rejection probability
-   (``threshold.rejection_bound``, ``threshold.derive_tau``).
+   (``threshold.rejection_bound``, ``threshold.derive_tau``); the draft alone runs on the
+   same scenes, and the quality bound is lifted when it succeeds as often (``draft_alone``).
 3. Match the comparison modes to ADAHI's skip rate on the calibration data (the entropy
    quantile for ``uncertainty_skip``, the rate itself for ``random_skip``).
 4. Sweep τ (ADAHI) and the skip rate (random_skip) in closed loop to draw the measured
@@ -55,11 +56,24 @@ class Samples:
     rejected: list[bool]
     verify_ms: list[float]
     correction: list[float]  # normalised mean |draft − executed| action, rejected steps
+    hybrid_success: list[bool]  # per calibration scene: verifying every step
+    draft_success: list[bool]  # the same scenes and sampling streams: the draft alone
+
+
+def draft_alone(s: Samples) -> dict[str, Any]:
+    """Whether the quality bound stays: it guards against a draft whose unverified errors
+    compound in closed loop, so it is lifted only when the draft alone succeeded on at
+    least as many of the calibration scenes as verification on every step (the same
+    scenes and sampling streams: a paired comparison)."""
+    hybrid, alone = int(sum(s.hybrid_success)), int(sum(s.draft_success))
+    return {"episodes": len(s.hybrid_success), "hybrid_successes": hybrid,
+            "draft_only_successes": alone,
+            "quality_bound": "lifted" if alone >= hybrid else "kept"}
 
 
 def collect(task: str, draft: Policy, target: Policy, setting: Setting,
             cfg: CalibrationConfig) -> Samples:
-    samples = Samples([], [], [], [], [], [])
+    samples = Samples([], [], [], [], [], [], [], [])
     scale = draft.tokenizer.action_std.numpy()
 
     def on_step(_: str, rec: StepRecord) -> None:
@@ -76,8 +90,12 @@ def collect(task: str, draft: Policy, target: Policy, setting: Setting,
             samples.correction.append(
                 float(np.mean(np.abs(plan.draft_action - rec.response.action) / scale)))
 
-    evaluator.evaluate(task, [make_mode("hybrid", draft, target)], cfg.episodes, cfg.seed,
-                       setting, on_step=on_step)
+    res = evaluator.evaluate(task, [make_mode("hybrid", draft, target),
+                                    make_mode("draft_only", draft, target)],
+                             cfg.episodes, cfg.seed, setting,
+                             on_step=lambda name, rec: name == "hybrid" and on_step(name, rec))
+    samples.hybrid_success = list(res["hybrid"].episode_success)
+    samples.draft_success = list(res["draft_only"].episode_success)
     return samples
 
 
@@ -88,12 +106,14 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
     f = fit(delta, r, np.asarray(s.rejected))
     costs = Costs(float(np.mean(s.verify_ms)), control_period_ms,
                   float(np.mean(s.correction)) if s.correction else 0.0, cfg.quality_weight)
-    r_star, bound = rejection_bound(costs, float(r.mean()))
+    alone = draft_alone(s)
+    quality = float(r.mean()) if alone["quality_bound"] == "kept" else None
+    r_star, bound = rejection_bound(costs, quality)
     tau = derive_tau(f, r_star)
     priced = None
     if cfg.price_ms > 0:  # one robot on its own server: the calibration's own setting
         priced = load_threshold.solve(
-            load_threshold.Calibrated.from_samples(f, costs, float(r.mean()), s.delta),
+            load_threshold.Calibrated.from_samples(f, costs, quality, s.delta),
             load_threshold.Load(1, control_period_ms, setting.compute.target()), cfg.price_ms)
         tau, r_star, bound = priced.tau, priced.r_star, priced.bound
     skip_rate = float(np.mean(delta < tau))
@@ -118,10 +138,11 @@ def calibrate(task: str, draft: Policy, target: Policy, setting: Setting,
         "config": asdict(cfg), "fit": asdict(f), "thresholds": asdict(thresholds),
         "costs": {**asdict(costs), "error_cost_ms": costs.error_cost_ms,
                   "rejection_budget": costs.rejection_budget,
-                  "mean_rejection": float(r.mean()), "r_star": r_star, "bound": bound,
+                  "mean_rejection": float(r.mean()), "quality_bound": quality,
+                  "r_star": r_star, "bound": bound,
                   **({} if priced is None else {"price_ms": cfg.price_ms,
                                                 "load": priced.as_dict()})},
-        "calibration_skip_rate": skip_rate, "tradeoff": curve,
+        "draft_alone": alone, "calibration_skip_rate": skip_rate, "tradeoff": curve,
         "empirical_best_tau": curve["tau"][best], "sweep": sweep,
         "samples": {"delta": [x if np.isfinite(x) else None for x in s.delta],
                     "rejection_prob": s.rejection_prob, "rejected": s.rejected},

@@ -109,24 +109,26 @@ def marginal_delay(rho: float, service_ms: float) -> float:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """What the derivation needs from a calibration: the fit, the costs, r̄ and the Δ of
-    every calibration step (non-finite Δ: never below any τ, still counted as a step)."""
+    """What the derivation needs from a calibration: the fit, the costs, the quality bound
+    r̄ (None: lifted by the calibration) and the Δ of every calibration step (non-finite
+    Δ: never below any τ, still counted as a step)."""
 
     fit: LinearFit
     costs: Costs
-    mean_rejection: float
+    mean_rejection: float | None
     delta: np.ndarray  # finite Δ samples, sorted
     steps: int  # all calibration steps (finite or not): the denominator of s(τ)
 
     @classmethod
-    def from_samples(cls, fit: LinearFit, costs: Costs, mean_rejection: float,
+    def from_samples(cls, fit: LinearFit, costs: Costs, mean_rejection: float | None,
                      delta: Any) -> "Calibrated":
         d = np.asarray([np.inf if x is None else x for x in delta], float)
         finite = np.sort(d[np.isfinite(d)])
         if finite.size == 0:
             raise LoadThresholdError("the calibration has no finite Δ samples: run "
                                      "`hybrid-policy calibrate` again")
-        return cls(fit, costs, float(mean_rejection), finite, int(d.size))
+        quality = None if mean_rejection is None else float(mean_rejection)
+        return cls(fit, costs, quality, finite, int(d.size))
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "Calibrated":
@@ -136,7 +138,7 @@ class Calibrated:
             c = doc["costs"]
             costs = Costs(c["verify_ms"], c["control_period_ms"], c["rejection_error"],
                           c["quality_weight"])
-            return cls.from_samples(LinearFit(**doc["fit"]), costs, c["mean_rejection"],
+            return cls.from_samples(LinearFit(**doc["fit"]), costs, c["quality_bound"],
                                     doc["samples"]["delta"])
         except (KeyError, TypeError) as exc:
             raise LoadThresholdError(f"the calibration lacks what the load-aware threshold "
@@ -217,7 +219,7 @@ def price_for(cal: Calibrated, load: Load | None, tau: float) -> float:
     gets there. It is the multiplier of a rate budget: for "at most B transmissions a
     step" take τ where s(τ) = 1 − B. Above the quality bound's τ no price helps (∞)."""
     r = float(cal.fit.predict(tau))
-    if r > cal.mean_rejection:
+    if cal.mean_rejection is not None and r > cal.mean_rejection:
         return math.inf
     s = cal.skip_rate(tau)
     delay = 0.0 if load is None else marginal_delay(load.utilisation(s), load.service_ms)
@@ -225,7 +227,10 @@ def price_for(cal: Calibrated, load: Load | None, tau: float) -> float:
 
 
 def quality_price(cal: Calibrated, load: Load | None) -> float:
-    """π_q: the least price at which the quality bound sets τ (skip everything r̄ allows)."""
+    """π_q: the least price at which the quality bound sets τ (skip everything r̄ allows);
+    ∞ when the calibration lifted the quality bound."""
+    if cal.mean_rejection is None:
+        return math.inf
     return price_for(cal, load, derive_tau(cal.fit, cal.mean_rejection))
 
 

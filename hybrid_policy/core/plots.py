@@ -28,7 +28,10 @@ def deviation_vs_rejection(doc: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(-0.05, 1.05)
     c = doc["costs"]
     ax.axhline(c["rejection_budget"], color="tab:gray", ls=":", label="link bound L_v / C_e")
-    ax.axhline(c["mean_rejection"], color="tab:olive", ls="-.", label="quality bound r̄")
+    lifted = c.get("quality_bound") is None
+    ax.axhline(c["mean_rejection"], color="tab:olive", ls="-.",
+               label="r̄ (quality bound lifted: the draft alone holds)" if lifted
+               else "quality bound r̄")
     ax.axvline(tau, color="tab:red", ls="--", label=f"τ* = {tau:.3f}")
     ax.set_xlabel("action deviation Δ")
     ax.set_ylabel("rejection probability (exact, level-wise)")

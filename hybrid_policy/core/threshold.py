@@ -17,7 +17,9 @@ Two bounds on the rejection probability of a step that may be skipped:
 - quality: never skip a step the fit rates riskier than the average step, ``r < r̄``
   (``r̄``: mean rejection probability of the calibration steps). Single-step costs miss
   that errors compound in closed loop; this keeps verification where the draft is least
-  trustworthy whatever the link.
+  trustworthy whatever the link. Calibration lifts it when the draft *alone* succeeds on
+  at least as many of the calibration scenes as verification on every step does: then
+  there is no compounding to guard against (``calibration.draft_alone``).
 
 So ``r* = min(L_v / C_e, r̄)`` and, in closed form,
 
@@ -98,9 +100,11 @@ class Costs:
         return self.verify_ms / max(self.error_cost_ms, 1e-12)
 
 
-def rejection_bound(costs: Costs, mean_rejection: float) -> tuple[float, str]:
-    """``r* = min(L_v / C_e, r̄)`` and which bound set it (``"link"`` or ``"quality"``)."""
-    if costs.rejection_budget <= mean_rejection:
+def rejection_bound(costs: Costs, mean_rejection: float | None) -> tuple[float, str]:
+    """``r* = min(L_v / C_e, r̄)`` and which bound set it (``"link"`` or ``"quality"``);
+    ``mean_rejection`` None: the calibration lifted the quality bound (the draft alone held
+    the verified success in closed loop), so the link bound alone decides."""
+    if mean_rejection is None or costs.rejection_budget <= mean_rejection:
         return costs.rejection_budget, "link"
     return float(mean_rejection), "quality"
 
