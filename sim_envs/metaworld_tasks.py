@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-from metaworld.policies import SawyerPegInsertionSideV3Policy, SawyerPickPlaceV3Policy
+from metaworld.policies import (
+    SawyerAssemblyV3Policy,
+    SawyerPegInsertionSideV3Policy,
+    SawyerPickPlaceV3Policy,
+)
 
 from sim_envs.spec import ManipulationTask, TaskSpec
 
@@ -78,6 +82,16 @@ class MetaWorldPegInsert(MetaWorldTask):
     )
 
 
+class MetaWorldAssembly(MetaWorldTask):
+    env_name = "assembly-v3"
+    task_spec = TaskSpec(
+        name="mw_assembly", source=f"metaworld MT1 {env_name}", difficulty=5, max_steps=200,
+        control_period_ms=12.5,
+        obs_fields=METAWORLD_FIELDS,
+        description="Sawyer: grasp a ring by its handle and slide it down onto a peg",
+    )
+
+
 class MetaWorldExpert:
     """Meta-World's own scripted policy for a task, clipped to the action box."""
 
@@ -97,3 +111,7 @@ def pick_place_expert() -> MetaWorldExpert:
 
 def peg_insert_expert() -> MetaWorldExpert:
     return MetaWorldExpert(SawyerPegInsertionSideV3Policy())
+
+
+def assembly_expert() -> MetaWorldExpert:
+    return MetaWorldExpert(SawyerAssemblyV3Policy())

@@ -43,6 +43,10 @@ _REGISTRY: dict[str, _Entry] = {
             metaworld_tasks.MetaWorldPegInsert, metaworld_tasks.peg_insert_expert,
             "metaworld.policies.SawyerPegInsertionSideV3Policy",
         ),
+        _Entry(
+            metaworld_tasks.MetaWorldAssembly, metaworld_tasks.assembly_expert,
+            "metaworld.policies.SawyerAssemblyV3Policy",
+        ),
     )
 }
 

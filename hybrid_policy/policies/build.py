@@ -31,8 +31,7 @@ DEFAULT_ROOT = Path("models")
 # while training both policies stays within ~10 minutes on a 2-core CPU.
 DEFAULT_DEMO_EPISODES = {"fetch_reach": 200, "fetch_push": 1000, "fetch_pick_place": 1000,
                          "mw_pick_place": 300, "mw_peg_insert": 300,
-                         "mw_assembly": 300, "mw_shelf_place": 300, "mw_bin_picking": 300,
-                         "mw_stick_pull": 300}
+                         "mw_assembly": 300}
 DEFAULT_DEMO_SEED = 0
 
 
