@@ -44,7 +44,8 @@ DEMO_IDN ?= config/idn.yaml
 DEMO_IDN_EPISODES ?= 25
 
 # Default models are trained on first use (a few minutes) and cached under models/.
-# In process: calibrate, then every mode on the same episodes. Over ROS 2: every mode as its
+# In process: calibrate, then every mode on the same episodes; then the draft distilled from
+# the target (made and calibrated on first use, ~3 min) against verifying every step. Over ROS 2: every mode as its
 # own graph of node processes, each recorded to a bag, then one table from the bags. Then
 # the fleet: hybrid and adahi for every robot, in process and over ROS 2 (one bag each);
 # then the early-exit family (early_exit, dto_ee and baselines) on its fleet, in process;
@@ -57,6 +58,9 @@ demo: $(STAMP)
 	$(BIN)/hybrid-policy calibrate --task $(DEMO_TASK) --link $(DEMO_LINK)
 	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --modes all \
 		--episodes $(DEMO_EPISODES) --seed 0 --json $(DEMO_RUN)/eval.json
+	$(BIN)/hybrid-policy eval --task $(DEMO_TASK) --link $(DEMO_LINK) --draft-kind distilled \
+		--modes draft_only,hybrid,adahi --episodes $(DEMO_EPISODES) --seed 0 \
+		--json $(DEMO_RUN)/distilled.json
 	rm -rf $(DEMO_RUN)/bags
 	$(BIN)/hybrid-policy bringup --task $(DEMO_TASK) --link $(DEMO_LINK) --mode all \
 		--episodes $(DEMO_ROS_EPISODES) --seed 0 --bag $(DEMO_RUN)/bags
@@ -88,7 +92,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy_speed.py
 	$(BIN)/python bench/bc_success.py
 	$(BIN)/python bench/deviation_signals.py
-	$(BIN)/python bench/hybrid_results.py
+	$(BIN)/python bench/deviation_signals.py --draft-kind distilled
+	$(BIN)/python bench/distilled_draft.py --tasks fetch_push,fetch_pick_place,mw_assembly \
+		--json docs/distilled_draft.json
+	$(BIN)/python bench/hybrid_results.py --tasks fetch_push,fetch_pick_place,mw_assembly \
+		--links 5g_embb,6g_hrllc --draft-kinds demonstrations,distilled
+	$(BIN)/python bench/frontier.py --tasks fetch_push,fetch_pick_place,mw_assembly \
+		--json docs/frontier_bench.json --plot-dir docs/img
 	$(BIN)/python bench/ros_overhead.py
 	$(BIN)/python bench/node_startup.py
 	$(BIN)/python bench/robot_interface.py

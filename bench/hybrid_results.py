@@ -41,7 +41,14 @@ def main() -> None:
                         help="comma-separated: demonstrations, distilled")
     parser.add_argument("--models", default="models")
     parser.add_argument("--out", type=Path, default=Path("runs/hybrid_results"))
+    parser.add_argument("--report", type=Path, nargs="+",
+                        help="only print the summary and the markdown table of these "
+                        "results.json files (no runs)")
     args = parser.parse_args()
+    if args.report:
+        summary = {k: v for path in args.report for k, v in json.loads(path.read_text()).items()}
+        print(markdown(summary))
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     seeds = [int(s) for s in args.seeds.split(",")]
     summary: dict[str, dict] = {}
@@ -63,6 +70,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     print_summary(summary, args)
+    print("\n" + markdown(summary))
 
 
 def aggregate(docs: list[dict]) -> dict:
@@ -102,6 +110,30 @@ def print_summary(summary: dict, args: argparse.Namespace) -> None:
                       f"{a['uplink_vs_hybrid']['mean']:.2f}"
                       f"/{r['uplink_vs_hybrid']['mean']:.2f}")
         print("  ADAHI: " + "; ".join(checks))
+
+
+def markdown(summary: dict) -> str:
+    """One row per task, link and draft: the reference modes' success, ADAHI's ratios to
+    hybrid and its success against target_only, and the comparison modes at its rate."""
+    def cell(m: dict, key: str, digits: int = 3) -> str:
+        return f"{m[key]['mean']:.{digits}f} ± {m[key]['std']:.{digits}f}"
+
+    rows = ["| task | link | draft | τ* | target_only | hybrid | draft_only | **adahi** success "
+            "(vs target) | adahi uplink = server ops (vs hybrid) | adahi latency (vs hybrid) "
+            "| uncertainty_skip | random_skip |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run, s in summary.items():
+        task, link, kind = run.split(" ")
+        m = s["modes"]
+        pct = {k: f"{100 * m[k]['success_rate']['mean']:.1f}%" for k in m}
+        rows.append(
+            f"| `{task}` | {link} | {kind} | {s['calibration']['tau']:.4f} | "
+            f"{pct['target_only']} | {pct['hybrid']} | {pct['draft_only']} | "
+            f"{pct['adahi']} ({cell(m['adahi'], 'success_vs_target')}) | "
+            f"{cell(m['adahi'], 'uplink_vs_hybrid')} | {cell(m['adahi'], 'latency_vs_hybrid')} | "
+            + " | ".join(f"{pct[k]} ({m[k]['uplink_vs_hybrid']['mean']:.2f})"
+                         for k in ("uncertainty_skip", "random_skip")) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

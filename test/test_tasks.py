@@ -10,9 +10,9 @@ from sim_envs import UnknownTaskError
 TASKS = sim_envs.task_names()
 
 
-def test_registry_has_the_five_tasks():
+def test_registry_has_the_six_tasks():
     assert TASKS == ["fetch_reach", "fetch_push", "fetch_pick_place", "mw_pick_place",
-                     "mw_peg_insert"]
+                     "mw_peg_insert", "mw_assembly"]
 
 
 @pytest.mark.parametrize("name", TASKS)
