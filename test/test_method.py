@@ -119,7 +119,8 @@ def test_threshold_recovers_a_planted_relation():
     assert (r_star, bound) == (r_mean, "quality")
     assert derive_tau(f, r_star) == pytest.approx(math.exp((r_mean - a) / b) - EPS, rel=0.1)
     # a calibration whose draft alone held the verified success lifts the quality bound
-    assert rejection_bound(Costs(60.0, 40.0, 0.5), None) == (pytest.approx(1.5), "link")
+    assert rejection_bound(Costs(60.0, 40.0, 0.5), None) == (1.0, "link")  # budget 1.5
+    assert rejection_bound(Costs(6.0, 40.0, 0.5), None) == (pytest.approx(0.15), "link")
     assert derive_tau(f, rejection_bound(Costs(60.0, 40.0, 0.5), None)[0]) > derive_tau(f, r_star)
 
 

@@ -103,9 +103,11 @@ class Costs:
 def rejection_bound(costs: Costs, mean_rejection: float | None) -> tuple[float, str]:
     """``r* = min(L_v / C_e, r̄)`` and which bound set it (``"link"`` or ``"quality"``);
     ``mean_rejection`` None: the calibration lifted the quality bound (the draft alone held
-    the verified success in closed loop), so the link bound alone decides."""
+    the verified success in closed loop), so the link bound alone decides. A budget above 1
+    (skipping pays at any rejection probability) is r* = 1: τ* then skips every step the
+    fit rates possible, and stays finite."""
     if mean_rejection is None or costs.rejection_budget <= mean_rejection:
-        return costs.rejection_budget, "link"
+        return min(costs.rejection_budget, 1.0), "link"
     return float(mean_rejection), "quality"
 
 
