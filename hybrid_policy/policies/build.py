@@ -82,6 +82,18 @@ def _up_to_date(path: Path, role: str, ds_sha: str, tok: ActionTokenizer,
             and info.get("policy") == asdict(policy_config(role, obs_dim, tok)))
 
 
+def _made_from(path: Path, wanted: dict[str, Any]) -> bool:
+    """Whether the checkpoint at ``path`` records every entry of ``wanted`` (then it is kept)."""
+    try:
+        info = read_config(path)
+    except CheckpointError:
+        return False
+    if all(info.get(k) == v for k, v in wanted.items()):
+        log.info("%s: up to date", path)
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class ModelSet:
     data: Path
@@ -146,13 +158,8 @@ def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ..
     target_id = checkpoint_identity(paths.target)
     wanted = {"role": ROLE, "target_id": target_id, "exits": list(exits),
               "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN)}
-    try:
-        info = read_config(out)
-        if all(info.get(k) == v for k, v in wanted.items()):
-            log.info("%s: up to date", out)
-            return out
-    except CheckpointError:
-        pass
+    if _made_from(out, wanted):
+        return out
     ds = dataset.load(dataset.dataset_path(paths.data, task))
     tok, _ = load_tokenizer(paths.tokenizer)
     target = load_policy(paths.target, role="target", task=task)
@@ -186,13 +193,8 @@ def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
     wanted = {"role": "draft", "data": record, "distilled_from": target_id,
               "temperature": DEFAULT_TEMPERATURE, "distill": asdict(DEFAULT_DISTILL),
               "policy": asdict(cfg), "tokenizer_id": tok.identity()}
-    try:
-        info = read_config(out)
-        if all(info.get(k) == v for k, v in wanted.items()):
-            log.info("%s: up to date", out)
-            return out
-    except CheckpointError:
-        pass
+    if _made_from(out, wanted):
+        return out
     target = load_policy(paths.target, role="target", task=task, temperature=DEFAULT_TEMPERATURE)
     model, losses = distill_draft(ds, tok, target, cfg, DEFAULT_DISTILL, progress)
     return save_policy(out, model, tok, "draft", task, {
