@@ -1,19 +1,25 @@
 """How well candidate skip signals predict the target's rejection, side by side.
 
-Runs ``hybrid`` (verify every step) on the default models of a task and scores, per step,
-three signals the robot can compute without the server:
+Runs ``hybrid`` (verify every step) on a task's default models (either draft) and scores,
+per step, signals the robot can compute without the server:
 
 - ``deviation``: the package's Δ(t) (EMA of the proposal's distance from the draft's own
   expected action, per-dimension normalised; ``core/deviation.py``);
 - ``entropy``: the draft's code entropy along its sampled path (``uncertainty_skip``);
+- ``spread``: the draft's expected distance of its actions from their mean,
+  E_q |dec(c) − E_q dec| / σ (action-space uncertainty, no sample);
+- ``draw_gap``: the proposal's expected distance from an independent draft draw,
+  E_{c'∼q} |dec(ĉ) − dec(c')| / σ (how far a re-draw, a proxy for the target's, would move
+  the action);
+- ``entropy+spread``: the sum of the two ranks;
 - ``exec_gap``: the proposal's normalised distance from the last executed action.
 
 For each: Spearman ρ with the exact rejection probability, Spearman ρ with the size of
 the correction (|draft − executed| action, normalised), AUROC for a sampled rejection, and
-the mean rejection probability and correction among the 40% of steps it ranks lowest (what
-a 40% skip rate would execute unverified).
+the mean rejection probability and correction among the 40% and 70% of steps it ranks
+lowest (what those skip rates would execute unverified).
 Usage: ``python bench/deviation_signals.py [--task fetch_push] [--episodes 40]
-[--temperature 0.5]``.
+[--draft-kind demonstrations] [--temperature 0.5]``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from hybrid_policy.core.modes import make_mode
 from hybrid_policy.core.speculative import rejection_prob
 from hybrid_policy.core.threshold import auroc
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.build import ensure_default_models
+from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 
 
@@ -43,17 +49,22 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--draft-kind", default="demonstrations",
+                        choices=("demonstrations", "distilled"))
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                         help="sampling temperature of both policies")
     args = parser.parse_args()
     paths = ensure_default_models(args.task, args.models)
     torch.set_num_threads(1)
-    draft = load_policy(paths.draft, role="draft", task=args.task, temperature=args.temperature)
+    draft_path = (ensure_distilled_draft(args.task, args.models)
+                  if args.draft_kind == "distilled" else paths.draft)
+    draft = load_policy(draft_path, role="draft", task=args.task, temperature=args.temperature)
     target = load_policy(paths.target, role="target", task=args.task,
                          temperature=args.temperature)
     scale = draft.tokenizer.action_std.numpy().astype(np.float64)
     rows: dict[str, list[float]] = {k: [] for k in
-                                    ("deviation", "entropy", "exec_gap", "r", "rejected", "harm")}
+                                    ("deviation", "entropy", "spread", "draw_gap", "exec_gap",
+                                     "r", "rejected", "harm")}
     last_action: list[np.ndarray | None] = [None]
 
     def on_step(_: str, rec: StepRecord) -> None:
@@ -65,6 +76,10 @@ def main() -> None:
             return
         rows["deviation"].append(plan.deviation)
         rows["entropy"].append(plan.uncertainty)
+        joint, table = draft.begin(plan.window).joint(), draft.code_table
+        rows["spread"].append(float((joint @ (np.abs(table - joint @ table) / scale)).mean()))
+        rows["draw_gap"].append(
+            float((joint @ (np.abs(table - draft.decode(plan.codes)) / scale)).mean()))
         rows["exec_gap"].append(gap)
         rows["r"].append(rejection_prob(draft.begin(plan.window), target.begin(plan.window),
                                         draft.levels))
@@ -75,18 +90,23 @@ def main() -> None:
     evaluator.evaluate(args.task, [make_mode("hybrid", draft, target)], args.episodes,
                        args.seed, setting, on_step=on_step)
     data = {k: np.asarray(v, float) for k, v in rows.items()}
+    data["entropy+spread"] = stats.rankdata(data["entropy"]) + stats.rankdata(data["spread"])
     r, harm, rejected = data["r"], data["harm"], data["rejected"].astype(bool)
-    print(f"{args.task}: {len(r)} verified steps, temperature {draft.temperature}, mean "
-          f"rejection probability {r.mean():.3f}, mean correction {harm.mean():.3f}")
-    print(f"{'signal':10} {'rho(r)':>7} {'rho(corr)':>9} {'AUROC':>6} "
-          f"{'r@40%':>6} {'corr@40%':>8}")
-    for name in ("deviation", "entropy", "exec_gap"):
+    print(f"{args.task} ({args.draft_kind} draft): {len(r)} verified steps, temperature "
+          f"{draft.temperature}, mean rejection probability {r.mean():.3f}, mean correction "
+          f"{harm.mean():.3f}")
+    print(f"{'signal':15} {'rho(r)':>7} {'rho(corr)':>9} {'AUROC':>6} "
+          f"{'r@40%':>6} {'corr@40%':>8} {'r@70%':>6} {'corr@70%':>8}")
+    for name in ("deviation", "entropy", "spread", "draw_gap", "entropy+spread", "exec_gap"):
         v = data[name]
         ok = np.isfinite(v)
-        low = ok & (v < np.quantile(v[ok], 0.4))
-        print(f"{name:10} {stats.spearmanr(v[ok], r[ok]).statistic:7.3f} "
+        cells = []
+        for q in (0.4, 0.7):
+            low = ok & (v < np.quantile(v[ok], q))
+            cells.append(f"{r[low].mean():6.3f} {harm[low].mean():8.3f}")
+        print(f"{name:15} {stats.spearmanr(v[ok], r[ok]).statistic:7.3f} "
               f"{stats.spearmanr(v[ok], harm[ok]).statistic:9.3f} "
-              f"{auroc(v[ok], rejected[ok]):6.3f} {r[low].mean():6.3f} {harm[low].mean():8.3f}")
+              f"{auroc(v[ok], rejected[ok]):6.3f} " + " ".join(cells))
 
 
 if __name__ == "__main__":
