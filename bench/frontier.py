@@ -100,9 +100,14 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
             "tau_star_point": star.as_dict(), "best": None if best is None else best.as_dict()}
 
 
+def tau_text(tau: float) -> str:
+    """τ beyond any Δ (a lifted quality bound and a dear link: skip every step) as ∞."""
+    return "inf" if tau > 1e3 else f"{tau:.4f}"
+
+
 def table(doc: dict) -> str:
     rows = [f"{doc['task']} ({doc['draft_kind']} draft, {doc['episodes']} episodes a point, "
-            f"tau* = {doc['tau_star']:.4f} on {doc['link']}):",
+            f"tau* = {tau_text(doc['tau_star'])} on {doc['link']}):",
             f"  {'point':24} {'success [95% CI]':24} {'uplink/step [95% CI]':26}"]
     for p in doc["points"]:
         rows.append(f"  {p['name']:24} {p['success']:.3f} [{p['success_lo']:.3f}, "
@@ -114,7 +119,7 @@ def table(doc: dict) -> str:
                 f"{star['success']:.3f} at {star['uplink']:.3f}/step; cheapest adahi point at "
                 "the bar: " + ("none" if best is None else
                                f"{best['success']:.3f} at {best['uplink']:.3f}/step "
-                               f"(tau {best['knob']:.4f})"))
+                               f"(tau {tau_text(best['knob'])})"))
     return "\n".join(rows)
 
 
