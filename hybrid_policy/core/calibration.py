@@ -76,8 +76,8 @@ def collect(task: str, draft: Policy, target: Policy, setting: Setting,
     samples = Samples([], [], [], [], [], [], [], [])
     scale = draft.tokenizer.action_std.numpy()
 
-    def on_step(_: str, rec: StepRecord) -> None:
-        if rec.response is None:  # lost on the link: nothing verified
+    def on_step(name: str, rec: StepRecord) -> None:
+        if name != "hybrid" or rec.response is None:  # draft alone, or lost: nothing verified
             return
         plan = rec.plan
         samples.delta.append(plan.deviation)
@@ -92,8 +92,7 @@ def collect(task: str, draft: Policy, target: Policy, setting: Setting,
 
     res = evaluator.evaluate(task, [make_mode("hybrid", draft, target),
                                     make_mode("draft_only", draft, target)],
-                             cfg.episodes, cfg.seed, setting,
-                             on_step=lambda name, rec: name == "hybrid" and on_step(name, rec))
+                             cfg.episodes, cfg.seed, setting, on_step=on_step)
     samples.hybrid_success = list(res["hybrid"].episode_success)
     samples.draft_success = list(res["draft_only"].episode_success)
     return samples
