@@ -68,6 +68,14 @@ def test_the_demonstration_loss_can_be_mixed_in(tiny, split):
 
 
 def test_bad_settings_are_refused(tiny, split):
+    from sim_envs.errors import DatasetError
+
+    for bad in ([], [tiny["ds"].num_episodes], [-1]):
+        with pytest.raises(DatasetError, match="episode indices"):
+            tiny["ds"].subset(bad)
+    part = tiny["ds"].subset([2, 0])  # episodes in the order asked, boundaries rebuilt
+    assert part.num_episodes == 2 and part.episode_starts[1] == tiny["ds"].episode_lengths[2]
+    part.validate("subset")
     with pytest.raises(HybridPolicyError, match="epochs"):
         DistillConfig(epochs=0)
     with pytest.raises(HybridPolicyError, match="demo_weight"):
