@@ -93,6 +93,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bc_success.py
 	$(BIN)/python bench/deviation_signals.py
 	$(BIN)/python bench/deviation_signals.py --draft-kind distilled
+	$(BIN)/python bench/skip_signals.py
 	$(BIN)/python bench/distilled_draft.py --tasks fetch_push,fetch_pick_place,mw_assembly \
 		--json docs/distilled_draft.json
 	$(BIN)/python bench/hybrid_results.py --tasks fetch_push,fetch_pick_place,mw_assembly \
