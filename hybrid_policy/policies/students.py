@@ -106,6 +106,15 @@ def check_levels(policy) -> None:
                                 f"target has {policy.levels} levels")
 
 
+def two_level_logits(model, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A two-level policy's untempered logits of c0 [B, K] and of c1 after every c0
+    [B, K, K] from its features ``h`` (what both distillations match, target and draft)."""
+    b, k = len(h), model.cfg.codebook_size
+    l0 = model.level_logits(h, torch.zeros(b, 2, dtype=torch.long), 0)
+    prefix = torch.stack([torch.arange(k).repeat(b), torch.zeros(b * k, dtype=torch.long)], 1)
+    return l0, model.level_logits(h.repeat_interleave(k, 0), prefix, 1).reshape(b, k, k)
+
+
 @torch.inference_mode()
 def teacher_targets(target, windows: np.ndarray, batch: int = 512
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,12 +128,9 @@ def teacher_targets(target, windows: np.ndarray, batch: int = 512
         w = torch.from_numpy(np.asarray(windows[i:i + batch], np.float32))
         h = m.encode(w)
         b = len(h)
-        zero = torch.zeros(b, 2, dtype=torch.long)
-        out0.append(torch.log_softmax(m.level_logits(h, zero, 0).double() / temp, -1).float())
-        hk = h.repeat_interleave(k, 0)
-        prefix = torch.stack([torch.arange(k).repeat(b), torch.zeros(b * k, dtype=torch.long)], 1)
-        l1 = m.level_logits(hk, prefix, 1).double() / temp
-        out1.append(torch.log_softmax(l1, -1).float().reshape(b, k, k))
+        l0, l1 = two_level_logits(m, h)
+        out0.append(torch.log_softmax(l0.double() / temp, -1).float())
+        out1.append(torch.log_softmax(l1.double() / temp, -1).float())
         hp = h.repeat_interleave(k * k, 0)
         outo.append(m.offset(hp, pairs.repeat(b, 1)).reshape(b, k, k, -1))
     return torch.cat(out0), torch.cat(out1), torch.cat(outo)
