@@ -28,7 +28,8 @@ def split(tiny):
     train, held = ds.subset(range(cut)), ds.subset(range(cut, ds.num_episodes))
     cfg = policy_config("draft", ds.observations.shape[1], tok)
     demo, _ = train_policy(train, tok, cfg, TrainConfig(epochs=15, lr=3e-3), progress=False)
-    distilled, losses = distill_draft(train, tok, target, cfg, DistillConfig(epochs=30, lr=5e-3),
+    distilled, losses = distill_draft(train, tok, target, cfg,
+                                      DistillConfig(epochs=30, lr=5e-3, demo_weight=0.0),
                                       progress=False)
     as_policy = lambda m: Policy(m, tok, "draft", TASK, {}, target.temperature)  # noqa: E731
     return {"target": target, "demo": as_policy(demo), "distilled": as_policy(distilled),
@@ -98,7 +99,8 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
     monkeypatch.setitem(build.DEFAULT_DEMO_EPISODES, TASK, 20)
     monkeypatch.setitem(training.ROLE_TRAINING, "draft", TrainConfig(epochs=2))
     monkeypatch.setitem(training.ROLE_TRAINING, "target", TrainConfig(epochs=2))
-    monkeypatch.setattr(distill, "DEFAULT_DISTILL", DistillConfig(epochs=2))
+    monkeypatch.setattr(distill, "DEFAULT_DISTILL",
+                        DistillConfig(epochs=2, lr=2e-3, demo_weight=0.0))
     path = build.ensure_distilled_draft(TASK, tmp_path)
     assert path == tmp_path / TASK / build.DISTILLED
     info = json.loads((path / "config.json").read_text())

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from sim_envs.dataset import DemoDataset
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig
-from hybrid_policy.policies.students import teacher_targets
+from hybrid_policy.policies.students import teacher_targets, two_level_logits
 from hybrid_policy.policies.tokenizer import ActionTokenizer
 from hybrid_policy.policies.training import history_windows
 
@@ -39,12 +39,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = 30
+    """Defaults: the recipe kept. fetch_push, 90/10 episode split: held-out rejection 0.391
+    (demonstration-trained draft) -> 0.292 after 80 epochs at 2e-3, 0.230 after 200 at 2e-3,
+    0.228 after 100 at 5e-3, 0.214 with the demonstration loss mixed in at 0.5 (closed-loop
+    draft-only success 0.937 against 0.927 without it; docs/method.md section 11)."""
+
+    epochs: int = 100
     batch_size: int = 256
-    lr: float = 2e-3
+    lr: float = 5e-3
     weight_decay: float = 1e-4
     offset_weight: float = 10.0
-    demo_weight: float = 0.0  # 0: distillation alone; > 0 mixes in the demonstration loss
+    demo_weight: float = 0.5  # 0: distillation alone; > 0 mixes in the demonstration loss
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,24 +61,14 @@ class DistillConfig:
                                     f">= 0, got {self.lr}, {self.offset_weight}, "
                                     f"{self.demo_weight}")
 
-
-
-# fetch_push, 90/10 episode split: held-out rejection 0.391 (demonstration-trained draft)
-# -> 0.292 after 80 epochs at 2e-3, 0.230 after 200 at 2e-3, 0.228 after 100 at 5e-3, 0.214
-# with the demonstration loss mixed in at 0.5 (closed-loop draft-only success 0.937 against
-# 0.927 without it; docs/method.md section 11).
-DEFAULT_DISTILL = DistillConfig(epochs=100, lr=5e-3, demo_weight=0.5)
+DEFAULT_DISTILL = DistillConfig()
 
 
 def draft_logits(model: BCPolicy, h: torch.Tensor, temperature: float
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The draft's log q(c0) [B, K] and log q(c1 | c0) for every c0 [B, K, K], tempered."""
-    b, k = len(h), model.cfg.codebook_size
-    zero = torch.zeros(b, 2, dtype=torch.long)
-    l0 = torch.log_softmax(model.level_logits(h, zero, 0) / temperature, -1)
-    prefix = torch.stack([torch.arange(k).repeat(b), torch.zeros(b * k, dtype=torch.long)], 1)
-    l1 = model.level_logits(h.repeat_interleave(k, 0), prefix, 1) / temperature
-    return l0, torch.log_softmax(l1, -1).reshape(b, k, k)
+    l0, l1 = two_level_logits(model, h)
+    return torch.log_softmax(l0 / temperature, -1), torch.log_softmax(l1 / temperature, -1)
 
 
 def joint_kl(logp0: torch.Tensor, logp1: torch.Tensor, logq0: torch.Tensor,
@@ -117,33 +112,24 @@ def agreement(draft, target, windows: np.ndarray, batch: int = 1024) -> dict[str
 
 
 def distill_draft(ds: DemoDataset, tok: ActionTokenizer, target, cfg: PolicyConfig,
-                  train: DistillConfig = DistillConfig(), progress: bool | None = None,
-                  visited: np.ndarray | None = None, init: BCPolicy | None = None
+                  train: DistillConfig = DEFAULT_DISTILL, progress: bool | None = None
                   ) -> tuple[BCPolicy, list[dict[str, float]]]:
     """A draft of shape ``cfg`` distilled from ``target`` (a loaded ``Policy``, whose
-    temperature is the one both will run at) on ``ds``'s windows and, when given, the
-    target-length windows ``visited`` the draft met in closed loop (they carry no
-    demonstration, only the target's distributions); ``init`` continues from a draft.
-    Returns the draft and the mean losses per epoch (``loss``, ``kl``, ``offset``,
-    ``demo``)."""
+    temperature is the one both will run at) on ``ds``'s windows; returns it and the mean
+    losses per epoch (``loss``, ``kl``, ``offset``, ``demo``)."""
     if cfg.history > target.history:
         raise HybridPolicyError(f"the draft's history ({cfg.history}) must not exceed the "
                                 f"target's ({target.history}) it is distilled from")
     torch.manual_seed(train.seed)
     windows = history_windows(ds, target.history)
-    if visited is not None:
-        windows = np.concatenate([windows, np.asarray(visited, np.float32)])
     logp0, logp1, t_off = teacher_targets(target, windows)
     obs = torch.from_numpy(windows[:, -cfg.history:])
     actions = torch.from_numpy(ds.actions)
     codes = tok.encode(actions)
     demo_off = (actions - tok.decode(codes)) / tok.action_std
     model = BCPolicy(cfg)
-    if init is not None:
-        model.load_state_dict(init.state_dict())
-    else:
-        model.obs_mean.copy_(torch.from_numpy(ds.observations.mean(0)))
-        model.obs_std.copy_(torch.from_numpy(ds.observations.std(0)).clamp_min(1e-3))
+    model.obs_mean.copy_(torch.from_numpy(ds.observations.mean(0)))
+    model.obs_std.copy_(torch.from_numpy(ds.observations.std(0)).clamp_min(1e-3))
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     per_epoch = math.ceil(len(obs) / train.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train.lr, pct_start=0.1,
@@ -171,12 +157,11 @@ def distill_draft(ds: DemoDataset, tok: ActionTokenizer, target, cfg: PolicyConf
             off = (model.offset(h, pc) - t_off[idx][rows, pc[:, 0], pc[:, 1]]).pow(2).mean()
             loss = kl + train.offset_weight * off
             parts = {"kl": kl.item(), "offset": off.item()}
-            demo_rows = idx[idx < len(codes)]  # windows of the demonstrations
-            if train.demo_weight > 0 and len(demo_rows):
-                c, hd = codes[demo_rows], h[idx < len(codes)]
-                logits = torch.stack([model.level_logits(hd, c, lvl) for lvl in range(2)], 1)
+            if train.demo_weight > 0:
+                c = codes[idx]
+                logits = torch.stack([model.level_logits(h, c, lvl) for lvl in range(2)], 1)
                 demo = (ce(logits.flatten(0, 1), c.flatten()) * cfg.levels + train.offset_weight
-                        * (model.offset(hd, c) - demo_off[demo_rows]).pow(2).mean())
+                        * (model.offset(h, c) - demo_off[idx]).pow(2).mean())
                 loss = loss + train.demo_weight * demo
                 parts["demo"] = demo.item()
             opt.zero_grad(set_to_none=True)
