@@ -130,13 +130,19 @@ def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
                           progress: bool | None = None) -> ModelSet:
     """Demonstrations, tokenizer, draft and target for ``task`` under ``root/task``."""
     paths, ds, record, tok = ensure_data(task, root, progress)
+    _ensure_roles(paths, ds, record, tok, progress)
+    return paths
+
+
+def _ensure_roles(paths: ModelSet, ds: DemoDataset, record: dict[str, Any],
+                  tok: ActionTokenizer, progress: bool | None) -> None:
+    """The draft and target trained on ``ds``, kept when up to date."""
     for role, out in (("draft", paths.draft), ("target", paths.target)):
         train = role_training(role)
         if _up_to_date(out, role, record["sha256"], tok, train, ds.observations.shape[1]):
             log.info("%s: up to date", out)
         else:
             train_role(out, role, ds, record, tok, train, progress)
-    return paths
 
 
 def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ...] | None = None,
@@ -186,7 +192,7 @@ def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
     from hybrid_policy.policies.distill import DEFAULT_DISTILL, distill_draft
 
     paths, ds, record, tok = ensure_data(task, root, progress)
-    ensure_default_models(task, root, progress)
+    _ensure_roles(paths, ds, record, tok, progress)  # the target it is distilled from
     out = paths.draft.parent / DISTILLED
     target_id = checkpoint_identity(paths.target)
     cfg = policy_config("draft", ds.observations.shape[1], tok)
