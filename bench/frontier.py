@@ -27,34 +27,12 @@ import torch
 from hybrid_policy import cli
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.evaluator import StepRecord
-from hybrid_policy.core.frontier import FrontPoint, cheapest_at, point
+from hybrid_policy.core.frontier import EpisodeCounts, cheapest_at
 from hybrid_policy.core.modes import DraftMode, SkipRule, make_mode
 
 log = logging.getLogger("frontier")
 SIGNALS = {"adahi": "deviation", "uncertainty_skip": "uncertainty", "random_skip": "random"}
 QUALITY = 0.98  # of target_only's success: the paper's bar, and this package's goal
-
-
-class Outcomes:
-    """Per mode and episode: success, transmissions and steps, from the evaluator's hooks."""
-
-    def __init__(self) -> None:
-        self.tx: dict[str, list[int]] = defaultdict(list)
-        self.steps: dict[str, list[int]] = defaultdict(list)
-        self.signals: dict[str, list[float]] = defaultdict(list)  # hybrid's Δ and entropy
-
-    def on_step(self, name: str, rec: StepRecord) -> None:
-        if rec.step == 0:
-            self.tx[name].append(0)
-            self.steps[name].append(0)
-        self.tx[name][-1] += rec.plan.request is not None
-        self.steps[name][-1] += 1
-        if name == "hybrid":
-            self.signals["deviation"].append(rec.plan.deviation)
-            self.signals["uncertainty"].append(rec.plan.uncertainty)
-
-    def point(self, mode: str, knob: float, name: str, success: list[bool]) -> FrontPoint:
-        return point(mode, knob, success, self.tx[name], self.steps[name])
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict:
@@ -64,39 +42,45 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     draft, target = cli._models(ns)
     setting = cli._setting(ns, draft, target)
     tau_star = cli._thresholds(ns, draft, target, setting, None, ["adahi"]).tau
-    out = Outcomes()
+    counts = EpisodeCounts()
+    signals: dict[str, list[float]] = defaultdict(list)  # hybrid's Δ and entropy
+
+    def on_step(name: str, rec: StepRecord) -> None:
+        counts.on_step(name, rec)
+        if name == "hybrid":
+            signals["deviation"].append(rec.plan.deviation)
+            signals["uncertainty"].append(rec.plan.uncertainty)
 
     def run(modes):
         res = evaluator.evaluate(task, modes, args.episodes, args.seed, setting,
-                                 on_step=out.on_step)
+                                 on_step=on_step)
         return {name: r.episode_success for name, r in res.items()}
 
     t0 = time.perf_counter()
     ends = run([make_mode(m, draft, target) for m in ("hybrid", "target_only", "draft_only")])
-    points = [out.point(m, 0.0, m, ok) for m, ok in ends.items()]
+    named = {m: counts.point(m, 0.0, m, ok) for m, ok in ends.items()}
     modes, knobs = [DraftMode("adahi@tau*", draft, target.history,
                               SkipRule("deviation", tau_star))], {"adahi@tau*": tau_star}
     for rate in args.rates:
         for mode, kind in SIGNALS.items():
-            values = np.asarray(out.signals.get(kind, []), float)
+            values = np.asarray(signals.get(kind, []), float)
             knob = rate if kind == "random" else float(np.quantile(values[np.isfinite(values)],
                                                                    rate))
             name = f"{mode}@{rate:.2f}"
             modes.append(DraftMode(name, draft, target.history, SkipRule(kind, knob)))
             knobs[name] = knob
     for name, ok in run(modes).items():
-        points.append(out.point(name.split("@")[0], knobs[name], name, ok))
-    target_success = next(p.success for p in points if p.mode == "target_only")
-    sweep = [p for p in points[4:] if p.mode == "adahi"]
-    best = cheapest_at(sweep + [points[3]], QUALITY * target_success)
-    star = points[3]
-    log.info("%s: %d points x %d episodes in %.0f s", task, len(points), args.episodes,
+        named[name] = counts.point(name.split("@")[0], knobs[name], name, ok)
+    target_success = named["target_only"].success
+    star = named["adahi@tau*"]
+    best = cheapest_at([p for p in named.values() if p.mode == "adahi"],
+                       QUALITY * target_success)
+    log.info("%s: %d points x %d episodes in %.0f s", task, len(named), args.episodes,
              time.perf_counter() - t0)
     return {"task": task, "link": args.link, "draft_kind": args.draft_kind,
             "episodes": args.episodes, "seed": args.seed, "tau_star": tau_star,
             "target_success": target_success, "rates": list(args.rates),
-            "points": [p.as_dict() | {"name": n} for p, n in
-                       zip(points, [*ends, *knobs])],
+            "points": [p.as_dict() | {"name": n} for n, p in named.items()],
             "tau_star_point": star.as_dict(), "best": None if best is None else best.as_dict()}
 
 

@@ -28,7 +28,7 @@ import torch
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
-from hybrid_policy.core.frontier import point
+from hybrid_policy.core.frontier import EpisodeCounts
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.core.modes import DraftMode, Plan, SkipRule, entropy, make_mode
 from hybrid_policy.core.protocol import Request
@@ -96,16 +96,11 @@ def main() -> None:
     draft = load_policy(draft_path, role="draft", task=args.task)
     target = load_policy(paths.target, role="target", task=args.task)
     setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
-    tx: dict[str, list[int]] = {}
-    steps: dict[str, list[int]] = {}
+    counts = EpisodeCounts()
     signals: dict[str, list[float]] = {"dev": [], "ent": [], "draw": []}
 
     def hook(name: str, rec) -> None:
-        if rec.step == 0:
-            tx.setdefault(name, []).append(0)
-            steps.setdefault(name, []).append(0)
-        tx[name][-1] += rec.plan.request is not None
-        steps[name][-1] += 1
+        counts.on_step(name, rec)
         if name == "hybrid":
             signals["dev"].append(rec.plan.deviation)
             signals["ent"].append(rec.plan.uncertainty)
@@ -135,7 +130,7 @@ def main() -> None:
     for name, r in res.items():
         if name == "draw_hybrid":
             continue
-        p = point(name, 0.0, r.episode_success, tx[name], steps[name])
+        p = counts.point(name, 0.0, name, r.episode_success)
         print(f"  {name:12} success {p.success:.3f} [{p.success_lo:.3f}, {p.success_hi:.3f}]"
               f"  uplink/step {p.uplink:.3f}")
 

@@ -79,3 +79,23 @@ def test_pareto_and_cheapest_point():
     assert [p.mode for p in pareto(pts)] == ["d", "a", "c"]  # b is beaten by a
     assert cheapest_at(pts, 0.9).mode == "a"
     assert cheapest_at(pts, 0.99) is None
+
+
+def test_episode_counts_split_a_mode_s_steps_into_its_episodes():
+    from hybrid_policy.core.evaluator import StepRecord
+    from hybrid_policy.core.frontier import EpisodeCounts
+    from hybrid_policy.core.modes import Plan
+    from hybrid_policy.core.protocol import Request
+
+    def rec(step, sent):
+        req = Request("act", np.zeros((2, 3), np.float32), 1) if sent else None
+        return StepRecord(step, Plan(np.zeros(4, np.float32), req), np.zeros(4), None, 1.0,
+                          sent, False)
+
+    counts = EpisodeCounts()
+    for name, episode in [("a", [1, 0, 1]), ("b", [0, 0]), ("a", [0, 1])]:
+        for i, sent in enumerate(episode):
+            counts.on_step(name, rec(i, sent))
+    assert counts.tx == {"a": [2, 1], "b": [0]} and counts.steps == {"a": [3, 2], "b": [2]}
+    p = counts.point("adahi", 0.1, "a", [True, False])
+    assert p.episodes == 2 and p.success == 0.5 and p.uplink == pytest.approx(3 / 5)

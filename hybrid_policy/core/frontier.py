@@ -11,8 +11,9 @@ that is independent. ``bench/frontier.py`` draws the fronts.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
@@ -92,3 +93,24 @@ def cheapest_at(points: Sequence[FrontPoint], min_success: float) -> FrontPoint 
     """The point with the fewest transmissions whose success is at least ``min_success``."""
     ok = [p for p in points if p.success >= min_success]
     return min(ok, key=lambda p: p.uplink) if ok else None
+
+
+class EpisodeCounts:
+    """Transmissions and steps per episode of each mode, counted from the evaluator's
+    ``on_step`` hook (a record with ``step == 0`` opens an episode): what a front point's
+    transmission interval is computed from."""
+
+    def __init__(self) -> None:
+        self.tx: dict[str, list[int]] = defaultdict(list)
+        self.steps: dict[str, list[int]] = defaultdict(list)
+
+    def on_step(self, name: str, rec: Any) -> None:
+        if rec.step == 0:
+            self.tx[name].append(0)
+            self.steps[name].append(0)
+        self.tx[name][-1] += rec.plan.request is not None
+        self.steps[name][-1] += 1
+
+    def point(self, mode: str, knob: float, name: str, success: Sequence[bool]) -> FrontPoint:
+        """The front point of the mode run as ``name``, given its episodes' successes."""
+        return point(mode, knob, success, self.tx[name], self.steps[name])
