@@ -6,6 +6,8 @@ the target (``measure_batches``), relative to its time for one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -13,6 +15,21 @@ import numpy as np
 from hybrid_policy.core.modes import DraftMode, SkipRule
 from hybrid_policy.core.server import serve
 from hybrid_policy.policies import Policy
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Time batch-1 inference on one torch thread: more only add overhead, and on a busy
+    machine their synchronisation turns a 0.1 ms layer into 100 ms (a timing that then
+    decides a plan)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

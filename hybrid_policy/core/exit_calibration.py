@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from hybrid_policy.core.compute import single_thread
 from hybrid_policy.core.early_exit import answer, confidence
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory
@@ -163,14 +164,16 @@ class ExitCompute:
 
 def measure_compute(net, windows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 4, 8, 16),
                     rounds: int = 20) -> ExitCompute:
-    """Median wall times on real observation windows [n, history, obs_dim]."""
+    """Median wall times on real observation windows [n, history, obs_dim], on one torch
+    thread whoever calls."""
     def timed(fn) -> float:
         fn()
         out = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
+        with single_thread():
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t0) * 1e3)
         return float(np.median(out))
 
     one = net.start([windows[0]])

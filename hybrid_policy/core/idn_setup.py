@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hybrid_policy.core import idn_catalogue
+from hybrid_policy.core.compute import single_thread
 from hybrid_policy.core.idn import IdnConfig, IdnNetwork, Shift, Where, make_placer
 from hybrid_policy.core.idn_catalogue import CATALOGUE_EPISODES, Catalogue, Variant
 from hybrid_policy.core.idn_serve import VariantModels, act_batch
@@ -97,16 +98,10 @@ def time_ms(model, v: Variant, requests: list[Request]) -> float:
 def measure_catalogue(root: str | Path, task: str, episodes: int,
                       progress: bool | None = None) -> Catalogue:
     """Every variant of the models under ``root/<task>`` measured (no cache)."""
-    import torch
-
     vm = VariantModels(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch 1: threads only add overhead (and noise to the timing)
-    try:
+    with single_thread():
         return Catalogue(tuple(measure_variant(vm, task, n, episodes, progress=progress)
                                for n in variant_names(vm, task)))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _identities(root: Path, task: str) -> dict[str, str]:

@@ -54,6 +54,13 @@ class LifecycleManager(Node):
         self.period_s = float(declare(self, "period_s", 0.1, "s between steps of bring-up"))
         self.poll_s = float(declare(self, "poll_s", 0.25, "s between state polls of an active "
                                     "node (a respawned node is re-driven within this)"))
+        # a call to a node that died is never answered; its respawned process only hears
+        # the next one. A state query is answered in ms, a transition may load models.
+        self.wait_s = {"get_state": float(declare(
+            self, "state_wait_s", 2.0, "s to wait for a state answer before asking again")),
+            "transition": float(declare(self, "transition_wait_s", 10.0,
+                                        "s to wait for a transition's answer before asking "
+                                        "again"))}
         self.nodes = [Managed(n, self.create_client(GetState, f"{n}/get_state"),
                               self.create_client(ChangeState, f"{n}/change_state"))
                       for n in names]
@@ -68,7 +75,8 @@ class LifecycleManager(Node):
         for i, m in enumerate(self.nodes):
             if m.future is not None:
                 if not m.future.done():
-                    if time.monotonic() - m.sent > 10.0:  # the node is gone: ask again
+                    wait = self.wait_s["get_state" if m.kind == "get_state" else "transition"]
+                    if time.monotonic() - m.sent > wait:  # the node is gone: ask again
                         m.future = None
                     continue
                 self._finish_call(m)
