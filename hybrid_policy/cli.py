@@ -221,17 +221,18 @@ def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | N
     from dataclasses import replace
 
     from hybrid_policy.core import calibration
-    from hybrid_policy.core.calibration_file import check_given, thresholds_for
+    from hybrid_policy.core.calibration_file import calibrate_command, check_given, thresholds_for
     from hybrid_policy.core.mode_names import FROM_CALIBRATION
 
     path = _calibration_path(args)
+    command = calibrate_command(args.task, args.link, args.models, args.draft_kind)
     loaded = []
 
     def calibrated():
         if not loaded:
             try:
                 loaded.append(calibration.load_thresholds(path, args.task, args.link, draft,
-                                                          target))
+                                                          target, command))
             except HybridPolicyError as exc:
                 if args.calibration:  # the user named this file: tell them, do not overwrite
                     raise
@@ -498,7 +499,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                  args.episodes, f" per robot of {args.topology}" if args.topology else "")
         return GraphConfig(
             mode=mode, task=args.task, link=args.link, models=args.models,
-            draft=str(Path(draft.info["checkpoint"]).resolve()),
+            draft_kind=args.draft_kind, draft=str(Path(draft.info["checkpoint"]).resolve()),
             target=str(Path(target.info["checkpoint"]).resolve()),
             calibration=str(_calibration_path(args)), **explicit, **_graph_settings(args, mode_bag),
             topology=str(Path(args.topology).resolve()) if args.topology else "", **exit_cfg)

@@ -35,9 +35,13 @@ ARGUMENTS = {
     "episodes": "episodes to run",
     "seed": "seed of the episodes and of the policies' sampling",
     "models": "root of the default models: MODELS/TASK/{draft,target,calibration}",
-    "draft": "draft checkpoint directory (default MODELS/TASK/draft)",
+    "draft": "draft checkpoint directory (default: the draft_kind's under MODELS/TASK)",
+    "draft_kind": "default draft: demonstrations (MODELS/TASK/draft) | distilled "
+                  "(MODELS/TASK/draft_distilled, made by hybrid-policy calibrate --draft-kind "
+                  "distilled); each has its own calibrations",
     "target": "target checkpoint directory (default MODELS/TASK/target)",
-    "calibration": "calibration JSON (default MODELS/TASK/calibration/LINK.json)",
+    "calibration": "calibration JSON (default: the draft_kind's for LINK under "
+                   "MODELS/TASK/calibration)",
     "tau": "adahi's threshold (>= 0); -1 = from the calibration",
     "uncertainty_tau": "uncertainty_skip's threshold (nats, >= 0); -1 = from the calibration",
     "random_skip": "random_skip's probability; -1 = from the calibration",

@@ -115,6 +115,39 @@ def test_launch_refuses_a_missing_calibration_with_the_command_that_makes_it(tin
         launch_nodes(REPO / "config" / "hybrid.yaml", overrides)
 
 
+def test_launch_with_the_distilled_draft_takes_its_checkpoint_and_its_calibrations(tiny,
+                                                                                   tmp_path):
+    """`draft_kind:=distilled`: the draft node loads MODELS/TASK/draft_distilled with the
+    threshold of calibration/distilled/LINK.json, never the demonstration draft's; a missing
+    one is refused with the command that makes it for that draft; an unknown kind is
+    refused with the valid ones."""
+    import shutil
+
+    from conftest import write_calibration
+    from hybrid_policy.core.calibration_file import default_path
+
+    shutil.copytree(tiny["draft"], tmp_path / "fetch_reach" / "draft_distilled")
+    write_calibration(default_path(tmp_path, "fetch_reach", "wifi"), tiny, "wifi",
+                      {"tau": 0.5, "uncertainty_tau": 0.5, "random_skip": 0.3})
+    write_calibration(default_path(tmp_path, "fetch_reach", "wifi", "distilled"), tiny, "wifi",
+                      {"tau": 0.123, "uncertainty_tau": 0.5, "random_skip": 0.3})
+    overrides = {"mode": "adahi", "task": "fetch_reach", "link": "wifi", "models": str(tmp_path),
+                 "target": str(tiny["target"]), "draft_kind": "distilled"}
+    cfg, specs = launch_nodes(REPO / "config" / "hybrid.yaml", overrides)
+    draft = {s.name: s.parameters for s in specs}["draft_node"]
+    assert draft["draft"] == str(tmp_path / "fetch_reach" / "draft_distilled")
+    assert draft["calibration"] == str(tmp_path / "fetch_reach" / "calibration" / "distilled"
+                                       / "wifi.json")
+    assert draft["tau"] == cfg.tau == 0.123
+    with pytest.raises(HybridPolicyError, match=r"no calibration: run `hybrid-policy calibrate "
+                       r"--task fetch_reach --link 6g_hrllc --models \S+ --draft-kind "
+                       r"distilled` first"):
+        launch_nodes(REPO / "config" / "hybrid.yaml", {**overrides, "link": "6g_hrllc"})
+    with pytest.raises(HybridPolicyError, match="unknown draft kind 'teacher'; valid: "
+                       "demonstrations, distilled"):
+        launch_nodes(REPO / "config" / "hybrid.yaml", {**overrides, "draft_kind": "teacher"})
+
+
 def test_calibration_of_other_models_is_refused(tiny, calibrations, tmp_path):
     from conftest import write_calibration
 

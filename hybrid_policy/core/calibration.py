@@ -183,10 +183,11 @@ def models_id(draft: Policy, target: Policy) -> dict[str, str]:
 
 
 def load_thresholds(path: Path, task: str, link: str, draft: Policy,
-                    target: Policy) -> Thresholds:
-    """The thresholds of the calibration at ``path``, refusing one that does not fit."""
+                    target: Policy, command: str | None = None) -> Thresholds:
+    """The thresholds of the calibration at ``path``, refusing one that does not fit
+    (``command``: what remakes it, named in the refusal)."""
     return calibration_file.load_thresholds(path, task, link, draft.temperature,
-                                            models_id(draft, target))
+                                            models_id(draft, target), command)
 
 
 def load_doc(path: Path, task: str, link: str, draft: Policy, target: Policy) -> dict[str, Any]:

@@ -29,23 +29,39 @@ class StaleCalibrationError(HybridPolicyError):
     """A calibration made for other models, another link or another temperature."""
 
 
-# The default drafts: trained on the demonstrations, or distilled from the target.
-DRAFT_KINDS = ("demonstrations", "distilled")
+# The default drafts: trained on the demonstrations, or distilled from the target; where
+# each lives under MODELS/TASK.
+DRAFT_DIRS = {"demonstrations": "draft", "distilled": "draft_distilled"}
+DRAFT_KINDS = tuple(DRAFT_DIRS)
+
+
+def check_draft_kind(draft_kind: str) -> str:
+    if draft_kind not in DRAFT_DIRS:
+        raise HybridPolicyError(f"unknown draft kind {draft_kind!r}; valid: "
+                                f"{', '.join(DRAFT_KINDS)}")
+    return draft_kind
+
+
+def default_draft_path(models: str | Path, task: str, draft_kind: str = DRAFT_KINDS[0]) -> Path:
+    """Where the task's default draft of ``draft_kind`` is kept (``policies.build`` makes
+    it)."""
+    return Path(models) / task / DRAFT_DIRS[check_draft_kind(draft_kind)]
 
 
 def default_path(models: str | Path, task: str, link: str,
                  draft_kind: str = DRAFT_KINDS[0]) -> Path:
     """Where a task's calibration for ``link`` lives; each default draft has its own, so
     switching between them never overwrites the other's."""
-    if draft_kind not in DRAFT_KINDS:
-        raise HybridPolicyError(f"unknown draft kind {draft_kind!r}; valid: "
-                                f"{', '.join(DRAFT_KINDS)}")
     base = Path(models) / task / "calibration"
+    check_draft_kind(draft_kind)
     return (base if draft_kind == DRAFT_KINDS[0] else base / draft_kind) / f"{link}.json"
 
 
-def calibrate_command(task: str, link: str, models: str | Path = DEFAULT_MODELS) -> str:
+def calibrate_command(task: str, link: str, models: str | Path = DEFAULT_MODELS,
+                      draft_kind: str = DRAFT_KINDS[0]) -> str:
     extra = "" if str(models) == DEFAULT_MODELS else f" --models {models}"
+    if draft_kind != DRAFT_KINDS[0]:
+        extra += f" --draft-kind {draft_kind}"
     return f"hybrid-policy calibrate --task {task} --link {link}{extra}"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from sim_envs import dataset, task_spec
 from sim_envs.collect import collect_demos
 from sim_envs.dataset import DemoDataset
+from hybrid_policy.core.calibration_file import DRAFT_DIRS
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
 from hybrid_policy.policies.checkpoint import (
     load_tokenizer, read_config, save_policy, save_tokenizer,
@@ -177,7 +178,7 @@ def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ..
         "losses": losses})
 
 
-DISTILLED = "draft_distilled"
+DISTILLED = DRAFT_DIRS["distilled"]
 
 
 def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,

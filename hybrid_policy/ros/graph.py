@@ -104,9 +104,12 @@ class GraphConfig:
     episodes: int = 10
     seed: int = 0
     models: str = DEFAULT_MODELS  # root of the default models and calibrations
-    draft: str = ""  # checkpoint directories ("" = MODELS/TASK/draft, MODELS/TASK/target)
+    draft: str = ""  # checkpoint directories ("" = the default draft, MODELS/TASK/target)
     target: str = ""
-    calibration: str = ""  # "" = MODELS/TASK/calibration/LINK.json (skipping modes only)
+    # the default draft and its calibrations: demonstrations (MODELS/TASK/draft) or
+    # distilled (MODELS/TASK/draft_distilled, calibrations under calibration/distilled/)
+    draft_kind: str = calibration_file.DRAFT_KINDS[0]
+    calibration: str = ""  # "" = the default draft's for LINK (skipping modes only)
     tau: float = FROM_CALIBRATION  # thresholds: -1 = from the calibration
     uncertainty_tau: float = FROM_CALIBRATION
     random_skip: float = FROM_CALIBRATION
@@ -139,6 +142,7 @@ class GraphConfig:
             raise HybridPolicyError(f"mode {self.mode} places policy variants on the nodes of "
                                     "a fleet: it runs on a topology (topology:=FILE)")
         calibration_file.check_given(self.thresholds_given)
+        calibration_file.check_draft_kind(self.draft_kind)
         if self.clock not in CLOCKS:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
         if not 0 < self.rate_hz <= 1000:
@@ -164,7 +168,8 @@ class GraphConfig:
 
     @property
     def draft_path(self) -> str:
-        return self.draft or str(Path(self.models) / self.task / "draft")
+        return self.draft or str(calibration_file.default_draft_path(self.models, self.task,
+                                                                     self.draft_kind))
 
     @property
     def target_path(self) -> str:
@@ -177,7 +182,7 @@ class GraphConfig:
     @property
     def calibration_path(self) -> str:
         return self.calibration or str(calibration_file.default_path(self.models, self.task,
-                                                                     self.link))
+                                                                     self.link, self.draft_kind))
 
     @property
     def step_deadline_ms(self) -> float:
@@ -344,7 +349,7 @@ def resolve(cfg: GraphConfig) -> GraphConfig:
     t = calibration_file.thresholds_for_checkpoints(
         cfg.mode, cfg.thresholds_given, cfg.calibration_path, cfg.task, cfg.link,
         cfg.temperature, cfg.draft_path, cfg.target_path,
-        calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models))
+        calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models, cfg.draft_kind))
     return replace(cfg, tau=t.tau, uncertainty_tau=t.uncertainty_tau,
                    random_skip=t.random_skip)
 
@@ -361,7 +366,7 @@ def run_info(cfg: GraphConfig) -> list[str]:
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
             "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
-            "max_age_ms", "draft_path",
+            "max_age_ms", "draft_kind", "draft_path",
             "target_path", "calibration_path", "namespace", "topology", "exit_plan",
             "rocoin_layout", "students_path", "idn_catalogue")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]
