@@ -358,7 +358,8 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         from hybrid_policy.core import exit_setup
 
         exits = exit_setup.prepare(args.task, args.models, args.early_exit,
-                                   args.exit_calibration, args.temperature)
+                                   args.exit_calibration, args.temperature,
+                                   compute=args.exit_compute)
         meta["early_exit"] = {"net": exits.net.info["checkpoint"], "exits": list(exits.net.exits),
                               "loss_budget": args.loss_budget, "encoding": args.encoding,
                               "compute": exits.compute.as_dict(),
@@ -625,7 +626,8 @@ def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:
 
     if exits is None:
         exits = exit_setup.prepare(args.task, args.models, args.early_exit,
-                                   args.exit_calibration, args.temperature)
+                                   args.exit_calibration, args.temperature,
+                                   compute=args.exit_compute)
     net = {"early_exit": str(Path(exits.net.info["checkpoint"]).resolve())}
     if args.exit_plan:  # given (hybrid-policy exit-plan): used as it is
         plan = ExitPlan.load(args.exit_plan)
@@ -789,6 +791,10 @@ def _add_exit_args(p: argparse.ArgumentParser) -> None:
                    "early_exit, trained from the default target if missing)")
     p.add_argument("--exit-calibration", help="the exits' calibration JSON (default: MODELS/"
                    "TASK/calibration/early_exit.json, made if missing)")
+    p.add_argument("--exit-compute", help="early-exit modes: the net's part times (JSON: "
+                   "layer_ms [[batch, ms], ...], embed_ms, exit_ms; what eval --json records "
+                   "as early_exit.compute) instead of measuring them here: plan for the "
+                   "deployed machines' timings")
     p.add_argument("--students", help="rocoin modes: the students' checkpoint (default: "
                    "MODELS/TASK/students_<codes>, distilled for the topology's plan if missing)")
     p.add_argument("--fault-p", type=_probability, default=None,

@@ -210,11 +210,15 @@ def test_calibrated_thresholds_keep_the_answered_steps_within_the_loss_budget():
 def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
     """``eval --topology F --modes early_exit,dto_ee,ee_fixed,ee_random,cloud_only``: every
     mode runs, dto_ee's plan is optimised (and differs from nearest-node offloading), and
-    every mode's answers come from the exits its plan allows."""
+    every mode's answers come from the exits its plan allows. The parts' times are given
+    (``--exit-compute``), so the plans do not move with this machine's load."""
     import json
     import subprocess
 
     import yaml
+
+    parts = tmp_path / "compute.json"
+    parts.write_text(json.dumps(COMPUTE.as_dict()))
 
     topo = tmp_path / "ee.yaml"
     doc = {"partitions": {"robot": 1, "edge": 2, "cloud": 4},
@@ -231,9 +235,11 @@ def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
         [*cli, "eval", "--task", TASK, "--draft", str(tiny["draft"]), "--target",
          str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit", str(ee["path"]),
          "--topology", str(topo), "--modes", "early_exit,dto_ee,ee_fixed,ee_random,cloud_only",
-         "--episodes", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+         "--episodes", "1", "--exit-compute", str(parts), "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
+    assert result["early_exit"]["compute"] == json.loads(parts.read_text())
     assert set(result["modes"]) == {"early_exit", "dto_ee", "ee_fixed", "ee_random",
                                     "cloud_only"}
     plans = result["exit_plans"]
@@ -277,3 +283,27 @@ def test_dto_ee_is_solved_for_the_fleet_and_re_solved_from_the_load_it_observes(
         assert all(0 < r <= 1 / 40.0 + 1e-9 for r in rates.values())
     for probs in plan.offload.values():
         assert sum(probs.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("doc, why", [
+    ({"layer_ms": [[2, 0.2]], "embed_ms": 0.1, "exit_ms": 0.1}, "bad exit compute"),
+    ({"layer_ms": [[1, 0.5], [8, 0.2]], "embed_ms": 0.1, "exit_ms": 0.1}, "bad exit compute"),
+    ({"layer_ms": [[1, 0.2]], "embed_ms": -1, "exit_ms": 0.1}, "bad exit compute"),
+    ({"layer_ms": [[1, 0.2]], "embed_ms": float("nan"), "exit_ms": 0.1}, "bad exit compute"),
+    ({"layer_ms": [[1, 0.2]], "exit_ms": 0.1}, "not an exit compute"),
+    ({"layer_ms": 3, "embed_ms": 0.1, "exit_ms": 0.1}, "not an exit compute"),
+])
+def test_given_part_times_are_read_back_and_bad_ones_refused(tmp_path, doc, why):
+    import json
+
+    from hybrid_policy.errors import HybridPolicyError
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(COMPUTE.as_dict()))
+    assert exit_calibration.ExitCompute.load(good) == COMPUTE
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(HybridPolicyError, match=f"{why}.*expected .*layer_ms"):
+        exit_calibration.ExitCompute.load(bad)
+    with pytest.raises(HybridPolicyError, match="cannot read the exit compute"):
+        exit_calibration.ExitCompute.load(tmp_path / "missing.json")

@@ -47,7 +47,8 @@ def in_process(tiny_ee, path, plan):
 
 def make_plan(cli, tiny, tiny_ee, path, mode, tmp_path):
     """early_exit: thresholds at the exits' median confidence (every exit answers some
-    steps); dto_ee: solved by `hybrid-policy exit-plan`."""
+    steps); dto_ee: solved by `hybrid-policy exit-plan` for COMPUTE (not this machine's
+    timings under load)."""
     out = tmp_path / f"{mode}.json"
     if mode == "early_exit":
         conf = tiny_ee["samples"].confidence
@@ -55,8 +56,10 @@ def make_plan(cli, tiny, tiny_ee, path, mode, tmp_path):
                           {1: float(np.median(conf[:, 0])), 2: float(np.median(conf[:, 1]))})
         plan.save(out)
         return plan, out
+    parts = tmp_path / "compute.json"
+    parts.write_text(json.dumps(COMPUTE.as_dict()))
     res = subprocess.run(
-        [*cli, "exit-plan", "--task", TASK, "--draft", str(tiny["draft"]), "--target",
+        [*cli, "exit-plan", "--exit-compute", str(parts), "--task", TASK, "--draft", str(tiny["draft"]), "--target",
          str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit",
          str(tiny_ee["path"]), "--topology", str(path), "--mode", mode, "--out", str(out)],
         capture_output=True, text=True, timeout=300)

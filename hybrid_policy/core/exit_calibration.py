@@ -161,6 +161,30 @@ class ExitCompute:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def load(cls, path: str | Path) -> ExitCompute:
+        """Part times from a JSON file in ``as_dict``'s form (what ``eval --json`` records as
+        ``early_exit.compute``): a plan for another machine's timings, or one that does not
+        move with this machine's load."""
+        form = ('{"layer_ms": [[1, ms], [n, ms], ...] (batch sizes rising from 1, ms not '
+                'falling), "embed_ms": ms, "exit_ms": ms}, every ms finite and >= 0')
+        try:
+            doc = json.loads(Path(path).read_text())
+            layer = [(int(n), float(ms)) for n, ms in doc["layer_ms"]]
+            out = cls(tuple(layer), float(doc["embed_ms"]), float(doc["exit_ms"]))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HybridPolicyError(f"{path}: cannot read the exit compute ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HybridPolicyError(f"{path}: not an exit compute ({exc!r}); expected "
+                                    f"{form}") from None
+        sizes, times = [n for n, _ in layer], [ms for _, ms in layer]
+        values = [*times, out.embed_ms, out.exit_ms]
+        if (not layer or sizes[0] != 1 or any(b <= a for a, b in zip(sizes, sizes[1:]))
+                or any(b < a for a, b in zip(times, times[1:]))
+                or not all(np.isfinite(v) and v >= 0 for v in values)):
+            raise HybridPolicyError(f"{path}: bad exit compute {doc}; expected {form}")
+        return out
+
 
 def measure_compute(net, windows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 4, 8, 16),
                     rounds: int = 20) -> ExitCompute:

@@ -37,9 +37,10 @@ def calibration_path(models: str | Path, task: str) -> Path:
 
 def prepare(task: str, models: str | Path = "models", net_path: str | Path | None = None,
             calibration: str | Path | None = None, temperature: float | None = None,
-            progress: bool | None = None) -> ExitModels:
+            progress: bool | None = None, compute: str | Path | None = None) -> ExitModels:
     """The net (default: trained under ``models/task/early_exit`` if missing), its
-    calibration (made if missing or made for another net) and its parts' compute."""
+    calibration (made if missing or made for another net) and its parts' compute (measured
+    here, or read from ``compute``: ``ExitCompute.load``)."""
     from hybrid_policy.policies.build import ensure_early_exit
     from hybrid_policy.policies.card import checkpoint_identity
     from hybrid_policy.policies.early_exit import load_early_exit
@@ -61,14 +62,17 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
         samples = exit_calibration.collect(task, net, CALIBRATION_EPISODES, CALIBRATION_SEED,
                                            progress)
         exit_calibration.save(samples, cal, task, net_id)
-    obs = sample_observations(task)
-    windows = np.stack([obs[max(0, i - net.history + 1):i + 1] if i + 1 >= net.history
-                        else np.repeat(obs[:1], net.history, 0) for i in range(16)])
-    compute = exit_calibration.measure_compute(net, windows)
-    log.info("early-exit net %s: exits after layers %s; a layer %.3f ms, an exit %.3f ms",
-             path, list(net.exits), compute.part_ms(0, 1) - compute.exit_ms - compute.embed_ms,
-             compute.exit_ms)
-    return ExitModels(net, samples, compute)
+    if compute is not None:
+        parts = ExitCompute.load(compute)
+    else:
+        obs = sample_observations(task)
+        windows = np.stack([obs[max(0, i - net.history + 1):i + 1] if i + 1 >= net.history
+                            else np.repeat(obs[:1], net.history, 0) for i in range(16)])
+        parts = exit_calibration.measure_compute(net, windows)
+    log.info("early-exit net %s: exits after layers %s; a layer %.3f ms, an exit %.3f ms (%s)",
+             path, list(net.exits), parts.part_ms(0, 1) - parts.exit_ms - parts.embed_ms,
+             parts.exit_ms, compute if compute is not None else "measured here")
+    return ExitModels(net, samples, parts)
 
 
 def exit_run(mode: str, topology: Topology, models: ExitModels, loss_budget: float,
