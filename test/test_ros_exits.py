@@ -59,9 +59,10 @@ def make_plan(cli, tiny, tiny_ee, path, mode, tmp_path):
     parts = tmp_path / "compute.json"
     parts.write_text(json.dumps(COMPUTE.as_dict()))
     res = subprocess.run(
-        [*cli, "exit-plan", "--exit-compute", str(parts), "--task", TASK, "--draft", str(tiny["draft"]), "--target",
-         str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit",
-         str(tiny_ee["path"]), "--topology", str(path), "--mode", mode, "--out", str(out)],
+        [*cli, "exit-plan", "--exit-compute", str(parts), "--task", TASK, "--draft",
+         str(tiny["draft"]), "--target", str(tiny["target"]), "--models", str(tiny["root"]),
+         "--early-exit", str(tiny_ee["path"]), "--topology", str(path), "--mode", mode,
+         "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return ExitPlan.load(out), out
