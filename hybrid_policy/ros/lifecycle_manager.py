@@ -55,10 +55,11 @@ class LifecycleManager(Node):
         self.poll_s = float(declare(self, "poll_s", 0.25, "s between state polls of an active "
                                     "node (a respawned node is re-driven within this)"))
         # a call to a node that died is never answered; its respawned process only hears
-        # the next one. A state query is answered in ms, a transition may load models.
+        # the next one. A state query is answered in ms; a configure loads models, which
+        # took 11 s with 22 processes starting on 2 cores (asked twice, it is refused).
         self.wait_s = {"get_state": float(declare(
             self, "state_wait_s", 2.0, "s to wait for a state answer before asking again")),
-            "transition": float(declare(self, "transition_wait_s", 10.0,
+            "transition": float(declare(self, "transition_wait_s", 30.0,
                                         "s to wait for a transition's answer before asking "
                                         "again"))}
         self.nodes = [Managed(n, self.create_client(GetState, f"{n}/get_state"),
