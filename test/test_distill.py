@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_policy.core.calibration_file import default_path
+from hybrid_policy.core.calibration_file import default_draft_path, default_path
 from hybrid_policy.core.speculative import rejection_prob
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import load_policy
@@ -102,7 +102,7 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
     monkeypatch.setattr(distill, "DEFAULT_DISTILL",
                         DistillConfig(epochs=2, lr=2e-3, demo_weight=0.0))
     path = build.ensure_distilled_draft(TASK, tmp_path)
-    assert path == tmp_path / TASK / build.DISTILLED
+    assert path == default_draft_path(tmp_path, TASK, "distilled")
     info = json.loads((path / "config.json").read_text())
     assert info["distill"]["epochs"] == 2 and info["role"] == "draft"
     stamp = (path / "model.safetensors").stat().st_mtime_ns
@@ -118,7 +118,7 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
                      "distilled", "--modes", "draft_only", "--episodes", "2", "--json",
                      str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["draft"].endswith(build.DISTILLED)
+    assert doc["draft"].endswith(default_draft_path(tmp_path, TASK, "distilled").name)
     args = cli.build_parser().parse_args(["calibrate", "--task", TASK, "--models",
                                           str(tmp_path), "--draft-kind", "distilled"])
     assert cli._calibration_path(args) == default_path(tmp_path, TASK, "5g_embb", "distilled")

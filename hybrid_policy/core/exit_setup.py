@@ -45,6 +45,8 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
     from hybrid_policy.policies.card import checkpoint_identity
     from hybrid_policy.policies.early_exit import load_early_exit
 
+    # a bad file is refused before the net is trained or calibrated
+    parts = ExitCompute.load(compute) if compute is not None else None
     path = Path(net_path) if net_path else ensure_early_exit(task, Path(models),
                                                              progress=progress)
     kwargs = {} if temperature is None else {"temperature": temperature}
@@ -62,9 +64,7 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
         samples = exit_calibration.collect(task, net, CALIBRATION_EPISODES, CALIBRATION_SEED,
                                            progress)
         exit_calibration.save(samples, cal, task, net_id)
-    if compute is not None:
-        parts = ExitCompute.load(compute)
-    else:
+    if parts is None:
         obs = sample_observations(task)
         windows = np.stack([obs[max(0, i - net.history + 1):i + 1] if i + 1 >= net.history
                             else np.repeat(obs[:1], net.history, 0) for i in range(16)])

@@ -15,7 +15,7 @@ from typing import Any
 from sim_envs import dataset, task_spec
 from sim_envs.collect import collect_demos
 from sim_envs.dataset import DemoDataset
-from hybrid_policy.core.calibration_file import DRAFT_DIRS
+from hybrid_policy.core.calibration_file import default_draft_path
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
 from hybrid_policy.policies.checkpoint import (
     load_tokenizer, read_config, save_policy, save_tokenizer,
@@ -108,7 +108,8 @@ def ensure_data(task: str, root: Path = DEFAULT_ROOT, progress: bool | None = No
     """The default demonstrations of ``task`` and its tokenizer, under ``root/task``."""
     spec = task_spec(task)
     base = root / spec.name
-    paths = ModelSet(base / "demos", base / "tokenizer", base / "draft", base / "target")
+    paths = ModelSet(base / "demos", base / "tokenizer", default_draft_path(root, spec.name),
+                     base / "target")
     episodes = DEFAULT_DEMO_EPISODES[task]
     data_file = dataset.dataset_path(paths.data, task)
     ds = None
@@ -178,9 +179,6 @@ def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ..
         "losses": losses})
 
 
-DISTILLED = DRAFT_DIRS["distilled"]
-
-
 def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
                            progress: bool | None = None) -> Path:
     """The task's draft distilled from its default target (``policies.distill``), under
@@ -194,7 +192,7 @@ def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
 
     paths, ds, record, tok = ensure_data(task, root, progress)
     _ensure_roles(paths, ds, record, tok, progress)  # the target it is distilled from
-    out = paths.draft.parent / DISTILLED
+    out = default_draft_path(root, task, "distilled")
     target_id = checkpoint_identity(paths.target)
     cfg = policy_config("draft", ds.observations.shape[1], tok)
     wanted = {"role": "draft", "data": record, "distilled_from": target_id,

@@ -57,11 +57,10 @@ class LifecycleManager(Node):
         # a call to a node that died is never answered; its respawned process only hears
         # the next one. A state query is answered in ms; a configure loads models, which
         # took 11 s with 22 processes starting on 2 cores (asked twice, it is refused).
-        self.wait_s = {"get_state": float(declare(
-            self, "state_wait_s", 2.0, "s to wait for a state answer before asking again")),
-            "transition": float(declare(self, "transition_wait_s", 30.0,
-                                        "s to wait for a transition's answer before asking "
-                                        "again"))}
+        self.state_wait_s = float(declare(self, "state_wait_s", 2.0, "s to wait for a state "
+                                          "answer before asking again"))
+        self.transition_wait_s = float(declare(self, "transition_wait_s", 30.0, "s to wait for "
+                                               "a transition's answer before asking again"))
         self.nodes = [Managed(n, self.create_client(GetState, f"{n}/get_state"),
                               self.create_client(ChangeState, f"{n}/change_state"))
                       for n in names]
@@ -76,7 +75,8 @@ class LifecycleManager(Node):
         for i, m in enumerate(self.nodes):
             if m.future is not None:
                 if not m.future.done():
-                    wait = self.wait_s["get_state" if m.kind == "get_state" else "transition"]
+                    wait = (self.state_wait_s if m.kind == "get_state"
+                            else self.transition_wait_s)
                     if time.monotonic() - m.sent > wait:  # the node is gone: ask again
                         m.future = None
                     continue
