@@ -285,6 +285,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     meta = {"seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
             "thresholds": None if thresholds is None else thresholds.__dict__,
             "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]}
+    if args.topology and args.eval_clock == "realtime":
+        raise HybridPolicyError("--eval-clock realtime runs one robot for now; the fleet "
+                                "evaluator is lockstep (drop --topology or the clock)")
     if args.topology:
         doc = _eval_fleet(args, names, draft, target, setting, thresholds, meta)
     else:
@@ -296,6 +299,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             thresholds = _load_aware(args, draft, target, thresholds, meta,
                                      {"server": load}).get("server", thresholds)
         modes = [make_mode(n, draft, target, thresholds) for n in names]
+        if args.eval_clock == "realtime":
+            from dataclasses import replace
+
+            from sim_envs import task_spec
+            from hybrid_policy.core.realtime import clock_for
+
+            setting = replace(setting, clock=clock_for(
+                "realtime", task_spec(args.task).control_period_ms, loop=args.loop))
+            meta.update(clock="realtime", loop=args.loop,
+                        period_ms=setting.clock.period_ms)
         results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
         doc = stepmetrics.report(args.task, results, meta)
     print(stepmetrics.format_table(doc))
@@ -869,6 +882,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--eval-clock", dest="eval_clock", choices=("lockstep", "realtime"),
+                   default="lockstep", help="lockstep: the world waits for every answer; "
+                   "realtime: it ticks at the task's rate whatever arrived (core.realtime; "
+                   "single robot only for now; default lockstep)")
+    p.add_argument("--loop", choices=("wait", "period", "draft_first"), default="wait",
+                   help="realtime: how a verified step waits (wait: --deadline-ms; period: "
+                   "0.7 of the control period; draft_first: the draft acts unless the verdict "
+                   "beats the tick; default wait)")
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
                    "each mode, sharing its servers (queues, batches); per-robot and per-server "
                    "tables, and modes.<m>.robots / .servers in the JSON")

@@ -20,6 +20,7 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
+from hybrid_policy.core.realtime import Actuator, Clock
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.server import serve
 from hybrid_policy.core.stepmetrics import ModeResult, rejected
@@ -45,6 +46,7 @@ class Setting:
     link: LinkProfile
     compute: ComputeModel
     deadline_ms: float = 100.0  # a response not back by then is given up: fallback
+    clock: Clock = Clock()  # lockstep: the world waits; realtime: core.realtime
 
 
 def episode_rng(seed: int, episode: int) -> np.random.Generator:
@@ -96,8 +98,20 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
     obs, _ = env.reset(seed=reset_seed)
     mode.reset()
     rng = episode_rng(seed, episode)
+    clock = s.clock
+    actuator = Actuator(env.task_spec.action_dim) if clock.realtime else None
+    if clock.realtime and clock.loop == "period":
+        from dataclasses import replace
+        s = replace(s, deadline_ms=clock.deadline_ms(s.deadline_ms))
     for step in itertools.count():
         action, rec = control_step(mode, obs, step, rng, s)
+        if actuator is not None:  # the world ticks on: the newest command that arrived
+            now = step * clock.period_ms
+            if clock.loop == "draft_first" and rec.plan.draft_action is not None:
+                actuator.send(step, now + s.compute.draft(), rec.plan.draft_action, priority=0)
+            actuator.send(step, now + rec.latency_ms, action)
+            action, answered = actuator.tick(now + clock.period_ms)
+            result.add_tick(answered is None, answered is not None and answered < step)
         record(result, rec)
         if on_step is not None:
             on_step(rec)

@@ -48,6 +48,8 @@ class ModeResult:
     latencies: list[float] = field(default_factory=list)
     episode_success: list[bool] = field(default_factory=list)
     exits: Counter = field(default_factory=Counter)  # early-exit modes: steps per exit layer
+    missed_ticks: int = 0  # real time: ticks with no new command (the hold rule acted)
+    stale_ticks: int = 0  # real time: ticks that applied an older state's late command
 
     @property
     def success_rate(self) -> float:
@@ -65,6 +67,10 @@ class ModeResult:
         self.rejections += bool(rejected)
         self.fallbacks += fallback
 
+    def add_tick(self, missed: bool, stale: bool) -> None:
+        self.missed_ticks += missed
+        self.stale_ticks += stale
+
     def add_episode(self, success: bool) -> None:
         self.episodes += 1
         self.successes += success
@@ -81,6 +87,8 @@ class ModeResult:
                 "fallbacks_per_step": self.fallbacks / steps,
                 "latency_ms_mean": float(lat.mean()),
                 "latency_ms_p95": float(np.percentile(lat, 95)),
+                "missed_ticks_per_step": self.missed_ticks / steps,
+                "stale_ticks_per_step": self.stale_ticks / steps,
                 **({"exit_shares": {str(k): v / steps for k, v in sorted(self.exits.items())}}
                    if self.exits else {})}
 
@@ -100,6 +108,8 @@ def combine(name: str, results: list[ModeResult]) -> ModeResult:
         out.latencies += r.latencies
         out.episode_success += r.episode_success
         out.exits += r.exits
+        out.missed_ticks += r.missed_ticks
+        out.stale_ticks += r.stale_ticks
     return out
 
 

@@ -1,0 +1,115 @@
+"""Real-time control in simulated time: the world does not wait for the network.
+
+The robot ticks every control period ``T`` whatever has arrived. At tick ``k`` the world is
+sampled (observation ``o_k``) and the robot plans on it at once, even while earlier steps
+are still in flight (as the ROS draft node does). Each step's command reaches the actuator
+at its modelled arrival time (draft compute + round trip, or the deadline). At tick ``k+1``
+the actuator applies the command that answers the newest state among those arrived since
+the last applied one, and the world integrates it for one period (no substeps: an action
+takes effect from the first tick after it arrives, as ``sim_node``'s real-time tick does).
+A tick with no new command runs the hold rule (``hold``): zero action, i.e. hold still
+(zero displacement, fingers where they are), and counts a *missed tick*. A command that
+answers a state older than one already applied is never applied.
+
+With every step's command back within one period this is exactly lockstep: the same
+plans, samples and actions in the same order (a test checks it).
+
+Loops (``LOOPS``), how a verified step waits for its verdict:
+
+- ``wait``: the command is the verdict's action, or the draft's at ``deadline_ms`` (the
+  exact mode: every verified step executes a target sample when the verdict makes it);
+- ``period``: the same with the deadline tied to the period (``PERIOD_SHARE`` · T), so a
+  command is always ready for the next tick;
+- ``draft_first``: the draft's action is sent to the actuator at once; a verdict that
+  arrives before the next tick replaces it (same state, later and verified); a later
+  verdict is overtaken by the next state's draft command and never applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hybrid_policy.errors import HybridPolicyError
+
+CLOCKS = ("realtime", "lockstep")
+LOOPS = ("wait", "period", "draft_first")
+PERIOD_SHARE = 0.7  # the ``period`` loop's deadline, as a share of the control period
+
+
+@dataclass(frozen=True)
+class Clock:
+    """How simulated time relates to the network: ``lockstep`` waits for every answer;
+    ``realtime`` ticks every ``period_ms`` (the task's own control period)."""
+
+    kind: str = "lockstep"
+    period_ms: float = 40.0
+    loop: str = "wait"
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLOCKS:
+            raise HybridPolicyError(f"clock {self.kind!r} is not one of {', '.join(CLOCKS)}")
+        if self.loop not in LOOPS:
+            raise HybridPolicyError(f"loop {self.loop!r} is not one of {', '.join(LOOPS)}")
+        if not self.period_ms > 0:
+            raise HybridPolicyError(f"control period must be > 0 ms, got {self.period_ms}")
+
+    @property
+    def realtime(self) -> bool:
+        return self.kind == "realtime"
+
+    def deadline_ms(self, given_ms: float) -> float:
+        """The verification deadline this loop uses (``given_ms``: the user's)."""
+        return PERIOD_SHARE * self.period_ms if self.loop == "period" else given_ms
+
+
+def clock_for(kind: str, control_period_ms: float, rate_hz: float | None = None,
+              loop: str = "wait") -> Clock:
+    """The clock of a run: the task's own control period unless ``rate_hz`` is given."""
+    if rate_hz is not None and not rate_hz > 0:
+        raise HybridPolicyError(f"rate_hz must be > 0, got {rate_hz}")
+    return Clock(kind, control_period_ms if rate_hz is None else 1e3 / rate_hz, loop)
+
+
+@dataclass
+class _Command:
+    arrival_ms: float
+    state: int  # index of the tick whose observation it answers
+    priority: int  # within one state: a verified command (1) beats the draft's (0)
+    action: np.ndarray
+
+
+class Actuator:
+    """What the robot executes at each tick: the newest command arrived in time, or the hold
+    rule. ``applied`` counts what happened, for the step metrics."""
+
+    def __init__(self, action_dim: int) -> None:
+        self.action_dim = action_dim
+        self.reset()
+
+    def reset(self) -> None:
+        self._commands: list[_Command] = []
+        self.applied_state = -1
+        self.applied_priority = -1
+
+    def send(self, state: int, arrival_ms: float, action: np.ndarray, priority: int = 1) -> None:
+        self._commands.append(_Command(arrival_ms, state, priority, action))
+
+    def tick(self, now_ms: float) -> tuple[np.ndarray, int | None]:
+        """The action for the period starting at ``now_ms`` and the state it answers
+        (``None``: nothing new arrived, the hold rule acts)."""
+        arrived = [c for c in self._commands if c.arrival_ms <= now_ms + 1e-9]
+        self._commands = [c for c in self._commands if c.arrival_ms > now_ms + 1e-9
+                          and c.state > self.applied_state]
+        fresh = [c for c in arrived if c.state > self.applied_state]
+        if not fresh:
+            return self.hold(), None
+        best = max(fresh, key=lambda c: (c.state, c.priority, c.arrival_ms))
+        self.applied_state, self.applied_priority = best.state, best.priority
+        self._commands = [c for c in self._commands if c.state >= best.state]
+        return best.action, best.state
+
+    def hold(self) -> np.ndarray:
+        """Hold still: zero displacement, fingers where they are (``sim_node``'s rule)."""
+        return np.zeros(self.action_dim, np.float32)
