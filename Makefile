@@ -100,6 +100,7 @@ bench: $(STAMP)
 		--links 5g_embb,6g_hrllc --draft-kinds demonstrations,distilled
 	$(BIN)/python bench/frontier.py --tasks fetch_push,fetch_pick_place,mw_assembly \
 		--json docs/frontier_bench.json --plot-dir docs/img
+	$(BIN)/python bench/realtime_loops.py --json docs/realtime_bench.json
 	$(BIN)/python bench/ros_overhead.py
 	$(BIN)/python bench/node_startup.py
 	$(BIN)/python bench/robot_interface.py
