@@ -114,3 +114,21 @@ def test_eval_refuses_bad_link_and_tau_before_loading_models(cli, tmp_path):
                   str(tmp_path / "none"))
         assert res.returncode == 2 and "finite number >= 0" in res.stderr, res.stderr
     assert not (tmp_path / "none").exists()  # nothing trained for a bad command line
+
+
+def test_eval_in_real_time_reports_ticks(cli, tiny, tmp_path):
+    """``--eval-clock realtime`` on a link slower than the 40 ms period: verified steps miss
+    their ticks, draft-only steps never do; the JSON says which clock ran."""
+    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "draft_only,target_only",
+              "--episodes", "1", "--draft", str(tiny["draft"]), "--target", str(tiny["target"]),
+              "--link", "lossy_wifi", "--eval-clock", "realtime", "--loop", "wait",
+              "--json", str(tmp_path / "rt.json"))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "rt.json").read_text())
+    assert doc["clock"] == "realtime" and doc["period_ms"] == 40.0
+    assert doc["modes"]["draft_only"]["missed_ticks_per_step"] == 0
+    assert doc["modes"]["target_only"]["missed_ticks_per_step"] > 0
+    bad = run(cli, "eval", "--task", "fetch_reach", "--eval-clock", "realtime", "--topology",
+              "config/fleet.yaml", "--draft", str(tiny["draft"]), "--target",
+              str(tiny["target"]))
+    assert bad.returncode == 2 and "realtime runs one robot" in bad.stderr
