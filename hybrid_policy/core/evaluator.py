@@ -4,12 +4,15 @@ Per step: the mode plans on the robot; a request crosses the modelled uplink, th
 answers (``serve``), the response crosses the downlink; a packet lost either way means no
 response, and the robot falls back after ``deadline_ms``. Latency is the modelled
 end-to-end time from observation to executed action.
+
+The world waits for each step's action (lockstep) unless ``Setting.clock`` is real time:
+then it ticks every control period whatever arrived (``core.realtime``).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -100,8 +103,7 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
     rng = episode_rng(seed, episode)
     clock = s.clock
     actuator = Actuator(env.task_spec.action_dim) if clock.realtime else None
-    if clock.realtime and clock.loop == "period":
-        from dataclasses import replace
+    if clock.realtime:  # the loop's deadline (``period``: a share of the period)
         s = replace(s, deadline_ms=clock.deadline_ms(s.deadline_ms))
     for step in itertools.count():
         action, rec = control_step(mode, obs, step, rng, s)

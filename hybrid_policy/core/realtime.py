@@ -91,23 +91,25 @@ class Actuator:
     def reset(self) -> None:
         self._commands: list[_Command] = []
         self.applied_state = -1
-        self.applied_priority = -1
 
     def send(self, state: int, arrival_ms: float, action: np.ndarray, priority: int = 1) -> None:
-        self._commands.append(_Command(arrival_ms, state, priority, action))
+        """A command answering tick ``state``'s observation, arriving at ``arrival_ms``; one
+        for a state no newer than the applied one is never applied."""
+        if state > self.applied_state:
+            self._commands.append(_Command(arrival_ms, state, priority, action))
 
     def tick(self, now_ms: float) -> tuple[np.ndarray, int | None]:
         """The action for the period starting at ``now_ms`` and the state it answers
         (``None``: nothing new arrived, the hold rule acts)."""
         arrived = [c for c in self._commands if c.arrival_ms <= now_ms + 1e-9]
+        if arrived:
+            best = max(arrived, key=lambda c: (c.state, c.priority, c.arrival_ms))
+            self.applied_state = best.state
+        # what is left to come: only commands for states newer than the applied one
         self._commands = [c for c in self._commands if c.arrival_ms > now_ms + 1e-9
                           and c.state > self.applied_state]
-        fresh = [c for c in arrived if c.state > self.applied_state]
-        if not fresh:
+        if not arrived:
             return self.hold(), None
-        best = max(fresh, key=lambda c: (c.state, c.priority, c.arrival_ms))
-        self.applied_state, self.applied_priority = best.state, best.priority
-        self._commands = [c for c in self._commands if c.state >= best.state]
         return best.action, best.state
 
     def hold(self) -> np.ndarray:
