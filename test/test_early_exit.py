@@ -11,6 +11,7 @@ from hybrid_policy.core.early_exit import (
     EarlyExitMode, ExitPlanError, build_plan, confidence, serve_features,
 )
 from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
+from hybrid_policy.core.realtime import Clock
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.core.topology import TopologyError
 from hybrid_policy.policies.early_exit import ExitError, train_early_exit
@@ -38,12 +39,12 @@ def fleet_topology(n=2, link="5g_embb", **extra):
     return topology.parse(doc)
 
 
-def run_fleet(ee, mode, topo, thresholds, episodes=2, on_step=None):
+def run_fleet(ee, mode, topo, thresholds, episodes=2, on_step=None, control=Clock()):
     plan = build_plan(mode, topo, EXITS, thresholds)
     run = ExitRun(ee["net"], plan, COMPUTE)
     return evaluate_fleet(topo, lambda spec: EarlyExitMode(mode, spec.name, run.net, run.plan),
                           {}, ComputeModel(1.0, 1.0), 100.0, episodes, 0, progress=False,
-                          on_step=on_step, exits=run), plan
+                          on_step=on_step, exits=run, control=control), plan
 
 
 def test_every_exit_is_a_valid_policy_and_the_last_starts_as_the_target(ee, tiny):
@@ -307,3 +308,28 @@ def test_given_part_times_are_read_back_and_bad_ones_refused(tmp_path, doc, why)
         exit_calibration.ExitCompute.load(bad)
     with pytest.raises(HybridPolicyError, match="cannot read the exit compute"):
         exit_calibration.ExitCompute.load(tmp_path / "missing.json")
+
+
+def test_exits_in_real_time_tick_on_where_the_cloud_is_far(ee):
+    """Real time for the early-exit family: where every answer beats the 40 ms tick it is
+    lockstep; where the cloud is a slow hop away, steps forwarded there miss their ticks
+    (the robot holds still) or act on an older state, while lockstep waits and misses none."""
+    fast = fleet_topology(1)
+    lock, _ = run_fleet(ee, "cloud_only", fast, {}, episodes=1)
+    rt, _ = run_fleet(ee, "cloud_only", fast, {}, episodes=1, control=Clock("realtime"))
+    assert max(lock.robots["r_0"].latencies) < 40.0  # the premise of the equality
+    assert lock.robots["r_0"].episode_success == rt.robots["r_0"].episode_success
+    assert (lock.robots["r_0"].steps, rt.robots["r_0"].missed_ticks) == (
+        rt.robots["r_0"].steps, 0)
+    far = {"profile": "ideal", "delay_ms": 30.0}
+    slow = fleet_topology(1, nodes={
+        "edge_a": {"tier": "edge", "speed": 0.5, "max_batch": 4, "parent": "cloud",
+                   "link": far},
+        "edge_b": {"tier": "edge", "speed": 1.0, "max_batch": 4, "parent": "cloud",
+                   "link": far},
+        "cloud": {"tier": "cloud", "speed": 2.0, "max_batch": 8}})
+    lock, _ = run_fleet(ee, "cloud_only", slow, {}, episodes=1)
+    rt, _ = run_fleet(ee, "cloud_only", slow, {}, episodes=1, control=Clock("realtime"))
+    assert lock.robots["r_0"].missed_ticks == 0
+    r = rt.robots["r_0"]  # ~70 ms answers: the first tick holds, then each applies the
+    assert r.missed_ticks >= 1 and r.stale_ticks >= r.steps - r.missed_ticks - 1  # last state's

@@ -186,3 +186,65 @@ def test_requests_past_their_deadline_are_dropped_unserved():
     # the first is served at once, the second starts at 10 (< 15), the third would start
     # at 20: past its deadline, it is dropped
     assert done == [0.0, 0.0] and server.stats.summary()["expired"] == 1
+
+
+def _slow(n, delay_ms=30.0):
+    """A fleet whose round trip (2 × ``delay_ms``) outlasts fetch_reach's 40 ms period."""
+    return topology.parse({
+        "nodes": {"edge": {"tier": "edge"}},
+        "robots": [{"name": "r", "count": n, "task": TASK, "mode": "hybrid", "access": "edge",
+                    "link": {"profile": "ideal", "delay_ms": delay_ms}}]})
+
+
+@pytest.mark.parametrize("loop", ["wait", "period", "draft_first"])
+def test_one_robot_in_real_time_is_the_single_robot_evaluator_in_real_time(models, loop):
+    """The fleet's real time is the evaluator's: where every verified step is late (60 ms
+    round trip, 40 ms period) both apply the same commands at the same ticks, so the
+    missed and stale ticks, latencies and successes agree."""
+    import sim_envs
+
+    from hybrid_policy.core.realtime import clock_for
+
+    draft, target = models
+    topo = _slow(1)
+    control = clock_for("realtime", sim_envs.task_spec(TASK).control_period_ms, loop=loop)
+    single, grouped = [], []
+    setting = evaluator.Setting(target, topo.robots[0].link, COMPUTE, 100.0, clock=control)
+    res = evaluator.evaluate(TASK, [make_mode("hybrid", draft, target)], 3, 1, setting,
+                             progress=False, on_step=lambda _, r: single.append(r))["hybrid"]
+    run = evaluate_fleet(topo, lambda _: make_mode("hybrid", draft, target), {TASK: target},
+                         COMPUTE, 100.0, 3, 1, progress=False, control=control,
+                         on_step=lambda _, r: grouped.append(r))
+    one = run.robots["r_0"]
+    # the link binds: ``wait`` holds and then applies the previous state's verdict,
+    # ``period`` falls back to the draft at 70% of the period, ``draft_first`` acts on the
+    # draft at once while every verdict is overtaken
+    assert (res.missed_ticks > 0, res.stale_ticks > 0) == {
+        "wait": (True, True), "period": (False, False), "draft_first": (False, False)}[loop]
+    assert res.fallbacks > 0 or loop != "period"
+    assert (res.successes, res.steps, res.missed_ticks, res.stale_ticks, res.fallbacks) == (
+        one.successes, one.steps, one.missed_ticks, one.stale_ticks, one.fallbacks)
+    assert sorted(res.latencies) == sorted(one.latencies)
+    assert res.episode_success == one.episode_success
+    for a, b in zip(single, grouped):  # same arrival order: latencies are all equal
+        np.testing.assert_array_equal(a.action, b.action)
+
+
+def test_a_slow_link_costs_ticks_in_real_time_and_none_in_lockstep(models):
+    """Lockstep waits for every answer; real time ticks on, holds where nothing arrived,
+    and applies the newest command — every robot of a fleet, each at its own phase."""
+    from hybrid_policy.core.realtime import Clock as ControlClock
+
+    draft, target = models
+    runs = {kind: evaluate_fleet(_slow(3), lambda _: make_mode("hybrid", draft, target),
+                                 {TASK: target}, COMPUTE, 100.0, 1, 0, progress=False,
+                                 control=ControlClock(kind, 40.0))
+            for kind in ("lockstep", "realtime")}
+    for name, r in runs["lockstep"].robots.items():
+        assert r.missed_ticks == r.stale_ticks == 0
+        rt = runs["realtime"].robots[name]
+        assert rt.missed_ticks >= 1 and rt.stale_ticks >= rt.steps // 2
+    # lockstep spends two periods a verified step; real time one, so its episode is shorter
+    # in time: the same number of ticks covers it
+    lock, rt = runs["lockstep"].total(), runs["realtime"].total()
+    assert rt.server_ops >= lock.server_ops

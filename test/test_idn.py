@@ -306,13 +306,13 @@ def test_an_answer_is_the_same_wherever_it_is_served_and_a_missing_variant_is_re
     assert not isinstance(out[1], VariantMissing)
 
 
-def _fleet(tiny_idn, mode, episodes=4, **cfg):
+def _fleet(tiny_idn, mode, episodes=4, control=None, **cfg):
     doc = topology.read(tiny_idn["topology"])
     topo = topology.parse(doc, str(tiny_idn["topology"]))
     c = replace(idn.config_of(topo, doc), **cfg)
     steps = []
     run = idn_setup.fleet_run(mode, topo, c, tiny_idn["catalogue"], tiny_idn["root"], episodes,
-                              seed=0, progress=False,
+                              seed=0, progress=False, control=control,
                               on_step=lambda robot, rec: steps.append((robot, rec)))
     return run, steps
 
@@ -373,6 +373,22 @@ def test_a_robot_kept_waiting_counts_every_control_period_it_waited(tiny_idn):
     # each step waited ceil(latency / 40 ms) periods; the last period is never placed
     waited = sum(int(np.ceil(rec.latency_ms / 40.0 - 1e-9)) for _, rec in steps)
     assert len(steps) < demand <= waited
+
+
+def test_placement_in_real_time_ticks_every_period_while_the_cloud_answers_late(tiny_idn):
+    """Real time for the placement family: the robot ticks every 40 ms whatever the cloud's
+    ≥ 50 ms answers do, so each tick is one period of demand and late answers show as held
+    or stale ticks; robot_only (its own draft, no network) misses none."""
+    from hybrid_policy.core.realtime import Clock
+
+    run, steps = _fleet(tiny_idn, "idn_cloud", episodes=2, control=Clock("realtime"))
+    total = run.total()
+    assert total.missed_ticks > 0 and total.stale_ticks > 0
+    assert total.missed_ticks + total.stale_ticks <= total.steps
+    lock, _ = _fleet(tiny_idn, "idn_cloud", episodes=2)
+    assert lock.total().missed_ticks == 0
+    robot, _ = _fleet(tiny_idn, "idn_robot", episodes=2, control=Clock("realtime"))
+    assert robot.total().missed_ticks == robot.total().stale_ticks == 0
 
 
 def test_eval_refuses_placement_modes_without_a_topology_or_mixed_with_others(cli, tiny_idn):

@@ -128,7 +128,8 @@ def test_the_first_answer_per_group_counts_and_a_wrong_part_is_refused(models, s
             StudentAnswer.from_vector(label, bad)
 
 
-def run(models, students, mode, faults=None, episodes=2, records=None, fallback="draft"):
+def run(models, students, mode, faults=None, episodes=2, records=None, fallback="draft",
+        control=None):
     draft, target = models
     doc = fleet_doc(faults, mode=mode, fallback=fallback)
     topo, cfg, sm = setup(doc, models, students)
@@ -136,7 +137,8 @@ def run(models, students, mode, faults=None, episodes=2, records=None, fallback=
     return evaluate_fleet(topo, lambda _: RocoinMode(mode, draft, target.history, lay),
                           {TASK: target}, COMPUTE, 100.0, episodes, 0, progress=False,
                           students=StudentRun(lay, sm, cfg.faults),
-                          on_step=None if records is None else lambda _, r: records.append(r))
+                          on_step=None if records is None else lambda _, r: records.append(r),
+                          **({} if control is None else {"control": control}))
 
 
 def test_one_dead_replica_per_group_leaves_every_step_answered(models, students):
@@ -218,3 +220,20 @@ def test_bad_rocoin_settings_are_refused(change, match):
     topo = topology.parse(doc, "test")
     with pytest.raises(TopologyError, match=match):
         parse_config(topo, doc["rocoin"])
+
+
+def test_rocoin_in_real_time_is_lockstep_while_answers_beat_the_tick(models, students):
+    """Real time for the RoCoIn family: fast students answer within the period, so every
+    tick applies the step's own answer, as lockstep; slow ones (a 500 ms timeout on every
+    device) leave the robot on its deadline fallbacks, each arriving after its tick."""
+    from hybrid_policy.core.realtime import Clock
+
+    lock = run(models, students, "rocoin").robots["r"]
+    rt = run(models, students, "rocoin", control=Clock("realtime")).robots["r"]
+    assert max(lock.latencies) < 40.0
+    assert (rt.episode_success, rt.latencies, rt.missed_ticks) == (
+        lock.episode_success, lock.latencies, 0)
+    slow = run(models, students, "rocoin", {"p": 1.0, "kind": "timeout", "slow_ms": 500},
+               control=Clock("realtime")).robots["r"]
+    assert slow.fallbacks == slow.steps > 0
+    assert slow.missed_ticks > 0  # the 100 ms deadline outlasts the 40 ms period

@@ -23,17 +23,18 @@ import numpy as np
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, bool, int, Callable[[], None]]] = []
         self._seq = itertools.count()
 
-    def at(self, t: float, callback: Callable[[], None]) -> None:
-        """Run ``callback`` at simulated time ``t`` (ms; not before now)."""
-        heapq.heappush(self._queue, (max(t, self.now), next(self._seq), callback))
+    def at(self, t: float, callback: Callable[[], None], last: bool = False) -> None:
+        """Run ``callback`` at simulated time ``t`` (ms; not before now); ``last``: after
+        every other event of that instant (a robot's tick sees what arrived at it)."""
+        heapq.heappush(self._queue, (max(t, self.now), last, next(self._seq), callback))
 
     def run(self) -> None:
         """Until nothing is scheduled."""
         while self._queue:
-            self.now, _, callback = heapq.heappop(self._queue)
+            self.now, _, _, callback = heapq.heappop(self._queue)
             callback()
 
 

@@ -39,6 +39,14 @@ that node, queues and is answered by that variant (``idn_serve.serve_variants``;
 dropped the variant meanwhile refuses it). The workload's shifts move robots between cells
 at once and switch their task at their next episode.
 
+Real time (``control=realtime.Clock("realtime", loop=...)``): each robot ticks every
+control period of its task whatever has arrived, with ``core.realtime``'s actuator and
+rules, the single-robot evaluator's: a tick applies the newest command that arrived (or
+holds still), steps the world and plans on the new observation while older steps are still
+in flight. A step's command reaches the actuator at its tick plus its latency; one that
+answers a past episode's state is recorded and never applied. The ``period`` loop's
+deadline is its share of the period; ``draft_first`` sends the draft's action at once.
+
 With one robot on a one-hop route this is exactly ``evaluator.evaluate``: the same plans,
 verdicts, actions, latencies and successes (a test checks it). Robot ``i`` of ``N`` with
 ``E`` episodes runs the run's episodes ``i·E … i·E + E − 1`` (reset seeds and sampling
@@ -65,6 +73,7 @@ from hybrid_policy.core.early_exit import ExitPlan, feature_hop, serve_features
 from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import FeatureRequest, Request, Response
+from hybrid_policy.core.realtime import Actuator, Clock as ControlClock
 from hybrid_policy.core.server import serve_batch
 from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
@@ -143,12 +152,23 @@ class IdnRun:
         return sum(cat[k].step_ms(speed) * (1 + 0.25 * (n - 1)) for k, n in sizes.items())
 
 
+@dataclass(frozen=True)
+class _StepRef:
+    """Which step a plan belongs to: in real time several are in flight, and one may resolve
+    after its episode ended."""
+
+    episode: int
+    step: int
+    tick_ms: float  # simulated time of the tick whose observation it planned on
+
+
 @dataclass
 class _Fanout:
     """One rocoin step: its copies travel to every device; the step resolves once every
     group answered (or at the deadline)."""
 
     robot: "_Robot"
+    ref: _StepRef
     plan: Plan
     draft_ms: float
     gather: Any  # core.rocoin.Gather
@@ -159,6 +179,7 @@ class _Fanout:
 @dataclass
 class _Pending:
     robot: "_Robot"
+    ref: _StepRef
     plan: Plan
     draft_ms: float  # the robot's compute before sending (part of the step's latency)
     sent_ms: float  # simulated time the request left the robot
@@ -189,6 +210,8 @@ class _Robot:
     obs: np.ndarray | None = None
     rng: np.random.Generator | None = None
     tick_ms: float = 0.0  # time of the current step's tick
+    actuator: Actuator | None = None  # real time: what the robot executes each tick
+    deadline_ms: float = 0.0  # its verification deadline (real time: its loop's)
 
 
 class FleetEvaluator:
@@ -197,7 +220,8 @@ class FleetEvaluator:
                  episodes: int, seed: int,
                  on_step: Callable[[str, StepRecord], None] | None = None,
                  phases: str = "random", exits: ExitRun | None = None,
-                 students: StudentRun | None = None, idn: IdnRun | None = None) -> None:
+                 students: StudentRun | None = None, idn: IdnRun | None = None,
+                 control: ControlClock = ControlClock()) -> None:
         if episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {episodes}")
         if phases not in PHASES:
@@ -205,7 +229,7 @@ class FleetEvaluator:
         self.topology, self.targets, self.compute = topology, targets, compute
         self.deadline_ms, self.on_step, self.exits = deadline_ms, on_step, exits
         self.students, self.idn, self.modes = students, idn, modes
-        self.clock = Clock()
+        self.clock, self.control = Clock(), control
         n = len(topology.robots)
         seeds = episode_seeds(seed, n * episodes, split="eval").tolist()
         self.seed = seed
@@ -217,10 +241,11 @@ class FleetEvaluator:
             robot = _Robot(spec, mode, sim_envs.make_task(spec.task), topology.route(spec),
                            period, seeds[i * episodes:(i + 1) * episodes], i * episodes,
                            ModeResult(mode.name))
+            self._controls(robot)
             self.robots.append(robot)
             phase = i / n if phases == "even" else (draws[i] if i else 0.0)
             self.clock.at(phase * period, lambda r=robot: self._begin_episode(r, 0))
-        expired = lambda p, now: now >= p.sent_ms + self.deadline_ms  # noqa: E731
+        expired = lambda p, now: now >= p.sent_ms + p.robot.deadline_ms  # noqa: E731
         if students is not None:
             self._student_servers(students, expired)
         elif idn is not None:
@@ -351,6 +376,14 @@ class FleetEvaluator:
                            servers, self.clock.now / 1e3, placement)
 
     # -- a robot's episodes and ticks ------------------------------------------------------
+    def _controls(self, r: _Robot) -> None:
+        """The robot's deadline and, in real time, its actuator, for its current task."""
+        if self.control.realtime:  # the loop's deadline (``period``: a share of the period)
+            r.actuator = Actuator(r.env.task_spec.action_dim)
+            r.deadline_ms = self.control.deadline_ms(self.deadline_ms, r.period_ms)
+        else:
+            r.deadline_ms = self.deadline_ms
+
     def _begin_episode(self, r: _Robot, episode: int) -> None:
         if self.idn is not None and self.where[r.spec.name].task != r.spec.task:
             from dataclasses import replace
@@ -359,37 +392,46 @@ class FleetEvaluator:
             r.spec = replace(r.spec, task=self.where[r.spec.name].task)
             r.env, r.mode = sim_envs.make_task(r.spec.task), self.modes(r.spec)
             r.period_ms = sim_envs.task_spec(r.spec.task).control_period_ms
+            self._controls(r)
         r.episode, r.step = episode, 0
         r.obs, _ = r.env.reset(seed=r.reset_seeds[episode])
         r.mode.reset()
         r.rng = episode_rng(self.seed, r.first_episode + episode)
+        if r.actuator is not None:
+            r.actuator.reset()
         self._tick(r)
 
     def _tick(self, r: _Robot) -> None:
         since, r.tick_ms = self.clock.now - r.tick_ms, self.clock.now
+        ref = _StepRef(r.episode, r.step, r.tick_ms)
+        if r.actuator is not None:  # real time: the next tick comes whatever arrives
+            self.clock.at(r.tick_ms + r.period_ms, lambda: self._period_end(r), last=True)
         if self.idn is not None:
-            self._tick_idn(r, max(1, round(since / r.period_ms)) if r.step else 1)
+            self._tick_idn(r, ref, max(1, round(since / r.period_ms)) if r.step else 1)
             return
         plan = r.mode.plan(r.obs, r.rng)
-        if self.students is not None:
-            self._fan_out(r, plan)
-            return
         if self.exits is not None:
             draft_ms = self.exits.robot_ms(r.spec.name, self.compute.device_speed)
             self.steps_begun[r.spec.name] += 1
         else:
             draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
-        if plan.request is None:
-            self._resolve(r, plan, None, draft_ms, server_op=False)
+        if (self.control.loop == "draft_first" and r.actuator is not None
+                and plan.draft_action is not None and plan.request is not None):
+            r.actuator.send(ref.step, ref.tick_ms + draft_ms, plan.draft_action, priority=0)
+        if self.students is not None:
+            self._fan_out(r, ref, plan, draft_ms)
             return
-        p = _Pending(r, plan, draft_ms, self.clock.now + draft_ms, plan.request)
+        if plan.request is None:
+            self._resolve(r, ref, plan, None, draft_ms, server_op=False)
+            return
+        p = _Pending(r, ref, plan, draft_ms, self.clock.now + draft_ms, plan.request)
         if self.exits is None:
             dest, links = r.spec.server, r.hops
         else:
             dest = plan.route_to
             links = self.topology.links_between(r.spec, dest)
         self.clock.at(p.sent_ms, lambda: self._uplink(p, links, dest))
-        self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
+        self.clock.at(p.sent_ms + p.robot.deadline_ms, lambda: self._deadline(p))
 
     def _uplink(self, p: _Pending, links: tuple[LinkProfile, ...], dest: str) -> None:
         """Cross ``links`` up to node ``dest`` (hop k of the journey draws its own
@@ -437,7 +479,7 @@ class FleetEvaluator:
         return [answers[i] for i in range(len(batch))]
 
     # -- placement: the node and variant the placement names serve the step ---------------
-    def _tick_idn(self, r: _Robot, periods: int) -> None:
+    def _tick_idn(self, r: _Robot, ref: _StepRef, periods: int) -> None:
         """A placement step. Its demand is the control periods since the robot's last tick:
         a robot kept waiting by a far node still needs an answer every period, and counting
         only the requests it managed to send would hide exactly the robots served worst."""
@@ -450,13 +492,14 @@ class FleetEvaluator:
         opt = r.mode.last
         run.stats[f"served_{'robot' if opt.node == name else opt.node}"] += 1
         if plan.request is None:
-            self._resolve(r, plan, None, opt.variant.step_ms(run.network.speed(name)), False)
+            self._resolve(r, ref, plan, None, opt.variant.step_ms(run.network.speed(name)),
+                          False)
             return
-        p = _Pending(r, plan, 0.0, self.clock.now, plan.request)
+        p = _Pending(r, ref, plan, 0.0, self.clock.now, plan.request)
         links = self.topology.links_between(run.network.robot_at(name, w.access), opt.node)
         self.clock.at(p.sent_ms, lambda: self._cross_up(
             p, links, lambda i: i, lambda: self.servers[opt.node].arrive(p)))
-        self.clock.at(p.sent_ms + self.deadline_ms, lambda: self._deadline(p))
+        self.clock.at(p.sent_ms + p.robot.deadline_ms, lambda: self._deadline(p))
 
     def _work_idn(self, node: str, batch: list[_Pending]) -> list:
         from hybrid_policy.core.idn_serve import serve_variants
@@ -474,18 +517,17 @@ class FleetEvaluator:
         self._served(p, answer, waited_ms, service_ms)
 
     # -- rocoin: every device gets a copy, the first answer per group counts -------------
-    def _fan_out(self, r: _Robot, plan: Plan) -> None:
+    def _fan_out(self, r: _Robot, ref: _StepRef, plan: Plan, draft_ms: float) -> None:
         from hybrid_policy.core.rocoin import device_hop
 
-        draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
         sent = self.clock.now + draft_ms
-        g = _Fanout(r, plan, draft_ms, r.mode.gather(plan))
+        g = _Fanout(r, ref, plan, draft_ms, r.mode.gather(plan))
         for i, d in enumerate(self.students.layout.devices):
-            p = _Pending(r, plan, draft_ms, sent, plan.request, fanout=g, device=i)
+            p = _Pending(r, ref, plan, draft_ms, sent, plan.request, fanout=g, device=i)
             link = self.topology.links_between(r.spec, d)
             self.clock.at(sent, lambda p=p, d=d, link=link, hop=device_hop(i): self._cross_up(
                 p, link, lambda _: hop, lambda: self._reach_device(p, d)))
-        self.clock.at(sent + self.deadline_ms, lambda: self._deadline(g))
+        self.clock.at(sent + r.deadline_ms, lambda: self._deadline(g))
 
     def _reach_device(self, p: _Pending, device: str) -> None:
         """A copy reaches its device: down (crashed earlier), crashing now, slow, or queued."""
@@ -519,7 +561,7 @@ class FleetEvaluator:
         if self.crashed_at[device] >= p.arrived_ms:
             return  # the device crashed with this copy in its queue
         p.elapsed_ms += waited_ms + service_ms + p.late_ms
-        if self._cross_down(p, answer.payload_bytes()) and p.elapsed_ms <= self.deadline_ms:
+        if self._cross_down(p, answer.payload_bytes()) and p.elapsed_ms <= p.robot.deadline_ms:
             self.clock.at(p.sent_ms + p.elapsed_ms,
                           lambda: self._student_answer(p, device, answer))
 
@@ -530,8 +572,8 @@ class FleetEvaluator:
         self.answers[(self.students.layout.group_of(device), device)] += 1
         if g.gather.complete:
             g.resolved = True
-            self._resolve(g.robot, g.plan, g.gather.response(), g.draft_ms + p.elapsed_ms,
-                          True)
+            self._resolve(g.robot, g.ref, g.plan, g.gather.response(),
+                          g.draft_ms + p.elapsed_ms, True)
 
     def _work_exits(self, node: str, batch: list[_Pending]) -> list:
         """One operation of an early-exit node: its part of the net on every feature."""
@@ -563,23 +605,26 @@ class FleetEvaluator:
     def _served(self, p: _Pending, response: Response, waited_ms: float,
                 service_ms: float) -> None:
         p.elapsed_ms = p.elapsed_ms + waited_ms + service_ms  # eval's order: up + target
-        if self._cross_down(p, response.payload_bytes()) and p.elapsed_ms <= self.deadline_ms:
+        if self._cross_down(p, response.payload_bytes()) and p.elapsed_ms <= p.robot.deadline_ms:
             self.clock.at(p.sent_ms + p.elapsed_ms, lambda: self._answered(p, response))
 
     def _answered(self, p: _Pending, response: Response) -> None:
         if not p.resolved:
             p.resolved = True
-            self._resolve(p.robot, p.plan, response, p.draft_ms + p.elapsed_ms, p.server_op)
+            self._resolve(p.robot, p.ref, p.plan, response, p.draft_ms + p.elapsed_ms,
+                          p.server_op)
 
     def _deadline(self, p: _Pending | _Fanout) -> None:
         if not p.resolved:
             p.resolved = True
-            self._resolve(p.robot, p.plan, None, p.draft_ms + self.deadline_ms, p.server_op)
+            self._resolve(p.robot, p.ref, p.plan, None, p.draft_ms + p.robot.deadline_ms,
+                          p.server_op)
 
-    def _resolve(self, r: _Robot, plan: Plan, response: Response | None, latency_ms: float,
-                 server_op: bool) -> None:
-        """Execute the step's action; the next tick is the first one after it."""
-        rec = resolve_step(r.mode, plan, response, r.step, latency_ms, server_op)
+    def _resolve(self, r: _Robot, ref: _StepRef, plan: Plan, response: Response | None,
+                 latency_ms: float, server_op: bool) -> None:
+        """The step's action is known: lockstep executes it, the next tick being the first
+        one after it; real time hands it to the actuator, which acts at the tick."""
+        rec = resolve_step(r.mode, plan, response, ref.step, latency_ms, server_op)
         record(r.result, rec)
         if self.exits is not None:  # which exit acted: the answer's, else the robot's own
             r.result.exits[response.exit_layer if response is not None
@@ -588,19 +633,41 @@ class FleetEvaluator:
             self._idn_gain(r, plan, response, latency_ms)
         if self.on_step is not None:
             self.on_step(r.spec.name, rec)
-        r.obs, _, terminated, truncated, info = r.env.step(rec.action)
-        r.step += 1
+        if r.actuator is not None:
+            if ref.episode == r.episode:  # a past episode's answer is never applied
+                r.actuator.send(ref.step, ref.tick_ms + latency_ms, rec.action)
+            return
         periods = max(1, math.ceil(latency_ms / r.period_ms - 1e-9))
-        next_ms = r.tick_ms + periods * r.period_ms
+        self._act(r, rec.action, r.tick_ms + periods * r.period_ms)
+
+    def _period_end(self, r: _Robot) -> None:
+        """Real time: the robot's tick applies the newest command that arrived (or holds
+        still) for the period that starts now."""
+        action, answered = r.actuator.tick(self.clock.now)
+        r.result.add_tick(answered is None, answered is not None and answered < r.step)
+        self._act(r, action, self.clock.now)
+
+    def _act(self, r: _Robot, action: np.ndarray, next_ms: float) -> None:
+        """The world integrates ``action``; the robot's next tick (or episode) at
+        ``next_ms``."""
+        r.obs, _, terminated, truncated, info = r.env.step(action)
+        r.step += 1
         if terminated or truncated:
             r.result.add_episode(bool(info["success"]))
             self.bar.update(1)
             if r.episode + 1 < len(r.reset_seeds):
-                self.clock.at(next_ms, lambda: self._begin_episode(r, r.episode + 1))
+                self._at_tick(r, next_ms, lambda: self._begin_episode(r, r.episode + 1))
             else:
                 self.finished += 1
             return
-        self.clock.at(next_ms, lambda: self._tick(r))
+        self._at_tick(r, next_ms, lambda: self._tick(r))
+
+    def _at_tick(self, r: _Robot, t: float, callback: Callable[[], None]) -> None:
+        """Lockstep: schedule the robot's next tick; real time is at the tick already."""
+        if r.actuator is not None and t <= self.clock.now:
+            callback()
+        else:
+            self.clock.at(t, callback)
 
 
     def _idn_gain(self, r: _Robot, plan: Plan, response: Response | None,
@@ -622,8 +689,8 @@ def evaluate_fleet(topology: Topology, modes: Callable[[Robot], Mode],
                    episodes: int, seed: int, progress: bool | None = None,
                    on_step: Callable[[str, StepRecord], None] | None = None,
                    phases: str = "random", exits: ExitRun | None = None,
-                   students: StudentRun | None = None, idn: IdnRun | None = None
-                   ) -> FleetResult:
+                   students: StudentRun | None = None, idn: IdnRun | None = None,
+                   control: ControlClock = ControlClock()) -> FleetResult:
     """Run every robot of ``topology`` for ``episodes`` episodes (see the module doc)."""
     return FleetEvaluator(topology, modes, targets, compute, deadline_ms, episodes, seed,
-                          on_step, phases, exits, students, idn).run(progress)
+                          on_step, phases, exits, students, idn, control).run(progress)

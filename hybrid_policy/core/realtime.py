@@ -59,9 +59,12 @@ class Clock:
     def realtime(self) -> bool:
         return self.kind == "realtime"
 
-    def deadline_ms(self, given_ms: float) -> float:
-        """The verification deadline this loop uses (``given_ms``: the user's)."""
-        return PERIOD_SHARE * self.period_ms if self.loop == "period" else given_ms
+    def deadline_ms(self, given_ms: float, period_ms: float | None = None) -> float:
+        """The verification deadline this loop uses (``given_ms``: the user's) for a robot
+        whose period is ``period_ms`` (default: this clock's)."""
+        if self.loop != "period":
+            return given_ms
+        return PERIOD_SHARE * (self.period_ms if period_ms is None else period_ms)
 
 
 def clock_for(kind: str, control_period_ms: float, rate_hz: float | None = None,
