@@ -251,6 +251,8 @@ def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | N
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
     from hybrid_policy.core import evaluator, stepmetrics
@@ -285,9 +287,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     meta = {"seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
             "thresholds": None if thresholds is None else thresholds.__dict__,
             "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]}
-    if args.topology and args.eval_clock == "realtime":
-        raise HybridPolicyError("--eval-clock realtime runs one robot for now; the fleet "
-                                "evaluator is lockstep (drop --topology or the clock)")
+    meta.update(clock=args.eval_clock, loop=args.loop if args.eval_clock == "realtime" else None)
     if args.topology:
         doc = _eval_fleet(args, names, draft, target, setting, thresholds, meta)
     else:
@@ -299,16 +299,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             thresholds = _load_aware(args, draft, target, thresholds, meta,
                                      {"server": load}).get("server", thresholds)
         modes = [make_mode(n, draft, target, thresholds) for n in names]
-        if args.eval_clock == "realtime":
-            from dataclasses import replace
-
-            from sim_envs import task_spec
-            from hybrid_policy.core.realtime import clock_for
-
-            setting = replace(setting, clock=clock_for(
-                "realtime", task_spec(args.task).control_period_ms, loop=args.loop))
-            meta.update(clock="realtime", loop=args.loop,
-                        period_ms=setting.clock.period_ms)
+        setting = replace(setting, clock=_control(args, args.task))
+        meta["period_ms"] = setting.clock.period_ms
         results = evaluator.evaluate(args.task, modes, args.episodes, args.seed, setting)
         doc = stepmetrics.report(args.task, results, meta)
     print(stepmetrics.format_table(doc))
@@ -316,6 +308,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stepmetrics.write_json(doc, args.json)
         log.info("wrote %s", args.json)
     return 0
+
+
+def _control(args, task: str):
+    """The evaluation's clock (``--eval-clock``, ``--loop``) at ``task``'s control period; a
+    fleet ticks each robot at its own task's period."""
+    from sim_envs import task_spec
+    from hybrid_policy.core.realtime import clock_for
+
+    return clock_for(args.eval_clock, task_spec(task).control_period_ms, loop=args.loop)
 
 
 def _eval_placement(args, names: list[str], placement: list[str]) -> int:
@@ -337,7 +338,8 @@ def _eval_placement(args, names: list[str], placement: list[str]) -> int:
     results, extra = {}, {}
     for name in names:
         run = idn_setup.fleet_run(name, topo, cfg, catalogue, args.models, args.episodes,
-                                  args.seed, args.deadline_ms, args.phases)
+                                  args.seed, args.deadline_ms, args.phases,
+                                  control=_control(args, topo.robots[0].task))
         results[name] = run.total()
         extra[name] = {"robots": [{"robot": r.name, "link": r.link.name, "server": "placement",
                                    **run.robots[r.name].summary()} for r in topo.robots],
@@ -345,6 +347,7 @@ def _eval_placement(args, names: list[str], placement: list[str]) -> int:
     tasks = idn_setup.tasks_of(topo, cfg)
     doc = stepmetrics.report(",".join(tasks), results, {
         "seed": args.seed, "topology": str(args.topology), "idn": idn_setup.config_doc(cfg),
+        "clock": args.eval_clock, "loop": args.loop if args.eval_clock == "realtime" else None,
         "catalogue": catalogue.to_json()["variants"]})
     for name in names:
         doc["modes"][name].update(extra[name])
@@ -427,7 +430,7 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         run = fleet.evaluate_fleet(topo, mode_for,
                                    {args.task: target}, model, args.deadline_ms, args.episodes,
                                    args.seed, phases=args.phases, exits=exit_run,
-                                   students=student_run)
+                                   students=student_run, control=_control(args, args.task))
         results[name] = run.total()
         robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
                          **run.robots[r.name].summary()} for r in topo.robots]
@@ -883,9 +886,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--eval-clock", dest="eval_clock", choices=("lockstep", "realtime"),
-                   default="lockstep", help="lockstep: the world waits for every answer; "
-                   "realtime: it ticks at the task's rate whatever arrived (core.realtime; "
-                   "single robot only for now; default lockstep)")
+                   default="realtime", help="realtime: the robot ticks at its task's rate "
+                   "whatever arrived, holding still where nothing did (core.realtime; every "
+                   "family, one robot or a --topology fleet; the default); lockstep: the "
+                   "world waits for every answer (debugging, equivalence with ROS lockstep)")
     p.add_argument("--loop", choices=("wait", "period", "draft_first"), default="wait",
                    help="realtime: how a verified step waits (wait: --deadline-ms; period: "
                    "0.7 of the control period; draft_first: the draft acts unless the verdict "

@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import numpy as np
+import yaml
 
 import sim_envs
 from hybrid_policy.core.modes import MODE_NAMES
@@ -117,18 +118,31 @@ def test_eval_refuses_bad_link_and_tau_before_loading_models(cli, tmp_path):
 
 
 def test_eval_in_real_time_reports_ticks(cli, tiny, tmp_path):
-    """``--eval-clock realtime`` on a link slower than the 40 ms period: verified steps miss
-    their ticks, draft-only steps never do; the JSON says which clock ran."""
-    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "draft_only,target_only",
+    """Real time is eval's default clock: on a link slower than the 40 ms period verified
+    steps miss their ticks, draft-only steps never do, one robot or a fleet; lockstep waits
+    and misses none; the JSON says which clock ran."""
+    common = ["eval", "--task", "fetch_reach", "--modes", "draft_only,target_only",
               "--episodes", "1", "--draft", str(tiny["draft"]), "--target", str(tiny["target"]),
-              "--link", "lossy_wifi", "--eval-clock", "realtime", "--loop", "wait",
-              "--json", str(tmp_path / "rt.json"))
+              "--link", "lossy_wifi"]
+    for clock in ("realtime", "lockstep"):
+        res = run(cli, *common, *(["--eval-clock", "lockstep"] if clock == "lockstep" else []),
+                  "--json", str(tmp_path / f"{clock}.json"))
+        assert res.returncode == 0, res.stderr
+        doc = json.loads((tmp_path / f"{clock}.json").read_text())
+        assert doc["clock"] == clock and doc["period_ms"] == 40.0
+        assert doc["modes"]["draft_only"]["missed_ticks_per_step"] == 0
+        assert (doc["modes"]["target_only"]["missed_ticks_per_step"] > 0) == (
+            clock == "realtime")
+    topo = tmp_path / "fleet.yaml"
+    topo.write_text(yaml.safe_dump({
+        "nodes": {"edge": {"tier": "edge", "max_batch": 4}},
+        "robots": [{"name": "r", "count": 2, "task": "fetch_reach", "mode": "target_only",
+                    "access": "edge", "link": "lossy_wifi"}]}))
+    res = run(cli, *common, "--topology", str(topo), "--loop", "wait", "--json",
+              str(tmp_path / "fleet.json"))
     assert res.returncode == 0, res.stderr
-    doc = json.loads((tmp_path / "rt.json").read_text())
-    assert doc["clock"] == "realtime" and doc["period_ms"] == 40.0
-    assert doc["modes"]["draft_only"]["missed_ticks_per_step"] == 0
-    assert doc["modes"]["target_only"]["missed_ticks_per_step"] > 0
-    bad = run(cli, "eval", "--task", "fetch_reach", "--eval-clock", "realtime", "--topology",
-              "config/fleet.yaml", "--draft", str(tiny["draft"]), "--target",
-              str(tiny["target"]))
-    assert bad.returncode == 2 and "realtime runs one robot" in bad.stderr
+    doc = json.loads((tmp_path / "fleet.json").read_text())
+    assert doc["clock"] == "realtime" and doc["loop"] == "wait"
+    robots = doc["modes"]["target_only"]["robots"]
+    assert [r["robot"] for r in robots] == ["r_0", "r_1"]
+    assert all(r["missed_ticks_per_step"] > 0 for r in robots)
