@@ -1,14 +1,19 @@
-"""Fleet capacity: how many robots one edge server verifies for before the p95 step
-latency leaves the control period, per mode, with and without batching.
+"""Fleet capacity: how many robots one edge server verifies for before latency costs
+success, per mode, with and without batching.
 
 In process (``core.fleet``): N robots of ``--task`` on ``--link`` share one edge server of
-this machine's speed; each runs ``--episodes`` episodes; N runs over ``--counts``.
-The batch curve is measured first (``core.compute.measure_batches``). Capacity is the
-largest N whose p95 step latency is within the task's control period (40 ms for Fetch).
-Prints one table (p95, uplink and server operations per step, success, server
-utilisation per N), the capacities side by side with the adahi / hybrid ratio, and writes
-the plot of p95 against N (``--plot``). With ``--price-ms`` a third series, ``adahi_load``,
-runs adahi at the load-aware τ (``core.load_threshold``) solved for each N and batch size.
+this machine's speed; each runs ``--episodes`` episodes; N runs over ``--counts``, once
+per ``--clocks`` (real time: each robot ticks every control period whatever arrived;
+lockstep: the world waits, so latency costs no success). The batch curve is measured first
+(``core.compute.measure_batches``). Two capacities: by latency, the largest N whose p95
+step latency is within the task's control period (40 ms for Fetch); by success, the
+largest N up to which real-time success stays ≥ 0.95× lockstep's on the same episodes (the
+same reset seeds and sampling streams: what the server's queue costs the robots). Prints
+one table (p95, uplink and server operations per step, success, missed and stale ticks,
+server utilisation per N), the capacities side by side with the adahi / hybrid ratio, and
+writes the plot of p95 and success against N (``--plot``). With ``--price-ms`` a third
+series, ``adahi_load``, runs adahi at the load-aware τ (``core.load_threshold``) solved for
+each N and batch size.
 
     .venv/bin/python bench/fleet_capacity.py --plot docs/img/fleet_capacity.png
 """
@@ -41,7 +46,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phases", choices=("random", "even"), default="random",
                         help="robots' start phases (core.fleet; default random)")
-    parser.add_argument("--plot", help="write p95 latency against N to this PNG")
+    parser.add_argument("--clocks", default="realtime,lockstep",
+                        help="clocks to run each point on (core.realtime; default both)")
+    parser.add_argument("--loop", choices=("wait", "period", "draft_first"), default="wait",
+                        help="the real-time loop (core.realtime; default wait)")
+    parser.add_argument("--plot", help="write p95 latency and success against N to this PNG")
     parser.add_argument("--draft-ms", type=float, help="use this draft time instead of the "
                         "measured one (compare runs on a machine whose load changes)")
     parser.add_argument("--target-ms", type=float, help="use this verification time (batch "
@@ -57,6 +66,7 @@ def main() -> None:
     from hybrid_policy.core.calibration_file import default_path
     from hybrid_policy.core.fleet import evaluate_fleet
     from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.core.realtime import clock_for
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
 
@@ -82,10 +92,11 @@ def main() -> None:
     log.info("draft %.2f ms, target %.2f ms; batch curve %s", model.draft(), model.target(),
              model.batch_ms)
     counts = [int(n) for n in args.counts.split(",")]
-    rows, curves = [], {}
+    clocks = args.clocks.split(",")
+    rows, curves, success = [], {}, {}
     for mode in modes:
         for max_batch in batches:
-            for n in counts:
+            for n, clock in ((n, c) for n in counts for c in clocks):
                 kind = "adahi" if mode == "adahi_load" else mode
                 topo = topology.parse({
                     "nodes": {"edge": {"tier": "edge", "max_batch": max_batch}},
@@ -102,51 +113,78 @@ def main() -> None:
                 run = evaluate_fleet(topo, lambda _: make_mode(kind, draft, target, th),
                                      {args.task: target}, model, args.deadline_ms,
                                      args.episodes, args.seed, progress=False,
-                                     phases=args.phases)
+                                     phases=args.phases,
+                                     control=clock_for(clock, period, loop=args.loop))
                 wall = time.perf_counter() - t0
                 total, server = run.total(), run.servers["edge"]
                 p95 = float(np.percentile(total.latencies, 95))
                 steps = max(total.steps, 1)
-                rows.append((mode, max_batch, n, p95, total.uplink_tx / steps,
+                rows.append((mode, max_batch, n, clock, p95, total.uplink_tx / steps,
                              total.server_ops / steps, total.success_rate,
+                             total.missed_ticks / steps, total.stale_ticks / steps,
                              server["utilisation"], server["requests"] / max(
                                  server["operations"], 1), wall))
-                curves.setdefault((mode, max_batch), []).append((n, p95))
-                log.info("%s batch %d N=%d: p95 %.1f ms, %.1f s wall", mode, max_batch, n, p95,
-                         wall)
+                curves.setdefault((mode, max_batch, clock), []).append((n, p95))
+                success[(mode, max_batch, clock, n)] = total.success_rate
+                log.info("%s batch %d N=%d %s: p95 %.1f ms, success %.1f%%, %.1f s wall",
+                         mode, max_batch, n, clock, p95, 100 * total.success_rate, wall)
     print(f"\n{args.task} on {args.link}, one edge server, {args.episodes} episodes per "
-          f"robot, control period {period:g} ms")
-    print(f"{'mode':12s} {'batch':>5s} {'N':>4s} {'p95 ms':>8s} {'uplink/st':>9s} "
-          f"{'ops/st':>7s} {'success':>8s} {'util':>6s} {'mean b':>6s} {'wall s':>7s}")
+          f"robot, control period {period:g} ms, real-time loop {args.loop}")
+    print(f"{'mode':12s} {'batch':>5s} {'N':>4s} {'clock':>8s} {'p95 ms':>8s} "
+          f"{'uplink/st':>9s} {'ops/st':>7s} {'success':>8s} {'missed':>7s} {'stale':>6s} "
+          f"{'util':>6s} {'mean b':>6s} {'wall s':>7s}")
     for r in rows:
-        print(f"{r[0]:12s} {r[1]:5d} {r[2]:4d} {r[3]:8.1f} {r[4]:9.3f} {r[5]:7.3f} "
-              f"{r[6]:8.1%} {r[7]:6.1%} {r[8]:6.2f} {r[9]:7.1f}")
+        print(f"{r[0]:12s} {r[1]:5d} {r[2]:4d} {r[3]:>8s} {r[4]:8.1f} {r[5]:9.3f} "
+              f"{r[6]:7.3f} {r[7]:8.1%} {r[8]:7.3f} {r[9]:6.3f} {r[10]:6.1%} {r[11]:6.2f} "
+              f"{r[12]:7.1f}")
     capacity = {key: max([n for n, p in pts if p <= period], default=0)
                 for key, pts in curves.items()}
-    print(f"\ncapacity: largest N with p95 step latency <= {period:g} ms")
-    for (mode, max_batch), cap in capacity.items():
-        print(f"  {mode:12s} max_batch {max_batch:3d}: {cap}")
+    print(f"\ncapacity by latency: largest N with p95 step latency <= {period:g} ms")
+    for (mode, max_batch, clock), cap in capacity.items():
+        print(f"  {mode:12s} max_batch {max_batch:3d} {clock:8s}: {cap}")
     for max_batch in batches:
-        for skipper in ("adahi", "adahi_load"):
-            a, h = capacity.get((skipper, max_batch)), capacity.get(("hybrid", max_batch))
-            if a is not None and h:
-                print(f"  {skipper} / hybrid at max_batch {max_batch}: {a / h:.2f}")
+        for clock in clocks:
+            for skipper in ("adahi", "adahi_load"):
+                a = capacity.get((skipper, max_batch, clock))
+                h = capacity.get(("hybrid", max_batch, clock))
+                if a is not None and h:
+                    print(f"  {skipper} / hybrid at max_batch {max_batch} {clock}: {a / h:.2f}")
+    if {"realtime", "lockstep"} <= set(clocks):
+        print("\ncapacity by success: largest N up to which real-time success >= 0.95x "
+              "lockstep's (same episodes)")
+        for mode in modes:
+            for max_batch in batches:
+                keep = [n for n in counts if success[(mode, max_batch, "realtime", n)]
+                        >= 0.95 * success[(mode, max_batch, "lockstep", n)]]
+                cap = 0
+                for n in counts:  # up to the first N that breaks it
+                    if n not in keep:
+                        break
+                    cap = n
+                print(f"  {mode:12s} max_batch {max_batch:3d}: {cap}")
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (mode, max_batch), pts in curves.items():
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+        for (mode, max_batch, clock), pts in curves.items():
             ns, ps = zip(*pts)
-            ax.plot(ns, ps, marker="o", label=f"{mode}, max_batch {max_batch}")
+            style = "-" if clock == "realtime" else ":"
+            label = f"{mode}, max_batch {max_batch}, {clock}"
+            ax.plot(ns, ps, style, marker="o", label=label)
+            bx.plot(ns, [success[(mode, max_batch, clock, n)] for n in ns], style, marker="o",
+                    label=label)
         ax.axhline(period, color="grey", linestyle="--", label=f"control period {period:g} ms")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("robots sharing one edge server")
+        for a in (ax, bx):
+            a.set_xscale("log", base=2)
+            a.set_xlabel("robots sharing one edge server")
         ax.set_ylabel("p95 step latency (ms)")
+        bx.set_ylabel("success rate")
         ax.set_title(f"{args.task}, {args.link}")
-        ax.legend(fontsize=8)
+        bx.set_title(f"success (real-time loop {args.loop})")
+        ax.legend(fontsize=7)
         fig.tight_layout()
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=120)
