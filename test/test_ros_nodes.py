@@ -329,3 +329,30 @@ def test_garbage_on_every_input_is_reported_and_no_node_dies(graph):
     probe.server.publish(messages.request_msg(stamp, Request("act", window, seed=2)))
     assert probe.spin_until(lambda: any(m.header.stamp == stamp
                                         for m in probe.got["server/response"]), timeout=5)
+
+
+def test_a_command_older_than_one_published_is_never_published(graph):
+    """Two steps in flight, the newer verdict first: its action is published, the older
+    step's verdict then resolves its step (telemetry, an event) but publishes no action, so
+    a driver that applies the latest command never runs a stale one."""
+    probe, _ = graph
+    older, newer = _stamp(probe), None
+    probe.obs.publish(messages.observation_msg(older, 0, 0, SPEC.obs_fields,
+                                               np.zeros(SPEC.obs_dim)))
+    newer = _stamp(probe)
+    probe.obs.publish(messages.observation_msg(newer, 0, 1, SPEC.obs_fields,
+                                               np.full(SPEC.obs_dim, 0.01)))
+    assert probe.spin_until(lambda: {r.header.stamp.nanosec for r in probe.got["uplink/request"]}
+                            >= {older.nanosec, newer.nanosec}, timeout=5)
+    n_actions, n_steps = len(probe.got["action"]), len(probe.got["step"])
+    good = Response(np.zeros(4, np.float32), (0, 0), True, 2, (0.0, 0.0))
+    probe.down.publish(messages.response_msg(newer, good))
+    assert probe.spin_until(lambda: len(probe.got["action"]) > n_actions, timeout=5)
+    probe.down.publish(messages.response_msg(older, good))
+    assert probe.spin_until(lambda: len(probe.got["step"]) >= n_steps + 2, timeout=5)
+    assert probe.spin_until(lambda: any("overtaken" in m.message
+                                        for m in _events_about(probe, older)), timeout=5)
+    probe.spin_until(lambda: False, timeout=0.3)
+    assert [a.header.stamp for a in probe.got["action"][n_actions:]] == [newer]
+    stamps = [s.header.stamp for s in probe.got["step"][n_steps:]]
+    assert stamps == [newer, older]  # nothing lost: both steps reported

@@ -23,7 +23,10 @@ verdict is back, or the draft's own action when it is not back within ``deadline
 arrives after its step was resolved, or that answers no step, is dropped by stamp and
 reported: it is never applied to a later step. Observations with a zero, duplicate or
 backwards stamp are reported and dropped, since stamps pair requests, verdicts and actions.
-Deadlines are measured on the steady clock, also under ``use_sim_time``.
+Commands leave in stamp order: a step resolved after a newer step's command (or hold) was
+published is *overtaken*: its command is never published (a driver applying the latest
+command would run a stale one), it is reported on ``events`` and its ``step`` telemetry
+is still published. Deadlines are measured on the steady clock, also under ``use_sim_time``.
 
 Early-exit modes (``core.early_exit``): the robot runs its part of the early-exit net
 (``early_exit``) by the plan ``exit_plan`` (its part, threshold and next nodes, as
@@ -196,6 +199,7 @@ class DraftNode(ManagedNode):
         self.pending: dict[int, Pending] = {}
         self.episode: int | None = None
         self.last_key: int | None = None
+        self.commanded_key: int | None = None  # stamp of the newest command published
         self.steps = self.run_steps = 0
         self.rng = None
         self.get_logger().info(f"{self.mode_name} on {self.task.name}: unconfigured "
@@ -381,7 +385,7 @@ class DraftNode(ManagedNode):
         from hybrid_policy.core.evaluator import episode_rng
 
         self.mode.reset()
-        self.episode, self.last_key = None, None
+        self.episode, self.last_key, self.commanded_key = None, None, None
         self.rng = episode_rng(self.seed, self.first_episode)
 
     # -- observation → plan → request or action ------------------------------------------
@@ -416,6 +420,7 @@ class DraftNode(ManagedNode):
 
     def _hold(self, stamp, tick: robot_map.Tick) -> None:
         """Zero twist, fingers kept where they are: the robot holds still this tick."""
+        self.commanded_key = max(self.commanded_key or 0, tick.stamp_ns)
         self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, np.zeros(3)))
         if tick.finger_q is not None:
             self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
@@ -549,14 +554,22 @@ class DraftNode(ManagedNode):
     def _act(self, p: Pending, response: Response | None) -> None:
         plan, stamp = p.plan, p.stamp
         action = self.mode.resolve(plan, response)
-        if self.interface == "vector":
+        key = messages.stamp_key(stamp)
+        overtaken = self.commanded_key is not None and key < self.commanded_key
+        if overtaken:
+            self.report.event("command overtaken: a newer step's command was already "
+                              "published; not published", {"stamp": key,
+                                                          "newer": self.commanded_key})
+        elif self.interface == "vector":
             self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
+            self.commanded_key = key
         else:
             linear, targets = self.map.command(action, p.finger_q)
             self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, linear))
             if targets is not None:
                 self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
                                                               targets))
+            self.commanded_key = key
         latency_ms = (time.monotonic() - p.received) * 1e3
         self.steps += 1
         req = plan.request
