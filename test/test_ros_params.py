@@ -127,3 +127,27 @@ def test_a_signal_inside_a_publishing_callback_still_exits_0(sig):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("tick,given,expected", [
+    ("timer", None, "verdict deadline 35 ms (derived)"),  # 0.7 of a 20 Hz map's period
+    ("timer", 50, "verdict deadline 50 ms"),
+    ("snapshot", None, "verdict deadline 100 ms (derived)")])
+def test_a_hand_started_draft_node_derives_its_deadline_from_its_map(tiny, tmp_path, tick,
+                                                                   given, expected):
+    """Started by hand (no bringup, no launch file), a timer-map robot's draft node waits
+    for a verdict at most 70% of its own period, so the fallback makes the tick; a given
+    deadline is kept; a snapshot map (the simulator's pace) keeps the default."""
+    from hybrid_policy.core.robot_map import default_path
+
+    text = default_path("fetch_reach").read_text()
+    if tick == "timer":
+        text = text.replace("tick: snapshot", "tick: timer\nrate_hz: 20")
+    path = tmp_path / f"{tick}.yaml"
+    path.write_text(text)
+    params = {} if given is None else {"deadline_ms": given}
+    proc, text = start_until(node_cmd("draft_node", task="fetch_reach", mode="draft_only",
+                                      draft=tiny["draft"], robot_map=str(path), **params),
+                             "verdict deadline")
+    code, _ = signal_running(proc, signal.SIGINT)
+    assert expected in text and code == 0

@@ -77,6 +77,7 @@ from hybrid_policy.core.mode_names import (
 )
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
+from hybrid_policy.core.realtime import PERIOD_SHARE
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos, robot_io
@@ -116,10 +117,13 @@ class DraftNode(ManagedNode):
             raise ValueError(f"first_episode must be >= 0, got {self.first_episode}")
         self.temperature = float(declare(self, "temperature", DEFAULT_TEMPERATURE,
                                          "sampling temperature of the code distributions"))
-        self.deadline_s = float(declare(self, "deadline_ms", DEFAULT_DEADLINE_MS,
-                                        "ms to wait for a verdict before the draft acts")) / 1e3
-        if not self.deadline_s > 0:
-            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_s * 1e3}")
+        given_deadline_ms = float(declare(
+            self, "deadline_ms", -1.0, "ms to wait for a verdict before the draft acts (-1 = "
+            f"derived: {PERIOD_SHARE:g} of the period of a timer robot map, else "
+            f"{DEFAULT_DEADLINE_MS:g})"))
+        if not (given_deadline_ms > 0 or given_deadline_ms == -1.0):
+            raise ValueError(f"deadline_ms must be > 0 (or -1 to derive it), got "
+                             f"{given_deadline_ms:g}")
         self.exits = self.mode_name in EXIT_MODES
         self.rocoin = self.mode_name in ROCOIN_MODES
         self.idn = self.mode_name in IDN_MODES
@@ -192,6 +196,9 @@ class DraftNode(ManagedNode):
             self._standard_interface(control)
             readers.update({self.map.twist.topic: self.twist_pub,
                             self.map.gripper.topic: self.gripper_pub})
+        self.deadline_s = self._deadline_ms(given_deadline_ms) / 1e3
+        self.get_logger().info(f"verdict deadline {self.deadline_s * 1e3:g} ms"
+                               + (" (derived)" if given_deadline_ms == -1.0 else ""))
         self.create_service(Trigger, "~/reset", self.on_reset)
         self.gate = ReadyGate(self, readers, announce=False)
         self.mode = None  # core.modes object, from configure
@@ -273,6 +280,16 @@ class DraftNode(ManagedNode):
             raise ValueError(f"the layout is for {self.layout.mode}, not {self.mode_name}")
         self.robot = require(self, "robot", "", "this robot's name in the fleet")
         return {}
+
+    def _deadline_ms(self, given_ms: float) -> float:
+        """The verdict wait: the given one, else derived as bringup and the launch file do
+        for a robot that ticks on its own (a timer map): a share of its period, so the
+        fallback still makes the tick (core.realtime.PERIOD_SHARE)."""
+        if given_ms != -1.0:
+            return given_ms
+        if self.interface != "vector" and self.map.tick == "timer":
+            return PERIOD_SHARE * 1e3 / self.map.rate_hz
+        return DEFAULT_DEADLINE_MS
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""

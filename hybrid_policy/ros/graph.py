@@ -189,7 +189,7 @@ class GraphConfig:
         """The draft node's wait for a verdict: ``deadline_ms``, and in real time at most
         70% of the control period, so the fallback action still makes its tick."""
         if self.clock == "realtime":
-            return min(self.deadline_ms, 0.7 * 1e3 / self.rate_hz)
+            return min(self.deadline_ms, PERIOD_SHARE * 1e3 / self.rate_hz)
         return self.deadline_ms
 
 
