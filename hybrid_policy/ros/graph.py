@@ -23,6 +23,7 @@ from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
 )
+from hybrid_policy.core.realtime import PERIOD_SHARE
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
 )
