@@ -116,7 +116,8 @@ def test_timer_ticks_use_the_latest_of_each_input_no_older_than_max_age(push):
     asm = Assembler(rmap, 28, max_age_ms=100)
     assert "missing" in asm.timer_tick(10 * MS).hold_reason  # nothing yet
     put_all(asm, measured, 10 * MS)
-    assert asm.timer_tick(60 * MS).obs is not None
+    tick = asm.timer_tick(60 * MS)
+    assert tick.obs is not None and tick.waited_ms == 50.0  # the inputs waited for the tick
     spec = rmap.inputs["ee_pose"]
     asm.put("ee_pose", 100 * MS, spec.frame, measured[spec.topic])  # only one input refreshed
     tick = asm.timer_tick(140 * MS)

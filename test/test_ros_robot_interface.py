@@ -260,6 +260,12 @@ def test_a_timer_map_acts_at_its_rate_on_the_latest_inputs_until_they_age(robot,
         assert len(moving) >= 3  # several ticks acted on the one set of inputs...
         stamps = [messages.stamp_key(m.header.stamp) for m in moving]
         assert stamps == sorted(set(stamps))  # ...each a tick of its own, stamped by the node
+        # each step's latency runs from the inputs' stamp: it grows by a period a tick
+        latency = {messages.stamp_key(m.header.stamp): dict(zip(m.name, m.position))[
+            "latency_ms"] for m in node.got["step"]}
+        acted = [latency[k] for k in stamps if k in latency]
+        assert len(acted) >= 3 and acted == sorted(acted)
+        assert acted[-1] - acted[0] >= 0.8 * 50.0 * (len(acted) - 1)
     finally:
         ros_helpers.stop(procs)
         node.destroy_node()

@@ -10,7 +10,7 @@ holds). docs/interfaces.md describes the map for users.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +402,7 @@ class Tick:
     obs: np.ndarray | None
     hold_reason: str  # "" when obs is set
     finger_q: np.ndarray | None  # latest gripper joint positions (for targets and holds)
+    waited_ms: float = 0.0  # timer maps: from the newest input's stamp to the tick
 
 
 @dataclass
@@ -490,8 +491,13 @@ class Assembler:
         return ticks
 
     def timer_tick(self, now_ns: int) -> Tick:
-        """The tick at ``now_ns`` from the latest of each input (timer maps)."""
-        return self._tick(now_ns, now_ns)
+        """The tick at ``now_ns`` from the latest of each input (timer maps); ``waited_ms``:
+        how long the newest input waited for it (the timer is not synchronised with the
+        inputs, so up to a period), which belongs to the step's latency."""
+        stamps = [latest.stamp_ns for name, latest in self.latest.items()
+                  if not self.rmap.inputs[name].static]
+        waited = max(0.0, (now_ns - max(stamps)) / 1e6) if stamps else 0.0
+        return replace(self._tick(now_ns, now_ns), waited_ms=waited)
 
     def _tick(self, stamp_ns: int, now_ns: int) -> Tick:
         self.last_tick_ns = max(self.last_tick_ns, stamp_ns)

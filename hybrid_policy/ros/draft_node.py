@@ -419,8 +419,9 @@ class DraftNode(ManagedNode):
 
     def on_tick(self, tick: robot_map.Tick) -> None:
         """One tick of the standard interface: a policy step, or a hold when an input is
-        missing, stale or unusable."""
-        received = time.monotonic()
+        missing, stale or unusable. A timer tick's latency starts at its newest input's
+        stamp: the wait for the tick is part of the step."""
+        received = time.monotonic() - tick.waited_ms / 1e3
         stamp = robot_io.time_msg(tick.stamp_ns)
         self._require_active()
         if tick.obs is None:
