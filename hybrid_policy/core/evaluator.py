@@ -109,8 +109,8 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
         action, rec = control_step(mode, obs, step, rng, s)
         if actuator is not None:  # the world ticks on: the newest command that arrived
             now = step * clock.period_ms
-            if clock.loop == "draft_first" and rec.plan.draft_action is not None:
-                actuator.send(step, now + s.compute.draft(), rec.plan.draft_action, priority=0)
+            actuator.send_draft(clock.loop, step, now + s.compute.draft(),
+                                rec.plan.draft_action)
             actuator.send(step, now + rec.latency_ms, action)
             action, answered = actuator.tick(now + clock.period_ms)
             result.add_tick(answered is None, answered is not None and answered < step)

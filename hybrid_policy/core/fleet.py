@@ -415,9 +415,9 @@ class FleetEvaluator:
             self.steps_begun[r.spec.name] += 1
         else:
             draft_ms = self.compute.draft() if plan.draft_action is not None else 0.0
-        if (self.control.loop == "draft_first" and r.actuator is not None
-                and plan.draft_action is not None and plan.request is not None):
-            r.actuator.send(ref.step, ref.tick_ms + draft_ms, plan.draft_action, priority=0)
+        if r.actuator is not None:
+            r.actuator.send_draft(self.control.loop, ref.step, ref.tick_ms + draft_ms,
+                                  plan.draft_action)
         if self.students is not None:
             self._fan_out(r, ref, plan, draft_ms)
             return

@@ -101,6 +101,13 @@ class Actuator:
         if state > self.applied_state:
             self._commands.append(_Command(arrival_ms, state, priority, action))
 
+    def send_draft(self, loop: str, state: int, arrival_ms: float,
+                   action: np.ndarray | None) -> None:
+        """``draft_first``: the draft's own action goes to the actuator at once; a verdict for
+        the same state that arrives in time replaces it. Other loops send nothing here."""
+        if loop == "draft_first" and action is not None:
+            self.send(state, arrival_ms, action, priority=0)
+
     def tick(self, now_ms: float) -> tuple[np.ndarray, int | None]:
         """The action for the period starting at ``now_ms`` and the state it answers
         (``None``: nothing new arrived, the hold rule acts)."""
