@@ -76,8 +76,8 @@ from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, ROCOIN_MODES, check_mode,
 )
 from hybrid_policy.core.protocol import Response
-from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.core.realtime import PERIOD_SHARE
+from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos, robot_io
@@ -578,15 +578,8 @@ class DraftNode(ManagedNode):
             self.report.event("command overtaken: a newer step's command was already "
                               "published; not published", {"stamp": key,
                                                           "newer": self.commanded_key})
-        elif self.interface == "vector":
-            self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
-            self.commanded_key = key
         else:
-            linear, targets = self.map.command(action, p.finger_q)
-            self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, linear))
-            if targets is not None:
-                self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
-                                                              targets))
+            self._command(stamp, action, p.finger_q)
             self.commanded_key = key
         latency_ms = (time.monotonic() - p.received) * 1e3
         self.steps += 1
@@ -604,6 +597,17 @@ class DraftNode(ManagedNode):
                 response.exit_layer if response is not None else self.plan.ends[self.robot])),
         }
         self.step_pub.publish(messages.joint_state(stamp, FIELDS, [values[f] for f in FIELDS]))
+
+    def _command(self, stamp, action: np.ndarray, finger_q: np.ndarray | None) -> None:
+        """Publish the step's action on the robot interface."""
+        if self.interface == "vector":
+            self.act_pub.publish(messages.action_msg(stamp, ACTION_FIELDS, action))
+            return
+        linear, targets = self.map.command(action, finger_q)
+        self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, linear))
+        if targets is not None:
+            self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
+                                                          targets))
 
     def close(self) -> str:
         return f"{self.steps} steps; events: {dict(self.report.counts)}"
