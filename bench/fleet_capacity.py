@@ -154,11 +154,10 @@ def main() -> None:
               "lockstep's (same episodes)")
         for mode in modes:
             for max_batch in batches:
-                keep = [n for n in counts if success[(mode, max_batch, "realtime", n)]
-                        >= 0.95 * success[(mode, max_batch, "lockstep", n)]]
                 cap = 0
                 for n in counts:  # up to the first N that breaks it
-                    if n not in keep:
+                    if (success[(mode, max_batch, "realtime", n)]
+                            < 0.95 * success[(mode, max_batch, "lockstep", n)]):
                         break
                     cap = n
                 print(f"  {mode:12s} max_batch {max_batch:3d}: {cap}")

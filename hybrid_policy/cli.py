@@ -287,7 +287,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     meta = {"seed": args.seed, "link": args.link, "compute": setting.compute.as_dict(),
             "thresholds": None if thresholds is None else thresholds.__dict__,
             "draft": draft.info["checkpoint"], "target": target.info["checkpoint"]}
-    meta.update(clock=args.eval_clock, loop=args.loop if args.eval_clock == "realtime" else None)
+    meta.update(_clock_meta(args))
     if args.topology:
         doc = _eval_fleet(args, names, draft, target, setting, thresholds, meta)
     else:
@@ -319,6 +319,12 @@ def _control(args, task: str):
     return clock_for(args.eval_clock, task_spec(task).control_period_ms, loop=args.loop)
 
 
+def _clock_meta(args) -> dict:
+    """Which clock and loop a result ran under, for its JSON."""
+    return {"clock": args.eval_clock,
+            "loop": args.loop if args.eval_clock == "realtime" else None}
+
+
 def _eval_placement(args, names: list[str], placement: list[str]) -> int:
     """``eval --topology`` with the inference delivery network's modes (``core.idn``): each
     task's catalogue measured once, then every placement mode on the fleet in closed loop."""
@@ -347,7 +353,7 @@ def _eval_placement(args, names: list[str], placement: list[str]) -> int:
     tasks = idn_setup.tasks_of(topo, cfg)
     doc = stepmetrics.report(",".join(tasks), results, {
         "seed": args.seed, "topology": str(args.topology), "idn": idn_setup.config_doc(cfg),
-        "clock": args.eval_clock, "loop": args.loop if args.eval_clock == "realtime" else None,
+        **_clock_meta(args),
         "catalogue": catalogue.to_json()["variants"]})
     for name in names:
         doc["modes"][name].update(extra[name])

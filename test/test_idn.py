@@ -312,7 +312,8 @@ def _fleet(tiny_idn, mode, episodes=4, control=None, **cfg):
     c = replace(idn.config_of(topo, doc), **cfg)
     steps = []
     run = idn_setup.fleet_run(mode, topo, c, tiny_idn["catalogue"], tiny_idn["root"], episodes,
-                              seed=0, progress=False, control=control,
+                              seed=0, progress=False,
+                              **({} if control is None else {"control": control}),
                               on_step=lambda robot, rec: steps.append((robot, rec)))
     return run, steps
 

@@ -24,6 +24,7 @@ from hybrid_policy.core.idn import IdnConfig, IdnNetwork, Shift, Where, make_pla
 from hybrid_policy.core.idn_catalogue import CATALOGUE_EPISODES, Catalogue, Variant
 from hybrid_policy.core.idn_serve import VariantModels, act_batch
 from hybrid_policy.core.protocol import Request
+from hybrid_policy.core.realtime import Clock
 from hybrid_policy.core.topology import Topology
 from hybrid_policy.policies import ObsHistory
 
@@ -199,12 +200,11 @@ def steps_per_s(topology: Topology) -> dict[str, float]:
 def fleet_run(mode: str, topology: Topology, cfg: IdnConfig, catalogue: Catalogue,
               models: str | Path, episodes: int, seed: int, deadline_ms: float = 100.0,
               phases: str = "random", progress: bool | None = None, on_step=None,
-              control=None):
+              control: Clock = Clock()):
     """One placement mode on the fleet in closed loop (``core.fleet``, ``IdnRun``);
-    ``control``: a ``core.realtime.Clock`` (default lockstep)."""
+    ``control``: real time or lockstep (``core.realtime``; default lockstep)."""
     from hybrid_policy.core.compute import ComputeModel
     from hybrid_policy.core.fleet import IdnRun, evaluate_fleet
-    from hybrid_policy.core.realtime import Clock
     from hybrid_policy.core.idn_serve import IdnMode, NodeStore, Placement
 
     net = IdnNetwork(topology, catalogue, cfg)
@@ -221,8 +221,7 @@ def fleet_run(mode: str, topology: Topology, cfg: IdnConfig, catalogue: Catalogu
     # the compute model times the draft/target modes only; placement modes time variants
     unused = ComputeModel(1.0, 1.0)
     return evaluate_fleet(topology, mode_for, {}, unused, deadline_ms, episodes, seed,
-                          progress, on_step, phases, idn=run,
-                          control=Clock() if control is None else control)
+                          progress, on_step, phases, idn=run, control=control)
 
 
 def config_doc(cfg: IdnConfig) -> dict:
