@@ -62,10 +62,11 @@ def driver():
 
 
 def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
+    """The link comes last: until it is up neither node activates (the target has no
+    writer on its requests, the draft no reader of its own); then no step falls back."""
     procs = [_start("draft_node", task="fetch_reach", mode="hybrid", interface="vector",
                     draft=tiny["draft"], target=tiny["target"], deadline_ms=2000.0),
-             _start("target_node", task="fetch_reach", target=tiny["target"]),
-             _start("link_node", link="6g_hrllc")]
+             _start("target_node", task="fetch_reach", target=tiny["target"])]
     try:
         env_obs = np.zeros(SPEC.obs_dim)
         draft, target = LifecycleClient(driver, "draft_node"), LifecycleClient(driver, "target_node")
@@ -76,6 +77,10 @@ def test_driver_waits_for_active_then_loses_no_step(tiny, driver):
             "draft_node is unconfigured, not active") for e in driver.events)
         for node in (target, draft):  # configure loads the model: then inactive
             assert node.change(CONFIGURE) and node.state() == State.PRIMARY_STATE_INACTIVE
+        for node in (target, draft):  # no link yet: the server path is not there
+            assert not node.change(ACTIVATE) and node.state() == State.PRIMARY_STATE_INACTIVE
+        procs.append(_start("link_node", link="6g_hrllc"))
+        for node in (target, draft):
             end = time.monotonic() + 30  # activation waits for the node's readers to match
             while not node.change(ACTIVATE):
                 assert time.monotonic() < end, "never activated"

@@ -250,20 +250,25 @@ def test_a_timer_map_acts_at_its_rate_on_the_latest_inputs_until_they_age(robot,
             return [m for m in node.got["cmd_twist"] if
                     (m.twist.linear.x, m.twist.linear.y, m.twist.linear.z) != (0.0, 0.0, 0.0)]
 
+        sent = []
         for _ in range(5):  # inputs sent before DDS has matched every subscription are lost
-            node.publish(node.now_ns())
+            sent.append(node.now_ns())
+            node.publish(sent[-1])
             if node.spin_until(lambda: moving(), timeout=2):
                 break
         assert node.spin_until(lambda: node.holds() and "stale" in node.holds()[-1]["reason"],
                                timeout=10)
         moving = moving()
         assert len(moving) >= 3  # several ticks acted on the one set of inputs...
-        stamps = [messages.stamp_key(m.header.stamp) for m in moving]
-        assert stamps == sorted(set(stamps))  # ...each a tick of its own, stamped by the node
-        # each step's latency runs from the inputs' stamp: it grows by a period a tick
-        latency = {messages.stamp_key(m.header.stamp): dict(zip(m.name, m.position))[
-            "latency_ms"] for m in node.got["step"]}
-        acted = [latency[k] for k in stamps if k in latency]
+        # ...and each command names the state it answers: the inputs' own stamp
+        answered = [messages.stamp_key(m.header.stamp) for m in moving]
+        assert answered[-1] == sent[-1] and set(answered) <= set(sent)
+        assert answered == sorted(answered)
+        # each step is a tick of its own, stamped by the node with the tick's time, and
+        # its latency runs from the inputs' stamp: it grows by a period a tick
+        ticks = {messages.stamp_key(m.header.stamp): dict(zip(m.name, m.position))
+                 for m in node.got["step"]}
+        acted = [ticks[k]["latency_ms"] for k in sorted(ticks) if k > sent[-1]]
         assert len(acted) >= 3 and acted == sorted(acted)
         assert acted[-1] - acted[0] >= 0.8 * 50.0 * (len(acted) - 1)
     finally:

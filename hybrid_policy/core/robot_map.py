@@ -403,6 +403,14 @@ class Tick:
     hold_reason: str  # "" when obs is set
     finger_q: np.ndarray | None  # latest gripper joint positions (for targets and holds)
     waited_ms: float = 0.0  # timer maps: from the newest input's stamp to the tick
+    state_ns: int = 0  # timer maps: the newest input's stamp (0: the tick's own stamp)
+
+    @property
+    def answers_ns(self) -> int:
+        """The stamp a command of this tick carries: the state it answers (the snapshot's
+        stamp; a timer tick's newest input), so a driver pairs command and state in both
+        tick modes."""
+        return self.state_ns or self.stamp_ns
 
 
 @dataclass
@@ -496,8 +504,9 @@ class Assembler:
         inputs, so up to a period), which belongs to the step's latency."""
         stamps = [latest.stamp_ns for name, latest in self.latest.items()
                   if not self.rmap.inputs[name].static]
-        waited = max(0.0, (now_ns - max(stamps)) / 1e6) if stamps else 0.0
-        return replace(self._tick(now_ns, now_ns), waited_ms=waited)
+        newest = max(stamps, default=0)
+        waited = max(0.0, (now_ns - newest) / 1e6) if stamps else 0.0
+        return replace(self._tick(now_ns, now_ns), waited_ms=waited, state_ns=newest)
 
     def _tick(self, stamp_ns: int, now_ns: int) -> Tick:
         self.last_tick_ns = max(self.last_tick_ns, stamp_ns)

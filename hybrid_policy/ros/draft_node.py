@@ -13,7 +13,9 @@ history and Δ state; a robot runs continuously without episodes.
 A managed (lifecycle) node. Construction checks every parameter (and the calibration
 against the checkpoints) and refuses to start on a bad one; ``configure`` loads the draft
 and warms it up; ``activate`` starts acting once the uplink has a reader (in modes that ask
-a server), so a driver that waits for ``active`` loses no step to a missing server path.
+a server) and the verdicts have a writer, so a driver that waits for ``active`` loses no
+step to a server path still being matched (the target, activated first, waits for its
+link the same way: the path is matched end to end, also when nodes are started by hand).
 Observations that arrive while the node is not active are reported and not acted on.
 
 Per observation the node calls the mode's ``plan`` (core.modes: draft, Δ, skip rule),
@@ -27,6 +29,9 @@ Commands leave in stamp order: a step resolved after a newer step's command (or 
 published is *overtaken*: its command is never published (a driver applying the latest
 command would run a stale one), it is reported on ``events`` and its ``step`` telemetry
 is still published. Deadlines are measured on the steady clock, also under ``use_sim_time``.
+A command carries the stamp of the state it answers (the observation's or snapshot's; a
+timer tick's newest input's), so a driver pairs them in both tick modes; requests and
+``step`` telemetry carry the step's own stamp (a timer tick's time, unique per step).
 
 Early-exit modes (``core.early_exit``): the robot runs its part of the early-exit net
 (``early_exit``) by the plan ``exit_plan`` (its part, threshold and next nodes, as
@@ -101,6 +106,7 @@ class Pending:
     timer: Timer
     finger_q: np.ndarray | None  # standard interface: finger positions the targets start from
     gather: Any = None  # rocoin modes: the step's answers so far (core.rocoin.Gather)
+    answers: object = None  # Time its commands carry: the state it answers (None: stamp)
 
 
 class DraftNode(ManagedNode):
@@ -185,7 +191,8 @@ class DraftNode(ManagedNode):
         else:
             self.req_pub = readers["uplink/request"] = self.create_publisher(
                 JointState, "uplink/request", up)
-            self.create_subscription(JointState, "downlink/response", on_response, down)
+            self.resp_sub = self.create_subscription(JointState, "downlink/response",
+                                                     on_response, down)
         if self.interface == "vector":
             self.act_pub = self.create_publisher(JointState, "action", control)
             self.create_subscription(JointState, "observation",
@@ -377,8 +384,11 @@ class DraftNode(ManagedNode):
             if idle:
                 return (f"nothing reads the {'requests' if self.idn else 'features'} to "
                         f"{', '.join(idle)} (start the links first)")
-        elif uses_server(self.mode_name) and self.req_pub.get_subscription_count() < 1:
-            return "nothing reads uplink/request (start the link or target side first)"
+        elif uses_server(self.mode_name):
+            if self.req_pub.get_subscription_count() < 1:
+                return "nothing reads uplink/request (start the link or target side first)"
+            if self.resp_sub.get_publisher_count() < 1:
+                return "nothing publishes downlink/response (start the link first)"
         waiting = self.view.blocker() if self.idn else None
         if waiting:
             return waiting
@@ -429,7 +439,7 @@ class DraftNode(ManagedNode):
             return
         key = self._check_stamp(stamp)
         self._plan(stamp, key, self.episode or 0, self.run_steps, tick.obs, received,
-                   tick.finger_q)
+                   tick.finger_q, robot_io.time_msg(tick.answers_ns))
 
     def _require_active(self) -> None:
         if not self.active:
@@ -439,25 +449,28 @@ class DraftNode(ManagedNode):
     def _hold(self, stamp, tick: robot_map.Tick) -> None:
         """Zero twist, fingers kept where they are: the robot holds still this tick."""
         self.commanded_key = max(self.commanded_key or 0, tick.stamp_ns)
-        self.twist_pub.publish(robot_io.twist_msg(stamp, self.map.twist.frame, np.zeros(3)))
+        answers = robot_io.time_msg(tick.answers_ns)
+        self.twist_pub.publish(robot_io.twist_msg(answers, self.map.twist.frame, np.zeros(3)))
         if tick.finger_q is not None:
-            self.gripper_pub.publish(robot_io.gripper_msg(stamp, self.map.gripper.joints,
+            self.gripper_pub.publish(robot_io.gripper_msg(answers, self.map.gripper.joints,
                                                           tick.finger_q))
         self.report.event("hold: no usable observation", {
             "stamp": tick.stamp_ns, "reason": tick.hold_reason})
 
     def _plan(self, stamp, key: int, episode: int, step: int, obs: np.ndarray,
-              received: float, finger_q: np.ndarray | None) -> None:
+              received: float, finger_q: np.ndarray | None, answers=None) -> None:
         self.last_key = key
         self.run_steps += 1
         if self.idn:
             self.view.refresh()  # what is held and loaded now
         plan = self.mode.plan(obs, self.rng)
         if plan.request is None:
-            self._act(Pending(plan, stamp, episode, step, received, None, finger_q), None)
+            self._act(Pending(plan, stamp, episode, step, received, None, finger_q,
+                              answers=answers), None)
             return
         timer = self.create_timer(self.deadline_s, lambda: self._expire(key), clock=STEADY)
-        self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q)
+        self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q,
+                                    answers=answers)
         if self.exits:
             self.feature_pubs[plan.route_to].publish(messages.feature_msg(stamp, plan.request))
         elif self.idn:
@@ -579,7 +592,7 @@ class DraftNode(ManagedNode):
                               "published; not published", {"stamp": key,
                                                           "newer": self.commanded_key})
         else:
-            self._command(stamp, action, p.finger_q)
+            self._command(p.answers or stamp, action, p.finger_q)
             self.commanded_key = key
         latency_ms = (time.monotonic() - p.received) * 1e3
         self.steps += 1

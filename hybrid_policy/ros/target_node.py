@@ -67,12 +67,13 @@ class TargetNode(ManagedNode):
                                      **self._mean_ms(), **self._batch_stats()}
         down, up = qos.declare(self, "downlink"), qos.declare(self, "uplink")
         publishers = {"events": self.report.events}
+        self.request_subs, self.response_pubs = {}, {}
         guarded = self.report.guard("request", self.on_request)
         for prefix in [f"server/{c}/" for c in self.robots] or ["server/"]:
             pub = self.create_publisher(JointState, prefix + "response", down)
-            publishers[prefix + "response"] = pub
-            self.create_subscription(  # two arguments: rclpy passes the message info
-                JointState, prefix + "request",
+            publishers[prefix + "response"] = self.response_pubs[prefix + "response"] = pub
+            self.request_subs[prefix + "request"] = self.create_subscription(
+                JointState, prefix + "request",  # two arguments: rclpy passes the message info
                 lambda msg, info, g=guarded, p=pub: g(msg, p, info), up)
         # queue: (stamp, request, publisher, arrival ns) in arrival order
         self.batch_pub, self.gate, self.queue = start_batching(self, telemetry, publishers,
@@ -92,6 +93,16 @@ class TargetNode(ManagedNode):
         self.target = None
 
     def activation_blocker(self) -> str | None:
+        """Serve once each request topic has a writer and each response topic a reader
+        (its link), and the expected readers
+        matched: the robot's draft node, activated after it, then finds the path matched
+        end to end, also in a graph started by hand (``expect`` empty)."""
+        silent = [t for t, sub in self.request_subs.items() if sub.get_publisher_count() < 1]
+        if silent:
+            return f"nothing publishes {', '.join(silent)} (start the link first)"
+        unread = [t for t, pub in self.response_pubs.items() if pub.get_subscription_count() < 1]
+        if unread:
+            return f"nothing reads {', '.join(unread)} (start the link first)"
         return f"readers not matched {self.gate.missing()}" if not self.gate.matched() else None
 
     def _warm_up(self, rounds: int = 5) -> None:
