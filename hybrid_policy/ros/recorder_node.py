@@ -4,10 +4,16 @@ Subscribes to each topic raw (serialised CDR, as it crossed DDS) and writes the 
 ``rosbags``, so no message is re-encoded. The bag is closed on shutdown (SIGINT/SIGTERM)
 and always holds every message received until then. Topics and types come from the graph
 description (``topics``: ``name:type``, names relative to the node's namespace).
+
+The recorder is off the control path, so it yields the CPU to it (``nice``, default 10):
+on a 2-core machine recording at full priority took enough of it from the draft, link and
+target to miss a quarter of the ticks at 25 Hz (docs/results.md). Its subscriptions queue
+deep enough (``RECORD_DEPTH``) that catching up between steps loses nothing.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +25,7 @@ from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import qos
 from hybrid_policy.ros.graph import TOPICS
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.params import require, string_list
+from hybrid_policy.ros.params import declare, require, string_list
 
 TYPESTORE = Stores.ROS2_KILTED
 # Messages a subscription keeps while the node is busy writing: a control topic's depth (10)
@@ -39,6 +45,11 @@ class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder_node")
         path = Path(require(self, "bag", ""))
+        niceness = int(declare(self, "nice", 10, "CPU niceness added to the recorder's process "
+                               "(0-19): it runs after the control path"))
+        if not 0 <= niceness <= 19:
+            raise ValueError(f"nice must be in 0..19, got {niceness}")
+        os.nice(niceness)
         entries = string_list(self, "topics")
         if not entries:
             raise HybridPolicyError("parameter 'topics' is empty: nothing to record")
