@@ -137,7 +137,9 @@ def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResul
         elif msg.message == "done":
             overruns = int(values.get("overruns", 0))
     events = Counter(f"{m.name}: {m.message}" for _, m in topics.get(f"{prefix}events", []))
-    losses = sum(n for k, n in events.items() if k.startswith("link_node: lost"))
+    # the link node's losses, or the draft node's where it applies the link (link_in_draft)
+    losses = sum(n for k, n in events.items() if k.startswith(("link_node: lost",
+                                                               "draft_node: lost")))
     if prefix:  # lost on a hop between compute nodes (reported there, with the robot)
         robot = prefix.rstrip("/")
         losses += sum(1 for name, msgs in topics.items() if name.endswith("/events")

@@ -538,7 +538,8 @@ def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
             "deadline_ms": args.deadline_ms, "clock": args.clock, "rate_hz": args.rate_hz,
             "interface": args.interface, "max_age_ms": args.max_age_ms,
             "robot_map": str(Path(args.robot_map).resolve()) if args.robot_map else "",
-            "bag": str(mode_bag) if mode_bag else ""}
+            "bag": str(mode_bag) if mode_bag else "",
+            "link_in_draft": args.link_in_draft}
 
 
 def _run_graphs(args: argparse.Namespace, modes: list[str], bag, config_for) -> int:
@@ -945,6 +946,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age-ms", type=_positive_float, default=-1.0,
                    help="oldest robot input the draft acts on, in ms (default: the robot "
                    "map's max_age_ms)")
+    p.add_argument("--link-in-draft", dest="link_in_draft", action="store_true",
+                   help="the draft node applies the link model itself: no link_node, a "
+                   "process and two DDS hops fewer per verified step (one robot)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "

@@ -51,6 +51,7 @@ ARGUMENTS = {
     "robot_map": "robot interface YAML (default: the package's config/robot_TASK.yaml)",
     "max_age_ms": "oldest robot input the draft acts on; -1 = the robot map's",
     "bag": "record a rosbag2 (MCAP) into this new directory",
+    "link_in_draft": "true: the draft node applies the link model (no link_node process)",
     "topology": "a fleet (config/fleet.yaml): every robot runs mode under its own namespace",
     "early_exit": "early-exit modes: the net (default MODELS/TASK/early_exit)",
     "exit_plan": "early-exit modes: the plan JSON (hybrid-policy exit-plan writes one)",

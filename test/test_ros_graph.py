@@ -22,14 +22,17 @@ def median_deviation(tiny):
     return float(np.median([r.plan.deviation for r in records]))
 
 
-@pytest.mark.parametrize("mode,interface", [("hybrid", "standard"), ("adahi", "standard"),
-                                            ("adahi", "vector")])
+@pytest.mark.parametrize("mode,interface,link_in_draft", [
+    ("hybrid", "standard", False), ("adahi", "standard", False), ("adahi", "vector", True)])
 def test_ros_graph_makes_the_same_decisions_as_in_process(cli, tiny, tmp_path, mode, interface,
-                                                          median_deviation):
+                                                          link_in_draft, median_deviation):
+    """Lockstep: every step's decision and action as in process; with ``link_in_draft``
+    the draft node applies the link itself and no link node runs."""
     tau = median_deviation if mode == "adahi" else None
     bag = tmp_path / "bag"
     extra = ["--deadline-ms", "5000", "--interface", interface, "--max-age-ms", "60000"] + (
-        [] if tau is None else ["--tau", repr(tau)])
+        [] if tau is None else ["--tau", repr(tau)]) + (
+        ["--link-in-draft"] if link_in_draft else [])
     out = run_bringup(cli, tiny, bag, mode, LINK, EPISODES, *extra)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (bag / "metadata.yaml").exists() and list(bag.glob("*.mcap"))
@@ -37,6 +40,8 @@ def test_ros_graph_makes_the_same_decisions_as_in_process(cli, tiny, tmp_path, m
 
     _, topics = read_bag(bag)
     assert ("cmd_twist" in topics) == (interface == "standard") != ("action" in topics)
+    assert ("uplink/request" in topics) != link_in_draft and "server/request" in topics
+    assert ("link_node" in out.stderr) != link_in_draft
     steps = [dict(zip(m.name, m.position)) for _, m in topics["step"]]
     told, expected_actions = commanded(topics, interface, np.array([r.action for r in records]))
     assert len(told) == len(records) == len(steps)

@@ -64,12 +64,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.timer import Timer
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
@@ -80,6 +82,7 @@ from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, ROCOIN_MODES, check_mode,
 )
+from hybrid_policy.core.link import link_profile
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.realtime import PERIOD_SHARE
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
@@ -87,7 +90,9 @@ from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos, robot_io
 from hybrid_policy.ros.graph import INTERFACES, uses_server
+from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.managed import ManagedNode
+from hybrid_policy.ros.packet_link import PacketLink
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
@@ -189,10 +194,7 @@ class DraftNode(ManagedNode):
         elif self.idn:  # a request topic to each node of the path, an answer from each
             self._idn_topics(readers, up, down, on_response)
         else:
-            self.req_pub = readers["uplink/request"] = self.create_publisher(
-                JointState, "uplink/request", up)
-            self.resp_sub = self.create_subscription(JointState, "downlink/response",
-                                                     on_response, down)
+            self._server_topics(readers, up, down, on_response)
         if self.interface == "vector":
             self.act_pub = self.create_publisher(JointState, "action", control)
             self.create_subscription(JointState, "observation",
@@ -215,6 +217,7 @@ class DraftNode(ManagedNode):
         self.last_key: int | None = None
         self.commanded_key: int | None = None  # stamp of the newest command published
         self.steps = self.run_steps = 0
+        self.latencies: deque[float] = deque(maxlen=10_000)  # the close summary's figures
         self.rng = None
         self.get_logger().info(f"{self.mode_name} on {self.task.name}: unconfigured "
                                f"(thresholds {self.thresholds})")
@@ -297,6 +300,65 @@ class DraftNode(ManagedNode):
         if self.interface != "vector" and self.map.tick == "timer":
             return PERIOD_SHARE * 1e3 / self.map.rate_hz
         return DEFAULT_DEADLINE_MS
+
+    def _server_topics(self, readers: dict, up, down, on_response) -> None:
+        """The request out and the verdict in: through a link node (``uplink/request``,
+        ``downlink/response``), or with ``link_in_node`` straight to and from the server,
+        the link's model applied here as the link node would (``packet_link``)."""
+        self.link_in_node = bool(declare(
+            self, "link_in_node", False, "apply the link model in this node: requests go to "
+            "server/request after the modelled uplink, verdicts are taken from "
+            "server/response after the modelled downlink (no link_node: a process and two "
+            "DDS hops fewer)"))
+        self.up_topic, self.down_topic = (("server/request", "server/response")
+                                          if self.link_in_node else
+                                          ("uplink/request", "downlink/response"))
+        self.req_pub = readers[self.up_topic] = self.create_publisher(
+            JointState, self.up_topic, up)
+        if not self.link_in_node:
+            self.resp_sub = self.create_subscription(JointState, self.down_topic,
+                                                     on_response, down)
+            return
+        name = self.get_parameter("link").value
+        if not name:
+            raise ValueError("link_in_node needs parameter 'link' (the link profile to apply)")
+        self.packets = PacketLink(link_profile(name), self._report_loss)
+        self.delay = DelayLine()
+        self.resp_sub = self.create_subscription(
+            JointState, self.down_topic, self.report.guard(
+                "response", lambda raw: self._on_link_response(raw, on_response)),
+            down, raw=True)
+
+    def _send_request(self, msg: JointState, key: int, seed: int) -> None:
+        if not self.link_in_node:
+            self.req_pub.publish(msg)
+            return
+        # the message object is published (thread-safe), not these bytes: rclpy's buffer runs
+        # a few bytes past the CDR (8 here), which the link's size barely notices but a bag
+        # reader refuses
+        size = len(serialize_message(msg))
+        delay = self.packets.up(size, seed, key)
+        if delay is not None:
+            self.delay.schedule(delay, lambda: self.req_pub.publish(msg))
+
+    def _on_link_response(self, raw: bytes, on_response) -> None:
+        """A verdict off the server, handed on after the modelled downlink (or lost)."""
+        msg = deserialize_message(raw, JointState)
+        delay = self.packets.down(len(raw), messages.stamp_key(msg.header.stamp))
+        if delay is None:
+            return
+        timer = None
+
+        def deliver() -> None:
+            timer.cancel()
+            self.destroy_timer(timer)
+            on_response(msg)
+
+        timer = self.create_timer(delay / 1e3, deliver, clock=STEADY)
+
+    def _report_loss(self, direction: str, key: int, client: str) -> None:
+        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction},
+                          log=False)
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""
@@ -386,9 +448,9 @@ class DraftNode(ManagedNode):
                         f"{', '.join(idle)} (start the links first)")
         elif uses_server(self.mode_name):
             if self.req_pub.get_subscription_count() < 1:
-                return "nothing reads uplink/request (start the link or target side first)"
+                return f"nothing reads {self.up_topic} (start the link or target side first)"
             if self.resp_sub.get_publisher_count() < 1:
-                return "nothing publishes downlink/response (start the link first)"
+                return f"nothing publishes {self.down_topic} (start the link first)"
         waiting = self.view.blocker() if self.idn else None
         if waiting:
             return waiting
@@ -484,7 +546,8 @@ class DraftNode(ManagedNode):
             for pub in self.feature_pubs.values():
                 pub.publish(msg)
         else:
-            self.req_pub.publish(messages.request_msg(stamp, plan.request))
+            self._send_request(messages.request_msg(stamp, plan.request), key,
+                               plan.request.seed)
 
     def _check_stamp(self, stamp) -> int:
         """The observation's stamp as a key, refusing one that cannot pair its step."""
@@ -596,6 +659,7 @@ class DraftNode(ManagedNode):
             self.commanded_key = key
         latency_ms = (time.monotonic() - p.received) * 1e3
         self.steps += 1
+        self.latencies.append(latency_ms)
         req = plan.request
         verdict = rejected(req, response)
         values = {
@@ -623,7 +687,14 @@ class DraftNode(ManagedNode):
                                                           targets))
 
     def close(self) -> str:
-        return f"{self.steps} steps; events: {dict(self.report.counts)}"
+        if getattr(self, "delay", None) is not None:
+            self.delay.close()
+        latency = ""
+        if self.latencies:
+            p50, p95 = np.percentile(self.latencies, [50, 95])
+            latency = (f", latency ms p50 {p50:.1f} p95 {p95:.1f} max "
+                       f"{max(self.latencies):.1f} (last {len(self.latencies)} steps)")
+        return f"{self.steps} steps{latency}; events: {dict(self.report.counts)}"
 
 
 def main(args: list[str] | None = None) -> int:

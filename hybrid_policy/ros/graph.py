@@ -122,6 +122,9 @@ class GraphConfig:
     max_age_ms: float = -1.0  # oldest usable robot input (-1 = the robot map's)
     rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
+    # the draft node applies the link model itself (no link_node: a process and two DDS
+    # hops fewer a verified step; the same link draws, ros/packet_link.py)
+    link_in_draft: bool = False
     namespace: str = NAMESPACE_DEFAULT
     topology: str = ""  # a fleet (core.topology YAML): every robot runs ``mode`` (fleet_graph)
     early_exit: str = ""  # early-exit net ("" = MODELS/TASK/early_exit): early-exit modes
@@ -142,6 +145,9 @@ class GraphConfig:
         if self.mode in IDN_MODES and not self.topology:
             raise HybridPolicyError(f"mode {self.mode} places policy variants on the nodes of "
                                     "a fleet: it runs on a topology (topology:=FILE)")
+        if self.link_in_draft and self.topology:
+            raise HybridPolicyError("link_in_draft is for one robot's graph: a fleet's links "
+                                    "are its topology's")
         calibration_file.check_given(self.thresholds_given)
         calibration_file.check_draft_kind(self.draft_kind)
         if self.clock not in CLOCKS:
@@ -229,7 +235,7 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
             **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
             "interface": cfg.interface,
-            "wait_for": [n for n in running_nodes(cfg.mode)
+            "wait_for": [n for n in running_nodes(cfg.mode, cfg.link_in_draft)
                          if n != "sim_node" and n not in MANAGED_NODES]}),
         NodeSpec("draft_node", "hybrid_policy.ros.draft_node", "draft_node", {
             **common, "mode": cfg.mode, "draft": cfg.draft_path, "link": cfg.link,
@@ -240,14 +246,16 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
             "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
             **cfg.thresholds_given, "temperature": cfg.temperature,
             "deadline_ms": cfg.step_deadline_ms,
-            "control_deadline_ms": 2e3 / cfg.rate_hz if realtime else 0.0}),
+            "control_deadline_ms": 2e3 / cfg.rate_hz if realtime else 0.0,
+            **({"link_in_node": True} if cfg.link_in_draft and uses_server(cfg.mode) else {})}),
         NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER, {
             "node_names": list(managed_nodes(cfg.mode))}),
     ]
     if uses_server(cfg.mode):
+        if not cfg.link_in_draft:
+            specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", "link_node", {
+                "link": cfg.link}, respawn=True))
         specs += [
-            NodeSpec("link_node", "hybrid_policy.ros.link_node", "link_node", {
-                "link": cfg.link}, respawn=True),
             NodeSpec("target_node", "hybrid_policy.ros.target_node", "target_node", {
                 "task": cfg.task, "target": cfg.target_path, "temperature": cfg.temperature},
                 respawn=True),
@@ -265,10 +273,25 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     return out
 
 
-def running_nodes(mode: str) -> tuple[str, ...]:
+def running_nodes(mode: str, link_in_draft: bool = False) -> tuple[str, ...]:
     """The nodes that publish and subscribe in ``mode``'s graph (the recorder aside), and
     the lifecycle manager."""
-    return ("sim_node", "draft_node", *(SERVER_NODES if uses_server(mode) else ()), MANAGER)
+    server = tuple(n for n in SERVER_NODES if not (link_in_draft and n == "link_node"))
+    return ("sim_node", "draft_node", *(server if uses_server(mode) else ()), MANAGER)
+
+
+def topic_ends(cfg: GraphConfig, t: Topic) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who publishes and who reads ``t`` in ``cfg``'s graph: with ``link_in_draft`` the
+    draft node takes the link node's place on the server's topics, and the robot's side of
+    the link (``uplink/request``, ``downlink/response``) is gone."""
+    if not cfg.link_in_draft or "link_node" not in t.publishers + t.subscribers:
+        return t.publishers, t.subscribers
+    if t.name in ("uplink/request", "downlink/response"):
+        return (), ()
+
+    def swap(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys("draft_node" if n == "link_node" else n for n in names))
+    return swap(t.publishers), swap(t.subscribers)
 
 
 def managed_nodes(mode: str) -> tuple[str, ...]:
@@ -280,7 +303,8 @@ def active_topics(cfg: GraphConfig) -> list[Topic]:
     """Topics with a publisher in ``cfg``'s graph: for the standard interface, the robot
     topics its robot map names (Reach has no object topics)."""
     used = map_topics(cfg.robot_map_path) if cfg.interface == "standard" else set()
-    return [t for t in TOPICS.values() if set(t.publishers) & set(running_nodes(cfg.mode))
+    running = set(running_nodes(cfg.mode, cfg.link_in_draft))
+    return [t for t in TOPICS.values() if set(topic_ends(cfg, t)[0]) & running
             and (t.interface == "" or (t.interface == cfg.interface == "vector")
                  or (t.interface == cfg.interface and t.name in used))]
 
@@ -304,9 +328,10 @@ def recorded(cfg: GraphConfig) -> list[str]:
 def expected_readers(cfg: GraphConfig, node: str) -> list[str]:
     """``"topic count"`` for each topic ``node`` publishes: how many subscribers its
     publisher must have matched before the run starts (readiness handshake)."""
-    running = set(running_nodes(cfg.mode))
-    return [f"{t.name} {len(set(t.subscribers) & running) + (1 if cfg.bag else 0)}"
-            for t in active_topics(cfg) if node in t.publishers]
+    running = set(running_nodes(cfg.mode, cfg.link_in_draft))
+    ends = {t.name: topic_ends(cfg, t) for t in active_topics(cfg)}
+    return [f"{name} {len(set(subs) & running) + (1 if cfg.bag else 0)}"
+            for name, (pubs, subs) in ends.items() if node in pubs]
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GraphConfig:
@@ -337,7 +362,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Gr
 
 
 def _typed(value: Any, type_name: str) -> Any:
-    return {"int": int, "float": float, "str": str}.get(str(type_name), lambda v: v)(value)
+    return {"int": int, "float": float, "str": str, "bool": _bool}.get(
+        str(type_name), lambda v: v)(value)
+
+
+def _bool(value: Any) -> bool:
+    """A YAML bool, or a launch argument's ``true`` / ``false``."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(value)
 
 
 def resolve(cfg: GraphConfig) -> GraphConfig:
@@ -367,7 +402,7 @@ def run_info(cfg: GraphConfig) -> list[str]:
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
             "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
-            "max_age_ms", "draft_kind", "draft_path",
+            "max_age_ms", "link_in_draft", "draft_kind", "draft_path",
             "target_path", "calibration_path", "namespace", "topology", "exit_plan",
             "rocoin_layout", "students_path", "idn_catalogue")
     return [f"{k.removesuffix('_path')}={getattr(cfg, k)}" for k in keys]

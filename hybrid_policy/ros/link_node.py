@@ -46,6 +46,7 @@ from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng, parse
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.delay_line import DelayLine
+from hybrid_policy.ros.packet_link import PacketLink
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate
@@ -94,7 +95,7 @@ class LinkNode(Node):
                 JointState, req_in, self.report.guard(
                     "request", lambda raw, c=client, p=to_server: self.on_request(raw, c, p)),
                 up, raw=True)
-        self._rngs: dict[tuple[str, int], np.random.Generator] = {}
+        self.packets = PacketLink(self.link, self._report_loss)
         self.delay = DelayLine()
         self.lost = {"uplink": 0, "downlink": 0}
         self.gate = ReadyGate(self, publishers)
@@ -110,22 +111,15 @@ class LinkNode(Node):
             seed = int(messages.parse_request(msg).seed)
         except messages.MessageError:
             seed = key  # the link carries what it is given; the server will refuse it
-        rng = packet_rng(seed, self.hops[client])
-        delay = self.link.deliver(len(raw), True, rng)
-        if delay is None:
-            self._report_loss("uplink", key, client)
-            return
-        self._rngs[(client, key)] = rng
-        self.delay.schedule(delay, lambda: out.publish(raw))
+        delay = self.packets.up(len(raw), seed, key, self.hops[client], client)
+        if delay is not None:
+            self.delay.schedule(delay, lambda: out.publish(raw))
 
     def on_response(self, raw: bytes, client: str, out) -> None:
         key = messages.stamp_key(deserialize_message(raw, JointState).header.stamp)
-        rng = self._rngs.pop((client, key), None) or packet_rng(key, self.hops[client])
-        delay = self.link.deliver(len(raw), False, rng)
-        if delay is None:
-            self._report_loss("downlink", key, client)
-            return
-        self.delay.schedule(delay, lambda: out.publish(raw))
+        delay = self.packets.down(len(raw), key, self.hops[client], client)
+        if delay is not None:
+            self.delay.schedule(delay, lambda: out.publish(raw))
 
     # -- early-exit features ----------------------------------------------------------------
     def _carry_features(self) -> None:
