@@ -11,13 +11,24 @@ of the overhead is DDS delivery and the two processes waking up (both directions
 Prints p50 and p99 per run and min / median / max over ``--runs`` (goal on the 2-core
 machine: overhead p50 ≤ 1 ms, p99 ≤ 3 ms).
 Usage: ``python bench/ros_overhead.py [--task fetch_push] [--steps 1000] [--runs 5]``.
+
+``--graph``: the whole graph in real time instead (``hybrid-policy bringup --mode hybrid
+--clock realtime --rate-hz 25``, standard robot interface), each variant side by side in
+one run: the link as its own node or applied in the draft node (``--link-in-draft``),
+without and with a bag (the recorder at ``nice`` 0, as before, and at its default 10). Per
+variant min / median / max over ``--runs`` of the draft's step latency p50 and p95 (from its
+close summary), the share of missed ticks and the success rate (goal: p95 <= 25 ms, missed
+ticks <= 1%). ``--episodes`` per run (default 8).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -103,14 +114,78 @@ def measure(args, paths, mode, target, observations) -> dict[str, float]:
             "transport": float(np.mean(rtt_a) - float(diag.get("serve_ms", "nan")) - handling)}
 
 
+GRAPH_VARIANTS = {  # name: bringup flags (BAG: a fresh bag directory)
+    "link node, no bag": [],
+    "link in draft, no bag": ["--link-in-draft"],
+    "link node, bag (recorder nice 0)": ["--bag", "BAG", "--recorder-nice", "0"],
+    "link node, bag": ["--bag", "BAG"],
+    "link in draft, bag": ["--link-in-draft", "--bag", "BAG"],
+}
+SUMMARY = {"latency": re.compile(r"draft_node: (\d+) steps, latency ms p50 ([\d.]+) p95 ([\d.]+)"),
+           "sim": re.compile(r"sim_node: (\d+) successes in (\d+) episodes, (\d+) missed ticks")}
+
+
+def graph_run(args, flags: list[str]) -> dict[str, float]:
+    """One real-time bringup of ``args.task`` in mode hybrid; its figures from the nodes'
+    close summaries."""
+    bag_root = Path(tempfile.mkdtemp(prefix="ros_overhead_"))
+    flags = [str(bag_root / "bag") if f == "BAG" else f for f in flags]
+    cmd = [str(Path(sys.executable).with_name("hybrid-policy")), "bringup", "--task", args.task,
+           "--mode", "hybrid", "--episodes", str(args.episodes), "--clock", "realtime",
+           "--rate-hz", "25", "--models", str(args.models), *flags]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(bag_root, ignore_errors=True)
+    text = out.stdout + out.stderr
+    lat, sim = SUMMARY["latency"].search(text), SUMMARY["sim"].search(text)
+    if out.returncode != 0 or not lat or not sim:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-3000:]}")
+    steps = int(lat.group(1))
+    return {"p50": float(lat.group(2)), "p95": float(lat.group(3)),
+            "missed": 100.0 * int(sim.group(3)) / max(steps, 1),
+            "success": 100.0 * int(sim.group(1)) / int(sim.group(2))}
+
+
+def graph_main(args) -> None:
+    ensure_default_models(args.task, args.models)
+    results = {name: [] for name in GRAPH_VARIANTS}
+    for i in range(args.runs):  # variants interleaved, so machine drift hits each alike
+        for name, flags in GRAPH_VARIANTS.items():
+            results[name].append(graph_run(args, flags))
+            print(f"run {i + 1}/{args.runs} {name}: {results[name][-1]}", file=sys.stderr)
+    print(f"{args.task}, hybrid, real time at 25 Hz, standard interface, {args.episodes} "
+          f"episodes a run, {args.runs} runs; min / median / max")
+    cols = (("latency p50 ms", "p50"), ("latency p95 ms", "p95"), ("missed ticks %", "missed"),
+            ("success %", "success"))
+    print(f"{'variant':34}" + "".join(f"{c:>24}" for c, _ in cols))
+    for name, runs in results.items():
+        cells = []
+        for _, key in cols:
+            v = np.array([r[key] for r in runs])
+            cells.append(f"{v.min():6.1f} {np.median(v):6.1f} {v.max():6.1f}")
+        print(f"{name:34}" + "".join(f"{c:>24}" for c in cells))
+    best = min(results, key=lambda n: np.median([r["p95"] for r in results[n]]))
+    p95 = np.median([r["p95"] for r in results[best]])
+    missed = np.median([r["missed"] for r in results[best]])
+    print(f"goal (median over runs, best variant {best!r}): p95 <= 25 ms "
+          f"({'met' if p95 <= 25 else 'MISSED'}: {p95:.1f}), missed ticks <= 1% "
+          f"({'met' if missed <= 1 else 'MISSED'}: {missed:.1f}%)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="fetch_push")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--graph", action="store_true", help="the whole graph in real time")
+    parser.add_argument("--episodes", type=int, default=8, help="--graph: episodes a run")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(90 + os.getpid() % 10))
+    if args.graph:
+        graph_main(args)
+        return
     paths = ensure_default_models(args.task, args.models)
     torch.set_num_threads(1)
     draft = load_policy(paths.draft, role="draft", task=args.task)

@@ -539,7 +539,7 @@ def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
             "interface": args.interface, "max_age_ms": args.max_age_ms,
             "robot_map": str(Path(args.robot_map).resolve()) if args.robot_map else "",
             "bag": str(mode_bag) if mode_bag else "",
-            "link_in_draft": args.link_in_draft}
+            "link_in_draft": args.link_in_draft, "recorder_nice": args.recorder_nice}
 
 
 def _run_graphs(args: argparse.Namespace, modes: list[str], bag, config_for) -> int:
@@ -949,6 +949,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link-in-draft", dest="link_in_draft", action="store_true",
                    help="the draft node applies the link model itself: no link_node, a "
                    "process and two DDS hops fewer per verified step (one robot)")
+    p.add_argument("--recorder-nice", dest="recorder_nice", type=int, default=10,
+                   choices=range(20), metavar="0..19",
+                   help="CPU niceness of the bag recorder, off the control path (default 10)")
     p.add_argument("--timeout", type=_positive_float, default=3600.0,
                    help="stop the graph after this many seconds (default 3600)")
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "

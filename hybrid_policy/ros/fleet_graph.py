@@ -225,7 +225,8 @@ def _finish(cfg: GraphConfig, specs: list[NodeSpec], everything: list[Wire],
                                   "bag": cfg.bag,
                                   "topics": [f"{w.name}:{w.type}" for w in everything
                                              if w.recorded],
-                                  "run_info": [*run_info(cfg), *info]}))
+                                  "run_info": [*run_info(cfg), *info],
+                                  "nice": cfg.recorder_nice}))
     out = []
     for s in specs:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}

@@ -122,6 +122,7 @@ class GraphConfig:
     max_age_ms: float = -1.0  # oldest usable robot input (-1 = the robot map's)
     rate_hz: float = 10.0  # control rate of the realtime clock
     bag: str = ""  # record to this directory ("" = no recorder)
+    recorder_nice: int = 10  # the recorder's CPU niceness (off the control path)
     # the draft node applies the link model itself (no link_node: a process and two DDS
     # hops fewer a verified step; the same link draws, ros/packet_link.py)
     link_in_draft: bool = False
@@ -145,6 +146,8 @@ class GraphConfig:
         if self.mode in IDN_MODES and not self.topology:
             raise HybridPolicyError(f"mode {self.mode} places policy variants on the nodes of "
                                     "a fleet: it runs on a topology (topology:=FILE)")
+        if not 0 <= self.recorder_nice <= 19:
+            raise HybridPolicyError(f"recorder_nice must be in 0..19, got {self.recorder_nice}")
         if self.link_in_draft and self.topology:
             raise HybridPolicyError("link_in_draft is for one robot's graph: a fleet's links "
                                     "are its topology's")
@@ -263,7 +266,8 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
     if cfg.bag:
         specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
                               "recorder_node", {"bag": cfg.bag, "topics": recorded(cfg),
-                                                "run_info": run_info(cfg)}))
+                                                "run_info": run_info(cfg),
+                                                "nice": cfg.recorder_nice}))
     out = []
     for s in specs:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}
