@@ -5,10 +5,11 @@ Subscribes to each topic raw (serialised CDR, as it crossed DDS) and writes the 
 and always holds every message received until then. Topics and types come from the graph
 description (``topics``: ``name:type``, names relative to the node's namespace).
 
-The recorder is off the control path, so it yields the CPU to it (``nice``, default 10):
-on a 2-core machine recording at full priority took enough of it from the draft, link and
-target to miss a quarter of the ticks at 25 Hz (docs/results.md). Its subscriptions queue
-deep enough (``RECORD_DEPTH``) that catching up between steps loses nothing.
+The recorder is off the control path, so it yields the CPU to it (``nice``, default 10);
+its subscriptions queue deep enough (``RECORD_DEPTH``) that catching up between steps
+loses nothing. On the 2-core machine a bag still costs the 25 Hz graph about 3 ms of step
+latency p95 and 1-3% more missed ticks, at nice 0 and 10 alike (``bench/ros_overhead.py
+--graph``, docs/results.md): the cost is the recorder's share of two cores, not its turn.
 """
 
 from __future__ import annotations
