@@ -7,9 +7,13 @@ per-step Δ and entropy give, for each skip rate of the grid, the threshold that
 share of them; every mode then runs at every rate on the same episodes (same scenes and
 sampling streams), with ``target_only``, ``draft_only`` and ADAHI at the calibrated τ*.
 The print-out says where τ* sits against the cheapest point that keeps 0.98 of
-``target_only``'s success.
+``target_only``'s success. ``--clock realtime`` (with ``--loop``) runs every point in
+simulated real time at the task's rate (``core.realtime``), where a verification that
+outlasts the period costs success: the check of τ*'s latency price (``L_v/C_e``) against
+the real-time front.
 Usage: ``python bench/frontier.py [--tasks fetch_push] [--episodes 300]
-[--draft-kind distilled] [--json docs/frontier_bench.json] [--plot-dir docs/img]``.
+[--draft-kind distilled] [--clock realtime] [--loop wait] [--json docs/frontier_bench.json]
+[--plot-dir docs/img]``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +43,10 @@ QUALITY = 0.98  # of target_only's success: the paper's bar, and this package's 
 def run_task(task: str, args: argparse.Namespace) -> dict:
     ns = cli.build_parser().parse_args(
         ["eval", "--task", task, "--link", args.link, "--models", str(args.models),
-         "--draft-kind", args.draft_kind])
+         "--draft-kind", args.draft_kind, "--eval-clock", args.clock, "--loop", args.loop,
+         "--server-speed", str(args.server_speed)])
     draft, target = cli._models(ns)
-    setting = cli._setting(ns, draft, target)
+    setting = replace(cli._setting(ns, draft, target), clock=cli._control(ns, task))
     tau_star = cli._thresholds(ns, draft, target, setting, None, ["adahi"]).tau
     counts = EpisodeCounts()
     signals: dict[str, list[float]] = defaultdict(list)  # hybrid's Δ and entropy
@@ -78,6 +84,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     log.info("%s: %d points x %d episodes in %.0f s", task, len(named), args.episodes,
              time.perf_counter() - t0)
     return {"task": task, "link": args.link, "draft_kind": args.draft_kind,
+            **cli._clock_meta(ns), "server_speed": args.server_speed,
             "episodes": args.episodes, "seed": args.seed, "tau_star": tau_star,
             "target_success": target_success, "rates": list(args.rates),
             "points": [p.as_dict() | {"name": n} for n, p in named.items()],
@@ -90,8 +97,10 @@ def tau_text(tau: float) -> str:
 
 
 def table(doc: dict) -> str:
+    clock = doc.get("clock", "lockstep") + (f", loop {doc['loop']}" if doc.get("loop") else "")
     rows = [f"{doc['task']} ({doc['draft_kind']} draft, {doc['episodes']} episodes a point, "
-            f"tau* = {tau_text(doc['tau_star'])} on {doc['link']}):",
+            f"tau* = {tau_text(doc['tau_star'])} on {doc['link']}, {clock}, server speed "
+            f"{doc.get('server_speed', 1.0):g}):",
             f"  {'point':24} {'success [95% CI]':24} {'uplink/step [95% CI]':26}"]
     for p in doc["points"]:
         rows.append(f"  {p['name']:24} {p['success']:.3f} [{p['success_lo']:.3f}, "
@@ -160,6 +169,13 @@ def main() -> None:
                         choices=("demonstrations", "distilled"))
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", default="lockstep", choices=("lockstep", "realtime"),
+                        help="the world waits for each answer, or runs at the task's rate")
+    parser.add_argument("--loop", default="wait", choices=("wait", "period", "draft_first"),
+                        help="realtime: how a verified step waits (eval --loop)")
+    parser.add_argument("--server-speed", type=float, default=1.0,
+                        help="server speed relative to this machine (eval --server-speed): "
+                        "below 1 a verification can outlast the control period")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot-dir", type=Path)
     args = parser.parse_args()
