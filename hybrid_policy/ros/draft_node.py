@@ -89,11 +89,11 @@ from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
 from hybrid_policy.ros import messages, qos, robot_io
-from hybrid_policy.ros.graph import INTERFACES, uses_server
 from hybrid_policy.ros.delay_line import DelayLine
+from hybrid_policy.ros.graph import INTERFACES, uses_server
 from hybrid_policy.ros.managed import ManagedNode
-from hybrid_policy.ros.packet_link import PacketLink
 from hybrid_policy.ros.node_main import run
+from hybrid_policy.ros.packet_link import PacketLink
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import STEADY, Reporter
