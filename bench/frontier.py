@@ -44,7 +44,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     ns = cli.build_parser().parse_args(
         ["eval", "--task", task, "--link", args.link, "--models", str(args.models),
          "--draft-kind", args.draft_kind, "--eval-clock", args.clock, "--loop", args.loop,
-         "--server-speed", str(args.server_speed)])
+         "--server-speed", str(args.server_speed)]
+        + (["--calibration", str(args.calibration)] if args.calibration else []))
     draft, target = cli._models(ns)
     setting = replace(cli._setting(ns, draft, target), clock=cli._control(ns, task))
     tau_star = cli._thresholds(ns, draft, target, setting, None, ["adahi"]).tau
@@ -176,6 +177,8 @@ def main() -> None:
     parser.add_argument("--server-speed", type=float, default=1.0,
                         help="server speed relative to this machine (eval --server-speed): "
                         "below 1 a verification can outlast the control period")
+    parser.add_argument("--calibration", type=Path, help="τ*'s calibration JSON (default: "
+                        "the draft's for --link; e.g. one made with calibrate --server-speed)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot-dir", type=Path)
     args = parser.parse_args()

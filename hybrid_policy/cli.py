@@ -154,6 +154,9 @@ def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes:
     from sim_envs import task_spec
     from hybrid_policy.core import calibration, plots
 
+    # the closed-loop checks (draft alone, the sweep) run on the evaluation's clock: in real
+    # time a verification that outlasts the period costs success, in lockstep it does not
+    setting = replace(setting, clock=_control(args, args.task))
     cfg = replace(calibration.CalibrationConfig(), episodes=episodes,
                   quality_weight=args.quality_weight, price_ms=getattr(args, "price_ms", 0.0),
                   sweep_episodes=getattr(args, "sweep_episodes",
@@ -166,6 +169,18 @@ def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes:
     plots.tradeoff(doc, path.with_name(f"{args.link}_tradeoff.png"))
     log.info("wrote %s and its plots", path)
     return doc, path
+
+
+def _add_clock_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-clock", dest="eval_clock", choices=("lockstep", "realtime"),
+                   default="realtime", help="realtime: the robot ticks at its task's rate "
+                   "whatever arrived, holding still where nothing did (core.realtime; every "
+                   "family, one robot or a --topology fleet; the default); lockstep: the "
+                   "world waits for every answer (debugging, equivalence with ROS lockstep)")
+    p.add_argument("--loop", choices=("wait", "period", "draft_first"), default="wait",
+                   help="realtime: how a verified step waits (wait: --deadline-ms; period: "
+                   "0.7 of the control period; draft_first: the draft acts unless the verdict "
+                   "beats the tick; default wait)")
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
@@ -316,7 +331,8 @@ def _control(args, task: str):
     from sim_envs import task_spec
     from hybrid_policy.core.realtime import clock_for
 
-    return clock_for(args.eval_clock, task_spec(task).control_period_ms, loop=args.loop)
+    return clock_for(getattr(args, "eval_clock", "realtime"), task_spec(task).control_period_ms,
+                     loop=getattr(args, "loop", "wait"))
 
 
 def _clock_meta(args) -> dict:
@@ -879,6 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="price of one transmission + server operation in ms-equivalents: τ* "
                    "becomes the load-aware fixed point for one robot (docs/method.md §6; "
                    "default 0: τ* as before)")
+    _add_clock_args(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("eval", help="closed-loop evaluation of inference modes (no ROS)",
@@ -892,15 +909,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--json", help="write the results as JSON to this file")
-    p.add_argument("--eval-clock", dest="eval_clock", choices=("lockstep", "realtime"),
-                   default="realtime", help="realtime: the robot ticks at its task's rate "
-                   "whatever arrived, holding still where nothing did (core.realtime; every "
-                   "family, one robot or a --topology fleet; the default); lockstep: the "
-                   "world waits for every answer (debugging, equivalence with ROS lockstep)")
-    p.add_argument("--loop", choices=("wait", "period", "draft_first"), default="wait",
-                   help="realtime: how a verified step waits (wait: --deadline-ms; period: "
-                   "0.7 of the control period; draft_first: the draft acts unless the verdict "
-                   "beats the tick; default wait)")
+    _add_clock_args(p)
     p.add_argument("--topology", help="a fleet topology (config/fleet.yaml): every robot runs "
                    "each mode, sharing its servers (queues, batches); per-robot and per-server "
                    "tables, and modes.<m>.robots / .servers in the JSON")

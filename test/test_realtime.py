@@ -83,3 +83,34 @@ def test_slow_link_misses_ticks_in_realtime_only(fetch_models, fetch_setting):
     # every verified step is late: each tick holds or applies the previous state's command
     assert r_rt["hybrid"].missed_ticks >= 1
     assert r_rt["hybrid"].stale_ticks >= r_rt["hybrid"].steps - r_rt["hybrid"].missed_ticks - 1
+
+
+def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models, tmp_path):
+    """calibrate's closed-loop check (draft alone against verifying every step) runs on the
+    clock it is given: in real time a verification that outlasts the period costs what it
+    costs there, so the quality bound is judged where the threshold will be used."""
+    from hybrid_policy import cli
+    from hybrid_policy.core import calibration
+    from hybrid_policy.core.modes import make_mode
+
+    draft, target = fetch_models
+    slow = replace(PROFILES["ideal"], name="slow", delay_ms=30.0)  # 60 ms round trip > 40 ms
+    cfg = calibration.CalibrationConfig(episodes=2, sweep_episodes=1, sweep_points=2)
+    for kind in ("lockstep", "realtime"):
+        setting = evaluator.Setting(target, slow, ComputeModel(0.5, 3.0),
+                                    clock=Clock(kind, 40.0))
+        doc = calibration.calibrate(draft.task, draft, target, setting, cfg, 40.0)
+        assert doc["clock"] == {"kind": kind, "period_ms": 40.0, "loop": "wait"}
+        res = evaluator.evaluate(draft.task, [make_mode("hybrid", draft, target)], cfg.episodes,
+                                 cfg.seed, setting, progress=False)["hybrid"]
+        assert doc["draft_alone"]["hybrid_successes"] == sum(res.episode_success)
+        missed = res.missed_ticks
+        assert (missed == 0) == (kind == "lockstep")
+    # calibrate hands its clock (real time by default) to the calibration it runs
+    for flags, kind in (([], "realtime"), (["--eval-clock", "lockstep"], "lockstep")):
+        args = cli.build_parser().parse_args(
+            ["calibrate", "--task", "fetch_reach", "--link", "6g_hrllc", "--calibration",
+             str(tmp_path / f"{kind}.json"), "--sweep-episodes", "1", *flags])
+        lockstep = evaluator.Setting(target, PROFILES["6g_hrllc"], ComputeModel(0.5, 3.0))
+        doc, _ = cli._run_calibration(args, draft, target, lockstep, 2)
+        assert doc["clock"]["kind"] == kind
