@@ -331,6 +331,8 @@ def _control(args, task: str):
     from sim_envs import task_spec
     from hybrid_policy.core.realtime import clock_for
 
+    # a command without --eval-clock (bringup, calibrating first) calibrates in real time,
+    # the results' default
     return clock_for(getattr(args, "eval_clock", "realtime"), task_spec(task).control_period_ms,
                      loop=getattr(args, "loop", "wait"))
 

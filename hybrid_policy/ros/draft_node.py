@@ -93,7 +93,7 @@ from hybrid_policy.ros.delay_line import DelayLine
 from hybrid_policy.ros.graph import INTERFACES, uses_server
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
-from hybrid_policy.ros.packet_link import PacketLink
+from hybrid_policy.ros.packet_link import PacketLink, report_loss
 from hybrid_policy.ros.params import declare, require
 from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import STEADY, Reporter
@@ -322,7 +322,8 @@ class DraftNode(ManagedNode):
         name = self.get_parameter("link").value
         if not name:
             raise ValueError("link_in_node needs parameter 'link' (the link profile to apply)")
-        self.packets = PacketLink(link_profile(name), self._report_loss)
+        self.packets = PacketLink(link_profile(name), lambda *loss: report_loss(self.report,
+                                                                                *loss))
         self.delay = DelayLine()
         self.resp_sub = self.create_subscription(
             JointState, self.down_topic, self.report.guard(
@@ -355,10 +356,6 @@ class DraftNode(ManagedNode):
             on_response(msg)
 
         timer = self.create_timer(delay / 1e3, deliver, clock=STEADY)
-
-    def _report_loss(self, direction: str, key: int, client: str) -> None:
-        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction},
-                          log=False)
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""

@@ -46,7 +46,7 @@ from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng, parse
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.delay_line import DelayLine
-from hybrid_policy.ros.packet_link import PacketLink
+from hybrid_policy.ros.packet_link import PacketLink, report_loss
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import declare, require, string_list
 from hybrid_policy.ros.readiness import ReadyGate
@@ -201,9 +201,7 @@ class LinkNode(Node):
 
     def _report_loss(self, direction: str, key: int, client: str) -> None:
         self.lost[direction] += 1
-        self.report.event(f"lost on {direction}", {"stamp": key, "direction": direction,
-                                                   **({"robot": client} if client else {})},
-                          log=False)
+        report_loss(self.report, direction, key, client)
 
     def close(self) -> str:
         self.delay.close()

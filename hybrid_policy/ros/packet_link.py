@@ -17,6 +17,13 @@ from hybrid_policy.core.link import LinkProfile, packet_rng
 MAX_OPEN = 1024  # requests whose response may still come (older ones: forgotten)
 
 
+def report_loss(report, direction: str, key: int, client: str = "") -> None:
+    """The ``events`` entry of a dropped packet, as ``analyze`` counts it (``report``: a
+    ``ros.reporting.Reporter``)."""
+    report.event(f"lost on {direction}", {"stamp": key, "direction": direction,
+                                          **({"robot": client} if client else {})}, log=False)
+
+
 class PacketLink:
     """``on_loss(direction, stamp key, client)`` is called for each packet the link drops."""
 
