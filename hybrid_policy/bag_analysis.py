@@ -103,7 +103,7 @@ def analyze(path: str | Path) -> dict[str, Any]:
 
 
 _SUMMED = ("steps", "uplink_tx", "server_ops", "fallbacks", "losses", "missed_ticks",
-           "overruns", "successes", "episodes", "rejections")
+           "stale_ticks", "overruns", "successes", "episodes", "rejections")
 
 
 def _fleet_robots(info: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -128,12 +128,13 @@ def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResul
         if not np.isnan(v["exit_layer"]):  # early-exit modes: the exit that acted
             res.exits[int(v["exit_layer"])] += 1
     res.server_ops = sum(len(r) for r in responses)
-    missed_ticks = overruns = 0
+    overruns = 0
     for _, msg in topics.get(f"{prefix}episode", []):
         values = _values(msg)
         if msg.message == "episode end":
             res.add_episode(values.get("success") == "1")
-            missed_ticks += int(values.get("missed_ticks", 0))
+            res.missed_ticks += int(values.get("missed_ticks", 0))
+            res.stale_ticks += int(values.get("stale_ticks", 0))
         elif msg.message == "done":
             overruns = int(values.get("overruns", 0))
     events = Counter(f"{m.name}: {m.message}" for _, m in topics.get(f"{prefix}events", []))
@@ -147,7 +148,8 @@ def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResul
                       and _values(m).get("robot") == robot)
     return res, {
         "steps": res.steps, "uplink_tx": res.uplink_tx, "server_ops": res.server_ops,
-        "fallbacks": res.fallbacks, "losses": losses, "missed_ticks": missed_ticks,
+        "fallbacks": res.fallbacks, "losses": losses, "missed_ticks": res.missed_ticks,
+        "stale_ticks": res.stale_ticks,
         "overruns": overruns,
         "successes": res.successes, "episodes": res.episodes, "rejections": res.rejections,
         "events": dict(events)}
@@ -194,7 +196,8 @@ def format_counts(doc: dict[str, Any]) -> str:
         ev = ", ".join(f"{k} x{v}" for k, v in sorted(c["events"].items())) or "none"
         lines.append(f"{mode}: {c['steps']} steps, {c['uplink_tx']} uplink, {c['server_ops']} "
                      f"server ops, {c['fallbacks']} deadline fallbacks, {c['losses']} packets "
-                     f"lost, {c['missed_ticks']} missed ticks, {c['overruns']} simulator overruns, "
+                     f"lost, {c['missed_ticks']} missed and {c.get('stale_ticks', 0)} stale ticks, "
+                     f"{c['overruns']} simulator overruns, "
                      f"{c['successes']}/{c['episodes']} "
                      f"successes; events: {ev}")
     return "\n".join(lines)

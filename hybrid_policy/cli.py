@@ -524,6 +524,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
+    if args.clock == "sim_time":
+        _sim_time_compute(args, draft, target)
     exits, students = None, None
 
     def config_for(mode: str, mode_bag) -> GraphConfig:
@@ -548,13 +550,26 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return _run_graphs(args, modes, bag, config_for)
 
 
+def _sim_time_compute(args: argparse.Namespace, draft, target) -> None:
+    """sim_time charges each step the compute times eval would: ``--draft-ms`` and
+    ``--target-ms`` as given, else this machine's, measured as eval measures them."""
+    if args.draft_ms is None or args.target_ms is None:
+        model = _setting(args, draft, target).compute
+        args.draft_ms = model.draft() if args.draft_ms is None else args.draft_ms
+        args.target_ms = model.target() if args.target_ms is None else args.target_ms
+    log.info("sim_time: each step is charged draft %.3f ms, target %.3f ms",
+             args.draft_ms, args.target_ms)
+
+
 def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
     """The GraphConfig settings every bringup takes from the command line as they are."""
     from pathlib import Path
 
     return {"episodes": args.episodes, "seed": args.seed, "temperature": args.temperature,
             "deadline_ms": args.deadline_ms, "clock": args.clock, "rate_hz": args.rate_hz,
-            "interface": args.interface, "max_age_ms": args.max_age_ms,
+            "loop": args.loop, "interface": args.interface, "max_age_ms": args.max_age_ms,
+            **({"draft_ms": args.draft_ms, "target_ms": args.target_ms}
+               if args.clock == "sim_time" else {}),
             "robot_map": str(Path(args.robot_map).resolve()) if args.robot_map else "",
             "bag": str(mode_bag) if mode_bag else "",
             "link_in_draft": args.link_in_draft, "recorder_nice": args.recorder_nice}
@@ -943,11 +958,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, help="override the calibrated τ* of adahi")
     p.add_argument("--bag", help="record a rosbag2 (MCAP) into this new directory (several "
                    "modes: one bag per mode in BAG/<mode>)")
-    p.add_argument("--clock", choices=("lockstep", "realtime"), default="lockstep",
+    p.add_argument("--clock", choices=("lockstep", "realtime", "sim_time"),
+                   default="lockstep",
                    help="lockstep: the simulator waits for each action (reproducible); "
-                   "realtime: it steps at --rate-hz whatever arrived (default lockstep)")
-    p.add_argument("--rate-hz", type=_positive_float, default=10.0,
-                   help="control rate of the realtime clock (default 10)")
+                   "realtime: it steps at --rate-hz on the wall clock whatever arrived; "
+                   "sim_time: the same in simulated time (/clock), each step charged its "
+                   "modelled compute and link time, so the run equals eval's real time tick "
+                   "for tick (default lockstep)")
+    p.add_argument("--rate-hz", type=_positive_float, default=-1.0,
+                   help="control rate of the realtime and sim_time clocks (default: the "
+                   "task's, 25 Hz for the fetch tasks)")
+    p.add_argument("--loop", choices=("period", "wait"), default="period",
+                   help="realtime and sim_time: how a verified step waits (period: 0.7 of the "
+                   "control period, so the fallback makes its tick; wait: --deadline-ms; "
+                   "default period)")
+    p.add_argument("--draft-ms", dest="draft_ms", type=float,
+                   help="sim_time: the draft's compute per step that each step is charged "
+                   "(default: measured on this machine, as eval does)")
+    p.add_argument("--target-ms", dest="target_ms", type=float,
+                   help="sim_time: the server's compute per verification (default: measured)")
     p.add_argument("--interface", choices=("standard", "vector"), default="standard",
                    help="robot interface: standard ROS messages as a robot driver and "
                    "perception publish them, TwistStamped commands out (default); vector: the "

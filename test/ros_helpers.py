@@ -16,6 +16,7 @@ from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.core.modes import Thresholds, make_mode
+from hybrid_policy.core.realtime import Clock
 from hybrid_policy.policies import load_policy
 from hybrid_policy.ros.messages import stamp_key
 
@@ -34,14 +35,15 @@ def node_cmd(module, namespace, **params):
     return cmd
 
 
-def in_process(tiny, mode_name, link, episodes, tau=None, deadline_ms=5000.0):
+def in_process(tiny, mode_name, link, episodes, tau=None, deadline_ms=5000.0,
+               compute=ComputeModel(1.0, 1.0), clock=Clock()):
     """The evaluator's records and result for the tiny models on ``TASK``."""
     draft = load_policy(tiny["draft"], role="draft")
     target = load_policy(tiny["target"], role="target")
     mode = make_mode(mode_name, draft, target,
                      None if tau is None else Thresholds(tau, 0.0, 0.0))
     records = []
-    setting = Setting(target, link_profile(link), ComputeModel(1.0, 1.0), deadline_ms)
+    setting = Setting(target, link_profile(link), compute, deadline_ms, clock)
     res = evaluator.evaluate(TASK, [mode], episodes, SEED, setting, progress=False,
                              on_step=lambda _, rec: records.append(rec))
     return records, res[mode_name]

@@ -23,7 +23,7 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
-from hybrid_policy.core.realtime import Actuator, Clock
+from hybrid_policy.core.realtime import Actuator, Clock, round_trip_ms, tick_kind
 from hybrid_policy.core.protocol import Response
 from hybrid_policy.core.server import serve
 from hybrid_policy.core.stepmetrics import ModeResult, rejected
@@ -64,16 +64,16 @@ def control_step(mode: Mode, obs: np.ndarray, step: int, rng: np.random.Generato
     latency = s.compute.draft() if plan.draft_action is not None else 0.0
     response, server_op = None, False
     if plan.request is not None:
-        rtt = s.deadline_ms
         link_rng = packet_rng(plan.request.seed)
         up = s.link.deliver(plan.request.payload_bytes(), True, link_rng)
+        rtt = None
         if up is not None:  # the uplink delivered: the server works
             server_op = True
             answer = serve(s.target, plan.request)
             down = s.link.deliver(answer.payload_bytes(), False, link_rng)
-            if down is not None and up + s.compute.target() + down <= s.deadline_ms:
-                response, rtt = answer, up + s.compute.target() + down
-        latency += rtt
+            rtt = round_trip_ms(up, s.compute.target(), down, s.deadline_ms)
+            response = None if rtt is None else answer
+        latency += s.deadline_ms if rtt is None else rtt
     rec = resolve_step(mode, plan, response, step, latency, server_op)
     return rec.action, rec
 
@@ -113,7 +113,7 @@ def run_episode(env: sim_envs.ManipulationTask, mode: Mode, reset_seed: int, see
                                 rec.plan.draft_action)
             actuator.send(step, now + rec.latency_ms, action)
             action, answered = actuator.tick(now + clock.period_ms)
-            result.add_tick(answered is None, answered is not None and answered < step)
+            result.add_tick(*tick_kind(answered, step))
         record(result, rec)
         if on_step is not None:
             on_step(rec)

@@ -73,7 +73,7 @@ from hybrid_policy.core.early_exit import ExitPlan, feature_hop, serve_features
 from hybrid_policy.core.link import LinkProfile, packet_rng
 from hybrid_policy.core.modes import Mode, Plan
 from hybrid_policy.core.protocol import FeatureRequest, Request, Response
-from hybrid_policy.core.realtime import Actuator, Clock as ControlClock
+from hybrid_policy.core.realtime import Actuator, Clock as ControlClock, tick_kind
 from hybrid_policy.core.server import serve_batch
 from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
@@ -644,7 +644,7 @@ class FleetEvaluator:
         """Real time: the robot's tick applies the newest command that arrived (or holds
         still) for the period that starts now."""
         action, answered = r.actuator.tick(self.clock.now)
-        r.result.add_tick(answered is None, answered is not None and answered < r.step)
+        r.result.add_tick(*tick_kind(answered, r.step))
         self._act(r, action, self.clock.now)
 
     def _act(self, r: _Robot, action: np.ndarray, next_ms: float) -> None:

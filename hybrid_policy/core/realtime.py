@@ -18,8 +18,8 @@ Loops (``LOOPS``), how a verified step waits for its verdict:
 
 - ``wait``: the command is the verdict's action, or the draft's at ``deadline_ms`` (the
   exact mode: every verified step executes a target sample when the verdict makes it);
-- ``period``: the same with the deadline tied to the period (``PERIOD_SHARE`` · T), so a
-  command is always ready for the next tick;
+- ``period``: the same with the deadline at most ``PERIOD_SHARE`` · T, so a command is
+  always ready for the next tick;
 - ``draft_first``: the draft's action is sent to the actuator at once; a verdict that
   arrives before the next tick replaces it (same state, later and verified); a later
   verdict is overtaken by the next state's draft command and never applied.
@@ -61,10 +61,30 @@ class Clock:
 
     def deadline_ms(self, given_ms: float, period_ms: float | None = None) -> float:
         """The verification deadline this loop uses (``given_ms``: the user's) for a robot
-        whose period is ``period_ms`` (default: this clock's)."""
+        whose period is ``period_ms`` (default: this clock's): ``period`` waits at most a
+        share of the period, so the fallback still makes its tick."""
         if self.loop != "period":
             return given_ms
-        return PERIOD_SHARE * (self.period_ms if period_ms is None else period_ms)
+        return min(given_ms, PERIOD_SHARE * (self.period_ms if period_ms is None else period_ms))
+
+
+def round_trip_ms(up_ms: float | None, server_ms: float, down_ms: float | None,
+                  deadline_ms: float) -> float | None:
+    """A verification's modelled time from the request leaving the robot to its verdict
+    back: ``None`` when a packet was lost (``up_ms`` or ``down_ms`` None) or the verdict
+    would come after ``deadline_ms`` (the robot then acts at the deadline without it).
+    The in-process evaluators and the draft node's modelled step time (``sim_time``
+    graphs) both decide a step's fate here."""
+    if up_ms is None or down_ms is None:
+        return None
+    rtt = up_ms + server_ms + down_ms
+    return rtt if rtt <= deadline_ms else None
+
+
+def tick_kind(answered: int | None, step: int) -> tuple[bool, bool]:
+    """``(missed, stale)`` of the tick after step ``step``, given the state its applied
+    command answers (``Actuator.tick``): nothing new arrived, or an older state's command."""
+    return answered is None, answered is not None and answered < step
 
 
 def clock_for(kind: str, control_period_ms: float, rate_hz: float | None = None,

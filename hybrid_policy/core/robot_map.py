@@ -475,9 +475,10 @@ class Assembler:
                                  f"for {len(names)} names (the map reads {key}): not used")
         return out
 
-    def snapshot_ticks(self, now_ns: int) -> list[Tick]:
+    def snapshot_ticks(self, now_ns: int | None) -> list[Tick]:
         """Ticks that the messages put so far complete (snapshot maps), oldest first; ages
-        are measured at ``now_ns``."""
+        are measured at ``now_ns`` (``None``: each snapshot at its own stamp, as in
+        simulated time, where none passes while a snapshot is assembled)."""
         needed = {n for n, s in self.rmap.inputs.items() if not s.static}
         ticks = []
         for stamp in sorted(self.arrived):
@@ -487,7 +488,7 @@ class Assembler:
             have = self.arrived[stamp]
             newer = any(s > stamp for s in self.arrived)
             if have >= needed and all(self.latest[n].stamp_ns == stamp for n in needed):
-                ticks.append(self._tick(stamp, now_ns))
+                ticks.append(self._tick(stamp, stamp if now_ns is None else now_ns))
             elif newer:  # superseded before it was complete
                 missing = sorted(needed - have)
                 ticks.append(self._hold(stamp, f"incomplete snapshot (no {', '.join(missing)} "

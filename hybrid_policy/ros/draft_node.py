@@ -33,6 +33,17 @@ A command carries the stamp of the state it answers (the observation's or snapsh
 timer tick's newest input's), so a driver pairs them in both tick modes; requests and
 ``step`` telemetry carry the step's own stamp (a timer tick's time, unique per step).
 
+Step time (parameter ``step_time``): ``measured`` (the default) times each step on the
+steady clock from its input to its command. ``modelled`` (``sim_time`` graphs, whose
+simulator is the clock) charges each step what the in-process evaluator charges it: the
+draft's ``draft_ms``, and for a verified step the link model's times (``link_in_node``:
+this node applies the link) plus the server's ``target_ms``, or the deadline when a packet
+is lost or the verdict would come after it (``core.realtime.round_trip_ms``). The verdict
+is then used or not by that modelled time, not by when it came back; every step's command
+is published, in step order, and its ``step`` record carries the modelled latency, from
+which the simulator delivers the command at its tick (``sim_node``). Inputs are aged
+against their own stamp: no simulated time passes while a snapshot is assembled.
+
 Early-exit modes (``core.early_exit``): the robot runs its part of the early-exit net
 (``early_exit``) by the plan ``exit_plan`` (its part, threshold and next nodes, as
 ``bringup`` solved it), and sends a feature it is not confident about as a
@@ -84,7 +95,7 @@ from hybrid_policy.core.mode_names import (
 )
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.core.protocol import Response
-from hybrid_policy.core.realtime import PERIOD_SHARE
+from hybrid_policy.core.realtime import PERIOD_SHARE, round_trip_ms
 from hybrid_policy.core.stepmetrics import FIELDS, rejected
 from hybrid_policy.defaults import DEFAULT_DEADLINE_MS, DEFAULT_TEMPERATURE
 from hybrid_policy.policies.card import read_policy_card
@@ -99,6 +110,7 @@ from hybrid_policy.ros.readiness import ReadyGate
 from hybrid_policy.ros.reporting import STEADY, Reporter
 
 ACTIVE = "active"
+SERVER_GONE_S = 30.0  # modelled step time: a verdict not back by then (wall) falls back
 
 
 @dataclass
@@ -112,6 +124,7 @@ class Pending:
     finger_q: np.ndarray | None  # standard interface: finger positions the targets start from
     gather: Any = None  # rocoin modes: the step's answers so far (core.rocoin.Gather)
     answers: object = None  # Time its commands carry: the state it answers (None: stamp)
+    up_ms: float | None = None  # modelled step time: the request's modelled uplink time
 
 
 class DraftNode(ManagedNode):
@@ -156,6 +169,7 @@ class DraftNode(ManagedNode):
         self.control_deadline_ms = float(declare(
             self, "control_deadline_ms", 0.0, "DDS deadline on observation/action in ms "
             "(realtime graphs: two control periods; 0 = none)"))
+        self.modelled = self._step_time()
 
         self.interface = declare(self, "interface", "standard", "standard (robot_map topics, "
                                  "TwistStamped out) | vector (flat observation/action)")
@@ -205,8 +219,9 @@ class DraftNode(ManagedNode):
             self._standard_interface(control)
             readers.update({self.map.twist.topic: self.twist_pub,
                             self.map.gripper.topic: self.gripper_pub})
-        self.deadline_s = self._deadline_ms(given_deadline_ms) / 1e3
-        self.get_logger().info(f"verdict deadline {self.deadline_s * 1e3:g} ms"
+        self.deadline_ms = self._deadline_ms(given_deadline_ms)
+        self.deadline_s = self.deadline_ms / 1e3
+        self.get_logger().info(f"verdict deadline {self.deadline_ms:g} ms"
                                + (" (derived)" if given_deadline_ms == -1.0 else ""))
         self.create_service(Trigger, "~/reset", self.on_reset)
         self.gate = ReadyGate(self, readers, announce=False)
@@ -301,6 +316,28 @@ class DraftNode(ManagedNode):
             return PERIOD_SHARE * 1e3 / self.map.rate_hz
         return DEFAULT_DEADLINE_MS
 
+    def _step_time(self) -> tuple[float, float] | None:
+        """``(draft_ms, target_ms)`` when steps are charged their modelled time
+        (``step_time: modelled``), else ``None`` (measured on the steady clock)."""
+        kind = declare(self, "step_time", "measured", "measured (steady clock, input to "
+                       "command) | modelled (sim_time graphs: draft_ms + the link model + "
+                       "target_ms, as the in-process evaluator charges a step)")
+        draft_ms = float(declare(self, "draft_ms", -1.0, "modelled step time: the draft's "
+                                 "compute per step in ms"))
+        target_ms = float(declare(self, "target_ms", -1.0, "modelled step time: the server's "
+                                  "compute per verification in ms"))
+        if kind not in ("measured", "modelled"):
+            raise ValueError(f"step_time must be measured or modelled, got {kind!r}")
+        if kind == "measured":
+            return None
+        if not (draft_ms >= 0 and target_ms >= 0):
+            raise ValueError(f"step_time modelled needs draft_ms and target_ms >= 0 (the "
+                             f"compute times it charges), got {draft_ms:g} and {target_ms:g}")
+        if self.exits or self.rocoin or self.idn:
+            raise ValueError(f"step_time modelled is for the draft/target modes, not "
+                             f"{self.mode_name}")
+        return draft_ms, target_ms
+
     def _server_topics(self, readers: dict, up, down, on_response) -> None:
         """The request out and the verdict in: through a link node (``uplink/request``,
         ``downlink/response``), or with ``link_in_node`` straight to and from the server,
@@ -316,6 +353,9 @@ class DraftNode(ManagedNode):
         self.req_pub = readers[self.up_topic] = self.create_publisher(
             JointState, self.up_topic, up)
         if not self.link_in_node:
+            if self.modelled is not None and uses_server(self.mode_name):
+                raise ValueError("step_time modelled needs link_in_node: the link's modelled "
+                                 "times are applied in this node")
             self.resp_sub = self.create_subscription(JointState, self.down_topic,
                                                      on_response, down)
             return
@@ -334,6 +374,14 @@ class DraftNode(ManagedNode):
         if not self.link_in_node:
             self.req_pub.publish(msg)
             return
+        if self.modelled is not None:  # the modelled uplink time is charged, not waited
+            p = self.pending[key]
+            p.up_ms = self.packets.up(p.plan.request.payload_bytes(), seed, key)
+            if p.up_ms is None:
+                self._finish(key, None)
+            else:
+                self.req_pub.publish(msg)
+            return
         # the message object is published (thread-safe), not these bytes: rclpy's buffer runs
         # a few bytes past the CDR (8 here), which the link's size barely notices but a bag
         # reader refuses
@@ -345,6 +393,9 @@ class DraftNode(ManagedNode):
     def _on_link_response(self, raw: bytes, on_response) -> None:
         """A verdict off the server, handed on after the modelled downlink (or lost)."""
         msg = deserialize_message(raw, JointState)
+        if self.modelled is not None:
+            self._modelled_verdict(msg)
+            return
         delay = self.packets.down(len(raw), messages.stamp_key(msg.header.stamp))
         if delay is None:
             return
@@ -356,6 +407,18 @@ class DraftNode(ManagedNode):
             on_response(msg)
 
         timer = self.create_timer(delay / 1e3, deliver, clock=STEADY)
+
+    def _modelled_verdict(self, msg: JointState) -> None:
+        """Modelled step time: the verdict counts if its modelled round trip beats the
+        deadline (``core.realtime.round_trip_ms``, as in process); else the step falls back."""
+        key = messages.stamp_key(msg.header.stamp)
+        if key not in self.pending:
+            raise messages.MessageError("answers no pending step (late, duplicate or unknown "
+                                        "stamp): dropped")
+        response = messages.parse_response(msg)  # malformed: reported, the guard timer acts
+        down = self.packets.down(response.payload_bytes(), key)
+        rtt = round_trip_ms(self.pending[key].up_ms, self.modelled[1], down, self.deadline_ms)
+        self._finish(key, None if rtt is None else response, rtt)
 
     def _standard_interface(self, control) -> None:
         """Inputs and commands from the robot map (core.robot_map, ros/robot_io)."""
@@ -372,7 +435,8 @@ class DraftNode(ManagedNode):
         self.twist_pub = self.create_publisher(TwistStamped, self.map.twist.topic, control)
         self.gripper_pub = self.create_publisher(JointState, self.map.gripper.topic, control)
         self.inputs = robot_io.RobotInputs(self, self.map, self.task.obs_dim, max_age, control,
-                                           self.report.guard, self.on_tick)
+                                           self.report.guard, self.on_tick,
+                                           aged_at_stamp=self.modelled is not None)
         if self.map.tick == "timer":  # guarded like a subscription: a tick never kills it
             tick = self.report.guard("tick", lambda _: self.active and self.on_tick(
                 self.inputs.timer_tick()))
@@ -527,7 +591,10 @@ class DraftNode(ManagedNode):
             self._act(Pending(plan, stamp, episode, step, received, None, finger_q,
                               answers=answers), None)
             return
-        timer = self.create_timer(self.deadline_s, lambda: self._expire(key), clock=STEADY)
+        # modelled step time: the deadline is modelled; the timer only guards a server gone
+        wait_s = self.deadline_s if self.modelled is None else max(SERVER_GONE_S,
+                                                                   self.deadline_s)
+        timer = self.create_timer(wait_s, lambda: self._expire(key), clock=STEADY)
         self.pending[key] = Pending(plan, stamp, episode, step, received, timer, finger_q,
                                     answers=answers)
         if self.exits:
@@ -636,17 +703,27 @@ class DraftNode(ManagedNode):
         for key in list(self.pending):
             self._expire(key)
 
-    def _finish(self, key: int, response: Response | None) -> None:
+    def _finish(self, key: int, response: Response | None, rtt_ms: float | None = None) -> None:
         p = self.pending.pop(key)
         p.timer.cancel()
         self.destroy_timer(p.timer)
-        self._act(p, response)
+        self._act(p, response, rtt_ms)
 
-    def _act(self, p: Pending, response: Response | None) -> None:
+    def _modelled_latency(self, plan, rtt_ms: float | None) -> float:
+        """A step's modelled time, charged as the in-process evaluator charges it."""
+        latency = self.modelled[0] if plan.draft_action is not None else 0.0
+        if plan.request is not None:
+            latency += self.deadline_ms if rtt_ms is None else rtt_ms
+        return latency
+
+    def _act(self, p: Pending, response: Response | None, rtt_ms: float | None = None) -> None:
         plan, stamp = p.plan, p.stamp
         action = self.mode.resolve(plan, response)
         key = messages.stamp_key(stamp)
-        overtaken = self.commanded_key is not None and key < self.commanded_key
+        # modelled step time: steps resolve in order and the robot's actuator decides by
+        # modelled arrival which command acts, so every command is published
+        overtaken = (self.modelled is None and self.commanded_key is not None
+                     and key < self.commanded_key)
         if overtaken:
             self.report.event("command overtaken: a newer step's command was already "
                               "published; not published", {"stamp": key,
@@ -654,7 +731,8 @@ class DraftNode(ManagedNode):
         else:
             self._command(p.answers or stamp, action, p.finger_q)
             self.commanded_key = key
-        latency_ms = (time.monotonic() - p.received) * 1e3
+        latency_ms = ((time.monotonic() - p.received) * 1e3 if self.modelled is None
+                      else self._modelled_latency(plan, rtt_ms))
         self.steps += 1
         self.latencies.append(latency_ms)
         req = plan.request

@@ -23,7 +23,7 @@ from hybrid_policy.core import calibration_file, robot_map
 from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
 )
-from hybrid_policy.core.realtime import PERIOD_SHARE
+from hybrid_policy.core.realtime import Clock
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
 )
@@ -82,7 +82,8 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
     Topic("downlink/response", JOINT_STATE, "downlink", ("link_node",), ("draft_node",),
           "answer as delivered to the robot, after the modelled downlink"),
     Topic("step", JOINT_STATE, "telemetry", ("draft_node",), (),
-          "per-step metrics of the robot side (names in core.stepmetrics.FIELDS)"),
+          "per-step metrics of the robot side (names in core.stepmetrics.FIELDS); sim_time: "
+          "the simulator reads latency_ms, the step's modelled time"),
     Topic("episode", STATUS, "telemetry", ("sim_node",), (),
           "episode start/end events: episode, reset_seed, steps, success"),
     Topic("events", STATUS, "telemetry", ("draft_node", "link_node", "target_node", "sim_node"),
@@ -92,7 +93,11 @@ TOPICS: dict[str, Topic] = {t.name: t for t in (
 SERVER_NODES = ("link_node", "target_node")
 MANAGED_NODES = ("target_node", "draft_node")  # lifecycle nodes, in activation order
 MANAGER = "lifecycle_manager"
-CLOCKS = ("lockstep", "realtime")
+# lockstep: the simulator waits for each command; realtime: it ticks on the wall clock;
+# sim_time: it ticks in simulated time (/clock), steps charged their modelled time, so a
+# run equals the in-process real-time evaluator tick for tick (ros/sim_node.py)
+CLOCKS = ("lockstep", "realtime", "sim_time")
+GRAPH_LOOPS = ("wait", "period")  # core.realtime's loops the graph runs (draft_first: eval)
 
 
 @dataclass
@@ -116,11 +121,17 @@ class GraphConfig:
     random_skip: float = FROM_CALIBRATION
     temperature: float = DEFAULT_TEMPERATURE
     deadline_ms: float = DEFAULT_DEADLINE_MS
-    clock: str = "lockstep"  # or "realtime": the simulator steps at rate_hz regardless
+    clock: str = "lockstep"  # or "realtime" / "sim_time": it steps at rate_hz regardless
+    # real-time clocks: how a verified step waits (core.realtime): period = a share of the
+    # period, so the fallback makes its tick; wait = deadline_ms
+    loop: str = "period"
+    # sim_time: the compute times a step is charged (ms; -1: bringup measures this machine)
+    draft_ms: float = -1.0
+    target_ms: float = -1.0
     interface: str = "standard"  # robot interface: standard ROS messages, or "vector"
     robot_map: str = ""  # standard interface map ("" = config/robot_<task>.yaml)
     max_age_ms: float = -1.0  # oldest usable robot input (-1 = the robot map's)
-    rate_hz: float = 10.0  # control rate of the realtime clock
+    rate_hz: float = -1.0  # control rate of the real-time clocks (-1 = the task's)
     bag: str = ""  # record to this directory ("" = no recorder)
     recorder_nice: int = 10  # the recorder's CPU niceness (off the control path)
     # the draft node applies the link model itself (no link_node: a process and two DDS
@@ -155,8 +166,14 @@ class GraphConfig:
         calibration_file.check_draft_kind(self.draft_kind)
         if self.clock not in CLOCKS:
             raise HybridPolicyError(f"clock {self.clock!r} is not one of {', '.join(CLOCKS)}")
-        if not 0 < self.rate_hz <= 1000:
-            raise HybridPolicyError(f"rate_hz must be in (0, 1000], got {self.rate_hz}")
+        if not (0 < self.rate_hz <= 1000 or self.rate_hz == -1):
+            raise HybridPolicyError(f"rate_hz must be in (0, 1000] (or -1 for the task's), "
+                                    f"got {self.rate_hz}")
+        if self.loop not in GRAPH_LOOPS:
+            raise HybridPolicyError(f"loop {self.loop!r} is not one the graph runs "
+                                    f"({', '.join(GRAPH_LOOPS)}; draft_first runs in eval)")
+        if self.clock == "sim_time":
+            self._check_sim_time()
         if self.interface not in INTERFACES:
             raise HybridPolicyError(f"interface {self.interface!r} is not one of "
                                     f"{', '.join(INTERFACES)}")
@@ -166,6 +183,27 @@ class GraphConfig:
         if not (self.max_age_ms == -1 or self.max_age_ms > 0):
             raise HybridPolicyError(f"max_age_ms must be > 0 (or -1 for the robot map's), got "
                                     f"{self.max_age_ms}")
+
+    def _check_sim_time(self) -> None:
+        """sim_time runs one robot's draft/target graph; its draft node applies the link
+        itself, so that it knows every step's modelled time."""
+        if self.topology:
+            raise HybridPolicyError("clock sim_time runs one robot's graph; a fleet runs in "
+                                    "real time in process (hybrid-policy eval --topology)")
+        if not (self.draft_ms >= 0 and self.target_ms >= 0):
+            raise HybridPolicyError(f"clock sim_time charges each step modelled compute: set "
+                                    f"draft_ms and target_ms >= 0 (ms; `hybrid-policy eval` "
+                                    f"logs this machine's), got {self.draft_ms:g} and "
+                                    f"{self.target_ms:g}")
+        self.link_in_draft = True
+
+    @property
+    def period_ms(self) -> float:
+        """The control period of the real-time clocks."""
+        from sim_envs import task_spec
+
+        return task_spec(self.task).control_period_ms if self.rate_hz == -1 else \
+            1e3 / self.rate_hz
 
     @property
     def robot_map_path(self) -> str:
@@ -196,11 +234,12 @@ class GraphConfig:
 
     @property
     def step_deadline_ms(self) -> float:
-        """The draft node's wait for a verdict: ``deadline_ms``, and in real time at most
-        70% of the control period, so the fallback action still makes its tick."""
-        if self.clock == "realtime":
-            return min(self.deadline_ms, PERIOD_SHARE * 1e3 / self.rate_hz)
-        return self.deadline_ms
+        """The draft node's wait for a verdict: ``deadline_ms``; in the real-time clocks
+        the loop's (``period``: 70% of the control period, so the fallback still makes its
+        tick), as ``core.realtime.Clock.deadline_ms`` says in process."""
+        if self.clock == "lockstep":
+            return self.deadline_ms
+        return Clock("realtime", self.period_ms, self.loop).deadline_ms(self.deadline_ms)
 
 
 @dataclass(frozen=True)
@@ -234,6 +273,8 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
         return fleet_nodes(cfg)
     common = {"task": cfg.task, "seed": cfg.seed}
     realtime = cfg.clock == "realtime"
+    modelled = ({"step_time": "modelled", "draft_ms": cfg.draft_ms, "target_ms": cfg.target_ms}
+                if cfg.clock == "sim_time" else {})
     specs = [
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
             **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
@@ -249,7 +290,7 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
             "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
             **cfg.thresholds_given, "temperature": cfg.temperature,
             "deadline_ms": cfg.step_deadline_ms,
-            "control_deadline_ms": 2e3 / cfg.rate_hz if realtime else 0.0,
+            "control_deadline_ms": 2 * cfg.period_ms if realtime else 0.0, **modelled,
             **({"link_in_node": True} if cfg.link_in_draft and uses_server(cfg.mode) else {})}),
         NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER, {
             "node_names": list(managed_nodes(cfg.mode))}),
@@ -267,7 +308,9 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
         specs.append(NodeSpec("recorder_node", "hybrid_policy.ros.recorder_node",
                               "recorder_node", {"bag": cfg.bag, "topics": recorded(cfg),
                                                 "run_info": run_info(cfg),
-                                                "nice": cfg.recorder_nice}))
+                                                "nice": cfg.recorder_nice,
+                                                # sim_time: the bag's timeline is simulated
+                                                "use_sim_time": cfg.clock == "sim_time"}))
     out = []
     for s in specs:
         params = {**s.parameters, **cfg.extra.get(s.name, {})}
@@ -287,7 +330,10 @@ def running_nodes(mode: str, link_in_draft: bool = False) -> tuple[str, ...]:
 def topic_ends(cfg: GraphConfig, t: Topic) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Who publishes and who reads ``t`` in ``cfg``'s graph: with ``link_in_draft`` the
     draft node takes the link node's place on the server's topics, and the robot's side of
-    the link (``uplink/request``, ``downlink/response``) is gone."""
+    the link (``uplink/request``, ``downlink/response``) is gone; in ``sim_time`` the
+    simulator reads ``step`` (each step's modelled latency)."""
+    if t.name == "step" and cfg.clock == "sim_time":
+        return t.publishers, (*t.subscribers, "sim_node")
     if not cfg.link_in_draft or "link_node" not in t.publishers + t.subscribers:
         return t.publishers, t.subscribers
     if t.name in ("uplink/request", "downlink/response"):
@@ -405,7 +451,8 @@ def run_info(cfg: GraphConfig) -> list[str]:
     """``key=value`` facts of the run, stored in the bag's metadata (``custom_data``) so
     ``hybrid-policy analyze`` knows what it reads."""
     keys = ("mode", "task", "link", "episodes", "seed", "tau", "uncertainty_tau",
-            "random_skip", "temperature", "deadline_ms", "clock", "rate_hz", "interface",
+            "random_skip", "temperature", "deadline_ms", "clock", "loop", "rate_hz",
+            "draft_ms", "target_ms", "interface",
             "max_age_ms", "link_in_draft", "draft_kind", "draft_path",
             "target_path", "calibration_path", "namespace", "topology", "exit_plan",
             "rocoin_layout", "students_path", "idn_catalogue")

@@ -23,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from hybrid_policy.ros import messages
 from hybrid_policy.ros.params import string_list
+from hybrid_policy.ros.reporting import STEADY
 
 READY_TOPIC = "ready"
 # Latched: a node that starts late still sees who announced before it.
@@ -55,7 +56,7 @@ class ReadyGate:
             raise ValueError(f"expect names topics this node does not publish: {unknown}")
         self.ready = False
         if announce:
-            self._timer = node.create_timer(0.02, self._check)
+            self._timer = node.create_timer(0.02, self._check, clock=STEADY)
 
     def missing(self) -> dict[str, str]:
         """``{topic: "matched/expected"}`` of the publishers still short of readers."""

@@ -110,11 +110,18 @@ class RobotInputs:
     ``on_tick(tick)`` is called for each snapshot completed (or given up) by an arrival; a
     timer map's node calls ``timer_tick`` itself. A message that cannot be used raises
     ``MessageError`` inside the callback, which the node's ``Reporter.guard`` reports.
+    ``aged_at_stamp``: a snapshot's inputs are aged at its own stamp, not at the node's
+    clock (simulated time, where the simulator's stamps are the only clock).
     """
 
     def __init__(self, node, rmap: RobotMap, obs_size: int, max_age_ms: float, qos,
-                 guard: Callable, on_tick: Callable[[Tick], None]) -> None:
+                 guard: Callable, on_tick: Callable[[Tick], None],
+                 aged_at_stamp: bool = False) -> None:
+        if aged_at_stamp and rmap.tick != "snapshot":
+            raise ValueError(f"{rmap.path}: a {rmap.tick} map ticks on the node's own clock; "
+                             "simulated time needs a snapshot map (tick: snapshot)")
         self.node, self.rmap, self.on_tick = node, rmap, on_tick
+        self.aged_at_stamp = aged_at_stamp
         self.assembler = Assembler(rmap, obs_size, max_age_ms)
         for spec in rmap.inputs.values():
             node.create_subscription(MESSAGE[spec.type], spec.topic,
@@ -132,7 +139,8 @@ class RobotInputs:
             raise MessageError(str(exc)) from None
         finally:
             if self.rmap.tick == "snapshot":
-                for tick in self.assembler.snapshot_ticks(self._now_ns()):
+                now = None if self.aged_at_stamp else self._now_ns()
+                for tick in self.assembler.snapshot_ticks(now):
                     self.on_tick(tick)
 
     def timer_tick(self) -> Tick:
