@@ -1,7 +1,8 @@
 """Launch the hybrid-inference graph for one mode on a machine with ROS 2 installed.
 
     ros2 launch hybrid_policy hybrid_launch.py mode:=adahi task:=fetch_push link:=6g_hrllc
-    ros2 launch hybrid_policy hybrid_launch.py mode:=adahi clock:=realtime rate_hz:=10
+    ros2 launch hybrid_policy hybrid_launch.py mode:=adahi clock:=realtime
+    ros2 launch hybrid_policy hybrid_launch.py mode:=adahi clock:=sim_time draft_ms:=1.1 target_ms:=1.9
 
 Settings come from ``config`` (default: the package's config/hybrid.yaml); any launch
 argument given overrides the file. Nodes and their parameters come from
@@ -45,8 +46,14 @@ ARGUMENTS = {
     "tau": "adahi's threshold (>= 0); -1 = from the calibration",
     "uncertainty_tau": "uncertainty_skip's threshold (nats, >= 0); -1 = from the calibration",
     "random_skip": "random_skip's probability; -1 = from the calibration",
-    "clock": "lockstep (the simulator waits for each action) | realtime (steps at rate_hz)",
-    "rate_hz": "control rate of the realtime clock",
+    "clock": "lockstep (the simulator waits for each action) | realtime (steps at rate_hz "
+             "on the wall clock) | sim_time (the same on /clock, steps charged their modelled "
+             "time: equals hybrid-policy eval in real time)",
+    "rate_hz": "control rate of the realtime and sim_time clocks; -1 = the task's",
+    "loop": "realtime clocks: period (the verdict waits at most 0.7 of the period) | wait "
+            "(deadline_ms)",
+    "draft_ms": "sim_time: the draft's compute per step charged (ms)",
+    "target_ms": "sim_time: the server's compute per verification charged (ms)",
     "interface": "robot interface: standard (JointState/PoseStamped/TwistStamped) | vector",
     "robot_map": "robot interface YAML (default: the package's config/robot_TASK.yaml)",
     "max_age_ms": "oldest robot input the draft acts on; -1 = the robot map's",
