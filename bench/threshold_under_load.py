@@ -36,15 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
+
+from hybrid_policy.core.frontier import wilson
 
 log = logging.getLogger("bench.threshold_under_load")
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson interval of a success rate k / n (scipy's)."""
-    ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return ci.low, ci.high
 
 
 def main() -> None:
