@@ -125,16 +125,26 @@ def _models(args: argparse.Namespace):
 
 
 def _setting(args: argparse.Namespace, draft, target):
+    from dataclasses import replace
+
     from hybrid_policy.core import compute
     from hybrid_policy.core.evaluator import Setting
     from hybrid_policy.core.link import link_profile
 
     link = link_profile(args.link)
-    model = compute.measure(draft, target, compute.sample_observations(args.task),
-                            device_speed=args.device_speed, server_speed=args.server_speed)
-    log.info("compute model: draft %.3f ms, target %.3f ms a step (speed factors: device "
-             "%.2g, server %.2g); link %s", model.draft(), model.target(), args.device_speed,
-             args.server_speed, link.name)
+    pins = {k: v for k, v in (("draft_ms", args.draft_ms), ("target_ms", args.target_ms))
+            if v is not None}
+    if len(pins) == 2:  # pinned: nothing to measure (results then do not move with load)
+        model = compute.ComputeModel(**pins, device_speed=args.device_speed,
+                                     server_speed=args.server_speed)
+    else:
+        model = replace(compute.measure(draft, target, compute.sample_observations(args.task),
+                                        device_speed=args.device_speed,
+                                        server_speed=args.server_speed), **pins)
+    log.info("compute model: draft %.3f ms, target %.3f ms a step (%s; speed factors: "
+             "device %.2g, server %.2g); link %s", model.draft(), model.target(),
+             "pinned" if len(pins) == 2 else "measured", args.device_speed, args.server_speed,
+             link.name)
     return Setting(target, link, model, args.deadline_ms)
 
 
@@ -524,8 +534,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     thresholds = None
     if any(m in NEEDS_THRESHOLDS for m in modes):
         thresholds = _thresholds(args, draft, target, _setting(args, draft, target), tau, modes)
-    if args.clock == "sim_time":
-        _sim_time_compute(args, draft, target)
+    charged = _sim_time_compute(args, draft, target) if args.clock == "sim_time" else {}
     exits, students = None, None
 
     def config_for(mode: str, mode_bag) -> GraphConfig:
@@ -544,21 +553,20 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             mode=mode, task=args.task, link=args.link, models=args.models,
             draft_kind=args.draft_kind, draft=str(Path(draft.info["checkpoint"]).resolve()),
             target=str(Path(target.info["checkpoint"]).resolve()),
-            calibration=str(_calibration_path(args)), **explicit, **_graph_settings(args, mode_bag),
+            calibration=str(_calibration_path(args)), **explicit, **charged,
+            **_graph_settings(args, mode_bag),
             topology=str(Path(args.topology).resolve()) if args.topology else "", **exit_cfg)
 
     return _run_graphs(args, modes, bag, config_for)
 
 
-def _sim_time_compute(args: argparse.Namespace, draft, target) -> None:
-    """sim_time charges each step the compute times eval would: ``--draft-ms`` and
-    ``--target-ms`` as given, else this machine's, measured as eval measures them."""
-    if args.draft_ms is None or args.target_ms is None:
-        model = _setting(args, draft, target).compute
-        args.draft_ms = model.draft() if args.draft_ms is None else args.draft_ms
-        args.target_ms = model.target() if args.target_ms is None else args.target_ms
+def _sim_time_compute(args: argparse.Namespace, draft, target) -> dict[str, float]:
+    """sim_time charges each step the compute times eval would (``_setting``'s: pinned by
+    ``--draft-ms``/``--target-ms``, else measured, with the speed factors)."""
+    model = _setting(args, draft, target).compute
     log.info("sim_time: each step is charged draft %.3f ms, target %.3f ms",
-             args.draft_ms, args.target_ms)
+             model.draft(), model.target())
+    return {"draft_ms": model.draft(), "target_ms": model.target()}
 
 
 def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
@@ -568,8 +576,6 @@ def _graph_settings(args: argparse.Namespace, mode_bag) -> dict:
     return {"episodes": args.episodes, "seed": args.seed, "temperature": args.temperature,
             "deadline_ms": args.deadline_ms, "clock": args.clock, "rate_hz": args.rate_hz,
             "loop": args.loop, "interface": args.interface, "max_age_ms": args.max_age_ms,
-            **({"draft_ms": args.draft_ms, "target_ms": args.target_ms}
-               if args.clock == "sim_time" else {}),
             "robot_map": str(Path(args.robot_map).resolve()) if args.robot_map else "",
             "bag": str(mode_bag) if mode_bag else "",
             "link_in_draft": args.link_in_draft, "recorder_nice": args.recorder_nice}
@@ -803,6 +809,13 @@ def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> N
                    help="robot CPU speed relative to this machine (default 1)")
     p.add_argument("--server-speed", type=_positive_float, default=1.0,
                    help="server speed relative to this machine (default 1)")
+    p.add_argument("--draft-ms", type=_positive_float,
+                   help="pin the draft's compute per step (ms on this machine; the speed "
+                   "factors still apply) instead of measuring it: results then do not move "
+                   "with the machine's load (default: measured)")
+    p.add_argument("--target-ms", type=_positive_float,
+                   help="pin the target's compute per verification likewise (default: "
+                   "measured)")
     p.add_argument("--deadline-ms", type=_positive_float, default=100.0,
                    help="give up on a verification after this long and fall back (default 100)")
     p.add_argument("--quality-weight", type=_positive_float, default=2.0,
@@ -972,11 +985,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="realtime and sim_time: how a verified step waits (period: 0.7 of the "
                    "control period, so the fallback makes its tick; wait: --deadline-ms; "
                    "default period)")
-    p.add_argument("--draft-ms", dest="draft_ms", type=float,
-                   help="sim_time: the draft's compute per step that each step is charged "
-                   "(default: measured on this machine, as eval does)")
-    p.add_argument("--target-ms", dest="target_ms", type=float,
-                   help="sim_time: the server's compute per verification (default: measured)")
     p.add_argument("--interface", choices=("standard", "vector"), default="standard",
                    help="robot interface: standard ROS messages as a robot driver and "
                    "perception publish them, TwistStamped commands out (default); vector: the "

@@ -146,3 +146,20 @@ def test_eval_in_real_time_reports_ticks(cli, tiny, tmp_path):
     robots = doc["modes"]["target_only"]["robots"]
     assert [r["robot"] for r in robots] == ["r_0", "r_1"]
     assert all(r["missed_ticks_per_step"] > 0 for r in robots)
+
+
+def test_eval_pins_the_compute_model(cli, tiny, tmp_path):
+    """--draft-ms/--target-ms replace the measured compute (results then do not move with the
+    machine's load): with a 45 ms server on an ideal link every command lands a tick late
+    in real time (the first tick holds, every later one applies the state before), and the
+    JSON records the pinned figures."""
+    res = run(cli, "eval", "--task", "fetch_reach", "--modes", "target_only", "--episodes", "1",
+              "--draft", str(tiny["draft"]), "--target", str(tiny["target"]), "--link", "ideal",
+              "--draft-ms", "1.5", "--target-ms", "45", "--json", str(tmp_path / "e.json"))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "e.json").read_text())
+    assert (doc["compute"]["draft_ms"], doc["compute"]["target_ms"]) == (1.5, 45.0)
+    m = doc["modes"]["target_only"]
+    assert m["missed_ticks_per_step"] > 0
+    assert m["missed_ticks_per_step"] + m["stale_ticks_per_step"] == 1.0
+    assert "pinned" in res.stderr
