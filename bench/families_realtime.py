@@ -248,15 +248,19 @@ def pinned(settings: Settings, doc: dict, name: str) -> list[str]:
     the same family and link: rocoin's students (the code split follows the target's
     measured speed, so a busier moment would distil and run other students) and the
     early-exit net's part timings (the exits' plans follow them). Both clocks and every seed
-    then compare the same system."""
+    then compare the same system. The draft's and target's compute (``--draft-ms``,
+    ``--target-ms``) is pinned for every family that measured it."""
+    compute = doc.get("compute") or {}
+    out = (["--draft-ms", repr(compute["draft_ms"]), "--target-ms", repr(compute["target_ms"])]
+           if {"draft_ms", "target_ms"} <= set(compute) else [])
     if "rocoin" in doc:
-        return ["--students", doc["rocoin"]["students"]]
+        return out + ["--students", doc["rocoin"]["students"]]
     if "early_exit" in doc:
         path = settings.out / "pinned" / f"{name}_exit_compute.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc["early_exit"]["compute"]))
-        return ["--exit-compute", str(path)]
-    return []
+        return out + ["--exit-compute", str(path)]
+    return out
 
 
 def run_family(settings: Settings, family: Family, topology: Path, links: list[str],
