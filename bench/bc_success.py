@@ -22,7 +22,7 @@ from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.core.modes import Plan, make_mode
+from hybrid_policy.families.adahi.modes import Plan, make_mode
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models
 

@@ -4,7 +4,7 @@ Runs ``hybrid`` (verify every step) on a task's default models (either draft) an
 per step, signals the robot can compute without the server:
 
 - ``deviation``: the package's Δ(t) (EMA of the proposal's distance from the draft's own
-  expected action, per-dimension normalised; ``core/deviation.py``);
+  expected action, per-dimension normalised; ``families/adahi/deviation.py``);
 - ``entropy``: the draft's code entropy along its sampled path (``uncertainty_skip``);
 - ``spread``: the draft's expected distance of its actions from their mean,
   E_q |dec(c) − E_q dec| / σ (action-space uncertainty, no sample);
@@ -35,9 +35,9 @@ from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting, StepRecord
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.core.modes import make_mode
-from hybrid_policy.core.speculative import rejection_prob
-from hybrid_policy.core.threshold import auroc
+from hybrid_policy.families.adahi.modes import make_mode
+from hybrid_policy.families.adahi.speculative import rejection_prob
+from hybrid_policy.families.adahi.threshold import auroc
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE

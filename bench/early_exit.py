@@ -47,9 +47,9 @@ def with_count(path: str, count: int):
 
 
 def run(mode, topo, models, budget, episodes, seed, encoding="32FC1", thresholds=None):
-    from hybrid_policy.core import exit_setup
+    from hybrid_policy.families.exits import setup as exit_setup
     from hybrid_policy.core.compute import ComputeModel
-    from hybrid_policy.core.early_exit import build_plan
+    from hybrid_policy.families.exits.early_exit import build_plan
     from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
 
     if thresholds is None:
@@ -85,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    from hybrid_policy.core import exit_setup
-    from hybrid_policy.core.exit_plan import DEFAULT_LOSS_BUDGET
+    from hybrid_policy.families.exits import setup as exit_setup
+    from hybrid_policy.families.exits.plan import DEFAULT_LOSS_BUDGET
     from hybrid_policy.text_table import text_table
 
     budget = DEFAULT_LOSS_BUDGET if args.loss_budget is None else args.loss_budget

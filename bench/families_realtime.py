@@ -66,7 +66,7 @@ from pathlib import Path
 
 import yaml
 
-from hybrid_policy.core.frontier import wilson
+from hybrid_policy.families.adahi.frontier import wilson
 from hybrid_policy.core.link import PROFILES
 from hybrid_policy.core.mode_names import parse_modes
 from seed_spread import spread  # bench/: run as a script

@@ -4,7 +4,7 @@ config/federated.yaml: three robots, the one behind the slowest link holding the
 and served mostly by its own exit).
 
 For each seed (``--seeds``) every method trains from the same initial net for ``--rounds``
-rounds (``hybrid_policy.federated.train``; Flower's simulation engine for the federated
+rounds (``hybrid_policy.families.federated.train``; Flower's simulation engine for the federated
 two) and is evaluated in closed loop: each client on ``--episodes`` scenes of its own region,
 every step served by an exit drawn from its serving rates. Prints, per method, each client's
 success and the request-weighted mean (median [min, max] over seeds), the training time, and
@@ -44,7 +44,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    from hybrid_policy.federated import train
+    from hybrid_policy.families.federated import train
     from hybrid_policy.text_table import text_table
 
     topology = args.topology

@@ -62,10 +62,12 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import sim_envs
-    from hybrid_policy.core import calibration, compute, load_threshold, topology
-    from hybrid_policy.core.calibration_file import default_path
+    from hybrid_policy.core import compute, topology
+    from hybrid_policy.families.adahi import calibration
+    from hybrid_policy.families.adahi import load_threshold
+    from hybrid_policy.families.adahi.calibration_file import default_path
     from hybrid_policy.core.fleet import evaluate_fleet
-    from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.families.adahi.modes import make_mode
     from hybrid_policy.core.realtime import clock_for
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models

@@ -32,8 +32,8 @@ import torch
 from hybrid_policy import cli
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.evaluator import StepRecord
-from hybrid_policy.core.frontier import EpisodeCounts, cheapest_at
-from hybrid_policy.core.modes import DraftMode, SkipRule, make_mode
+from hybrid_policy.families.adahi.frontier import EpisodeCounts, cheapest_at
+from hybrid_policy.families.adahi.modes import DraftMode, SkipRule, make_mode
 
 log = logging.getLogger("frontier")
 SIGNALS = {"adahi": "deviation", "uncertainty_skip": "uncertainty", "random_skip": "random"}

@@ -48,7 +48,8 @@ def rescaled(cfg, phase_s: float):
 
 def trace(net, modes, seeds, phase_periods, window):
     """Per seed and mode the period records, and per seed and shift idn's catch-up."""
-    from hybrid_policy.core import idn_setup, idn_sim
+    from hybrid_policy.families.idn import setup as idn_setup
+    from hybrid_policy.families.idn import sim as idn_sim
 
     period_s = net.cfg.period_ms / 1e3
     phases = len({s.at_s for s in net.cfg.shifts}) + 1
@@ -68,7 +69,7 @@ def trace(net, modes, seeds, phase_periods, window):
 
 
 def closed_loop(topo, cfg, catalogue, models, modes, seeds, episodes):
-    from hybrid_policy.core import idn_setup
+    from hybrid_policy.families.idn import setup as idn_setup
 
     out = {m: [] for m in modes}
     for seed in seeds:
@@ -141,7 +142,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
 
-    from hybrid_policy.core import idn, idn_setup, topology
+    from hybrid_policy.core import topology
+    from hybrid_policy.families.idn import idn
+    from hybrid_policy.families.idn import setup as idn_setup
 
     doc_in = topology.read(args.topology)
     topo = topology.parse(doc_in, args.topology)

@@ -65,7 +65,7 @@ class NamespacePair:
                 sh("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", dev)  # DDS discovery
             self._node = subprocess.Popen(
                 ["ip", "netns", "exec", self.server, sys.executable, "-m",
-                 "hybrid_policy.ros.target_node", "--ros-args", "-r", "__ns:=/netns",
+                 "hybrid_policy.families.adahi.target_node", "--ros-args", "-r", "__ns:=/netns",
                  "-p", f"task:={self.task}", "-p", f"target:={self.target}"],
                 env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except BaseException:

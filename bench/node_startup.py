@@ -92,7 +92,7 @@ IMPORTS = {
     "sim_envs (MuJoCo tasks)": "import sim_envs",
     "draft_node module": "import hybrid_policy.ros.draft_node",
     "torch": "import torch",
-    "policies (torch + model code)": "import hybrid_policy.core.modes",
+    "policies (torch + model code)": "import hybrid_policy.families.adahi.modes",
 }
 
 
@@ -127,7 +127,7 @@ def main() -> None:
         "draft_node": (managed, base + ["hybrid_policy.ros.draft_node"] + ros + [
             "-p", f"task:={args.task}", "-p", "mode:=hybrid", "-p", f"draft:={paths.draft}",
             "-p", f"target:={paths.target}"]),
-        "target_node": (managed, base + ["hybrid_policy.ros.target_node"] + ros + [
+        "target_node": (managed, base + ["hybrid_policy.families.adahi.target_node"] + ros + [
             "-p", f"task:={args.task}", "-p", f"target:={paths.target}"]),
         "link_node": (announced, base + ["hybrid_policy.ros.link_node"] + ros + [
             "-p", "link:=5g_embb"]),

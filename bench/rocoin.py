@@ -53,9 +53,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
 
-    from hybrid_policy.core import compute, rocoin_setup, topology
+    from hybrid_policy.core import compute, topology
+    from hybrid_policy.families.rocoin import setup as rocoin_setup
     from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
-    from hybrid_policy.core.rocoin import RocoinMode, parse_config
+    from hybrid_policy.families.rocoin.rocoin import RocoinMode, parse_config
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
 

@@ -42,8 +42,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from hybrid_policy.core.compute import sample_observations
-from hybrid_policy.core.modes import make_mode
-from hybrid_policy.core.server import serve
+from hybrid_policy.families.adahi.modes import make_mode
+from hybrid_policy.families.adahi.server import serve
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models
 from hybrid_policy.ros import messages, qos
@@ -56,7 +56,7 @@ NS = "/overhead"
 def measure(args, paths, mode, target, observations) -> dict[str, float]:
     """One run: a fresh target_node, ``args.steps`` verification steps after 50 warm-up."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "hybrid_policy.ros.target_node", "--ros-args", "-r",
+        [sys.executable, "-m", "hybrid_policy.families.adahi.target_node", "--ros-args", "-r",
          f"__ns:={NS}", "-p", f"task:={args.task}", "-p", f"target:={paths.target}"],
         stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
     node = Node("overhead_robot", namespace=NS)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybrid_policy.core.frontier import wilson
+from hybrid_policy.families.adahi.frontier import wilson
 
 log = logging.getLogger("bench.ros_realtime")
 SIM = re.compile(r"sim_node: (\d+) successes in (\d+) episodes, (\d+) missed and (\d+) stale")

@@ -3,7 +3,7 @@
 ``hybrid`` runs first; each signal's threshold is the quantile of its values over hybrid's
 steps that skips the given share of them. Then, on the same scenes and sampling streams:
 
-- ``dev``: the package's Δ (``core/deviation.py``), as ``adahi`` uses it;
+- ``dev``: the package's Δ (``families/adahi/deviation.py``), as ``adahi`` uses it;
 - ``draw``: the draw gap, E_{c'∼q} |dec(ĉ) − dec(c')| / σ, EMA β = 0.2 like Δ (the proposal's
   expected distance from an independent draft draw: Δ plus the draft's action spread);
 - ``ent``: the draft's code entropy (``uncertainty_skip``);
@@ -28,9 +28,9 @@ import torch
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
-from hybrid_policy.core.frontier import EpisodeCounts
+from hybrid_policy.families.adahi.frontier import EpisodeCounts
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.core.modes import DraftMode, Plan, SkipRule, entropy, make_mode
+from hybrid_policy.families.adahi.modes import DraftMode, Plan, SkipRule, entropy, make_mode
 from hybrid_policy.core.protocol import Request
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft

@@ -25,7 +25,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-from hybrid_policy.core.idn_catalogue import CATALOGUE_EPISODES  # noqa: E402  (no torch)
+from hybrid_policy.families.idn.catalogue import CATALOGUE_EPISODES  # noqa: E402  (no torch)
 
 
 def _positive_int(text: str) -> int:
@@ -151,7 +151,7 @@ def _setting(args: argparse.Namespace, draft, target):
 def _calibration_path(args: argparse.Namespace):
     from pathlib import Path
 
-    from hybrid_policy.core.calibration_file import default_path
+    from hybrid_policy.families.adahi.calibration_file import default_path
 
     if getattr(args, "calibration", None):
         return Path(args.calibration)
@@ -162,7 +162,8 @@ def _run_calibration(args: argparse.Namespace, draft, target, setting, episodes:
     from dataclasses import replace
 
     from sim_envs import task_spec
-    from hybrid_policy.core import calibration, plots
+    from hybrid_policy.families.adahi import calibration
+    from hybrid_policy.families.adahi import plots
 
     # the closed-loop checks (draft alone, the sweep) run on the evaluation's clock: in real
     # time a verification that outlasts the period costs success, in lockstep it does not
@@ -245,8 +246,8 @@ def _thresholds(args: argparse.Namespace, draft, target, setting, tau: float | N
     never overwritten."""
     from dataclasses import replace
 
-    from hybrid_policy.core import calibration
-    from hybrid_policy.core.calibration_file import calibrate_command, check_given, thresholds_for
+    from hybrid_policy.families.adahi import calibration
+    from hybrid_policy.families.adahi.calibration_file import calibrate_command, check_given, thresholds_for
     from hybrid_policy.core.mode_names import FROM_CALIBRATION
 
     path = _calibration_path(args)
@@ -284,7 +285,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from hybrid_policy.core.mode_names import (
         EXIT_MODES, IDN_MODES, ROCOIN_MODES, check_tau, parse_modes,
     )
-    from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.families.adahi.modes import make_mode
 
     names = parse_modes(args.modes)
     placement = [n for n in names if n in IDN_MODES]
@@ -318,7 +319,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.load_price_ms is not None:  # one robot on its own server
             from sim_envs import task_spec
-            from hybrid_policy.core.load_threshold import Load
+            from hybrid_policy.families.adahi.load_threshold import Load
 
             load = Load(1, task_spec(args.task).control_period_ms, setting.compute.target())
             thresholds = _load_aware(args, draft, target, thresholds, meta,
@@ -358,7 +359,9 @@ def _eval_placement(args, names: list[str], placement: list[str]) -> int:
     task's catalogue measured once, then every placement mode on the fleet in closed loop."""
     import torch
 
-    from hybrid_policy.core import idn, idn_setup, stepmetrics, topology
+    from hybrid_policy.core import stepmetrics, topology
+    from hybrid_policy.families.idn import idn
+    from hybrid_policy.families.idn import setup as idn_setup
 
     if len(placement) != len(names) or not args.topology:
         raise HybridPolicyError("placement modes run a fleet of their own (several tasks, "
@@ -400,12 +403,12 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
     from sim_envs import task_spec
     from hybrid_policy.core import compute, fleet, stepmetrics, topology
     from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES
-    from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.families.adahi.modes import make_mode
 
     topo = topology.load(args.topology)
     exits = None
     if any(n in EXIT_MODES for n in names):
-        from hybrid_policy.core import exit_setup
+        from hybrid_policy.families.exits import setup as exit_setup
 
         exits = exit_setup.prepare(args.task, args.models, args.early_exit,
                                    args.exit_calibration, args.temperature,
@@ -418,8 +421,8 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
                                              .thresholds_for_loss(args.loss_budget).items()}}
     students = None
     if any(n in ROCOIN_MODES for n in names):
-        from hybrid_policy.core import rocoin_setup
-        from hybrid_policy.core.rocoin import RocoinMode
+        from hybrid_policy.families.rocoin import setup as rocoin_setup
+        from hybrid_policy.families.rocoin.rocoin import RocoinMode
 
         _, students = rocoin_setup.prepare(args.task, args.topology, args.models, args.students)
         faults = students.config.faults if args.fault_p is None else replace(
@@ -438,7 +441,7 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
              ", ".join(f"{n}: {ms:.2f}" for n, ms in model.batch_ms))
     per_server = {}
     if args.load_price_ms is not None:
-        from hybrid_policy.core.load_threshold import server_loads
+        from hybrid_policy.families.adahi.load_threshold import server_loads
 
         per_server = _load_aware(args, draft, target, thresholds, meta, server_loads(topo, model))
     results, robots, servers = {}, {}, {}
@@ -484,7 +487,8 @@ def _load_aware(args, draft, target, thresholds, meta: dict, loads: dict) -> dic
     ``meta["load_threshold"]``. No skipping mode: nothing to derive."""
     from dataclasses import replace
 
-    from hybrid_policy.core import calibration, load_threshold
+    from hybrid_policy.families.adahi import calibration
+    from hybrid_policy.families.adahi import load_threshold
 
     if thresholds is None:
         log.warning("--price-ms only changes adahi's threshold; these modes have none")
@@ -609,7 +613,9 @@ def _bringup_placement(args: argparse.Namespace, modes: list[str]) -> int:
 
     import torch
 
-    from hybrid_policy.core import idn_catalogue, idn_setup, topology
+    from hybrid_policy.core import topology
+    from hybrid_policy.families.idn import catalogue as idn_catalogue
+    from hybrid_policy.families.idn import setup as idn_setup
     from hybrid_policy.core.mode_names import IDN_MODES
     from hybrid_policy.ros.fleet_graph import idn_config
     from hybrid_policy.ros.graph import GraphConfig
@@ -658,7 +664,7 @@ def _rocoin_layout(args: argparse.Namespace, mode: str, students, target, bag) -
     import tempfile
     from pathlib import Path
 
-    from hybrid_policy.core import rocoin_setup
+    from hybrid_policy.families.rocoin import setup as rocoin_setup
 
     if students is None:  # an explicit --target is the one the devices and students use
         students = rocoin_setup.prepare(args.task, args.topology, args.models, args.students,
@@ -683,8 +689,9 @@ def _exit_plan(args: argparse.Namespace, mode: str, exits, bag) -> tuple:
     from pathlib import Path
 
     from sim_envs import task_spec
-    from hybrid_policy.core import exit_setup, topology
-    from hybrid_policy.core.exit_plan import ExitPlan
+    from hybrid_policy.core import topology
+    from hybrid_policy.families.exits import setup as exit_setup
+    from hybrid_policy.families.exits.plan import ExitPlan
 
     if exits is None:
         exits = exit_setup.prepare(args.task, args.models, args.early_exit,
@@ -730,7 +737,7 @@ def cmd_fl_train(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from hybrid_policy.federated import train
+    from hybrid_policy.families.federated import train
     from hybrid_policy.text_table import text_table
 
     if args.eval_episodes < 0:
@@ -785,7 +792,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
-    from hybrid_policy.core.calibration_file import DRAFT_KINDS
+    from hybrid_policy.families.adahi.calibration_file import DRAFT_KINDS
     from hybrid_policy.core.link import PROFILES
     from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 
@@ -847,7 +854,7 @@ def _probability(text: str) -> float:
 
 
 def _add_exit_args(p: argparse.ArgumentParser) -> None:
-    from hybrid_policy.core.exit_plan import DEFAULT_LOSS_BUDGET
+    from hybrid_policy.families.exits.plan import DEFAULT_LOSS_BUDGET
 
     p.add_argument("--loss-budget", type=_loss_budget, default=DEFAULT_LOSS_BUDGET,
                    help="early-exit modes: the mean TV to the full net allowed for the steps an "

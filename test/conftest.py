@@ -62,11 +62,11 @@ def tiny(tmp_path_factory):
 def tiny_ee(tiny):
     """An early-exit net (exits after layers 1, 2, 4) trained from the tiny target, saved
     under the tiny models' root with its exits' calibration at the default place."""
-    from hybrid_policy.core import exit_calibration
-    from hybrid_policy.core.exit_setup import calibration_path
+    from hybrid_policy.families.exits import calibration as exit_calibration
+    from hybrid_policy.families.exits.setup import calibration_path
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.card import checkpoint_identity
-    from hybrid_policy.policies.early_exit import (
+    from hybrid_policy.families.exits.net import (
         load_early_exit, save_early_exit, train_early_exit,
     )
 
@@ -87,7 +87,7 @@ def write_calibration(path, tiny, link, thresholds, temperature=0.5):
     """A calibration file for the tiny models, as ``hybrid-policy calibrate`` writes one."""
     import json
 
-    from hybrid_policy.core.calibration_file import VERSION
+    from hybrid_policy.families.adahi.calibration_file import VERSION
     from hybrid_policy.policies.card import checkpoint_identity
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def write_calibration(path, tiny, link, thresholds, temperature=0.5):
 def calibrations(tiny):
     """``{link: calibration path}`` for every link profile, at the default place under the
     tiny models' root, each with its own τ (0.01 · (index + 1))."""
-    from hybrid_policy.core.calibration_file import default_path
+    from hybrid_policy.families.adahi.calibration_file import default_path
     from hybrid_policy.core.link import PROFILES
 
     return {link: write_calibration(default_path(tiny["root"], "fetch_reach", link), tiny, link,
@@ -117,7 +117,7 @@ def tiny_students(tiny):
     """Two students of the tiny target (half the level-0 codes each), briefly distilled on
     the tiny demonstrations and saved under the tiny models' root."""
     from hybrid_policy.policies import load_policy
-    from hybrid_policy.policies.students import (
+    from hybrid_policy.families.rocoin.students import (
         DistilConfig, distil, partition_codes, save_students,
     )
     from hybrid_policy.policies.training import history_windows
@@ -164,8 +164,8 @@ def tiny_idn(tiny, tiny_ee, tmp_path_factory):
     import shutil
     from dataclasses import replace
 
-    from hybrid_policy.core.idn_catalogue import Catalogue
-    from hybrid_policy.core.idn_setup import measure_catalogue
+    from hybrid_policy.families.idn.catalogue import Catalogue
+    from hybrid_policy.families.idn.setup import measure_catalogue
 
     root = tmp_path_factory.mktemp("idn_models")
     for kind in ("draft", "target"):

@@ -15,7 +15,7 @@ from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.core.modes import Thresholds, make_mode
+from hybrid_policy.families.adahi.modes import Thresholds, make_mode
 from hybrid_policy.core.realtime import Clock
 from hybrid_policy.policies import load_policy
 from hybrid_policy.ros.messages import stamp_key
@@ -26,9 +26,18 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
 TASK, SEED = "fetch_reach", 3
 
 
-def node_cmd(module, namespace, **params):
-    """``python -m hybrid_policy.ros.<module>`` under ``namespace`` with ``-p`` parameters."""
-    cmd = [sys.executable, "-m", f"hybrid_policy.ros.{module}", "--ros-args", "-r",
+def node_module(executable):
+    """The module behind the installed console script ``executable`` (``ros2 run``'s name)."""
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == executable]
+    return entry.value.partition(":")[0]
+
+
+def node_cmd(executable, namespace, **params):
+    """The node ``executable`` (``python -m`` its module) under ``namespace`` with ``-p``
+    parameters."""
+    cmd = [sys.executable, "-m", node_module(executable), "--ros-args", "-r",
            f"__ns:={namespace}"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]

@@ -7,7 +7,7 @@ import numpy as np
 import yaml
 
 import sim_envs
-from hybrid_policy.core.modes import MODE_NAMES
+from hybrid_policy.families.adahi.modes import MODE_NAMES
 from sim_envs import dataset
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 
-from hybrid_policy.core.calibration_file import thresholds_for
+from hybrid_policy.families.adahi.calibration_file import thresholds_for
 from hybrid_policy.core.link import PROFILES
 from hybrid_policy.core.mode_names import Thresholds
 from hybrid_policy.errors import HybridPolicyError
@@ -124,7 +124,7 @@ def test_launch_with_the_distilled_draft_takes_its_checkpoint_and_its_calibratio
     import shutil
 
     from conftest import write_calibration
-    from hybrid_policy.core.calibration_file import default_path
+    from hybrid_policy.families.adahi.calibration_file import default_path
 
     shutil.copytree(tiny["draft"], tmp_path / "fetch_reach" / "draft_distilled")
     write_calibration(default_path(tmp_path, "fetch_reach", "wifi"), tiny, "wifi",

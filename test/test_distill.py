@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from hybrid_policy.core.calibration_file import default_draft_path, default_path
-from hybrid_policy.core.speculative import rejection_prob
+from hybrid_policy.families.adahi.calibration_file import default_draft_path, default_path
+from hybrid_policy.families.adahi.speculative import rejection_prob
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.distill import DistillConfig, agreement, distill_draft
+from hybrid_policy.families.adahi.distill import DistillConfig, agreement, distill_draft
 from hybrid_policy.policies.runtime import Policy
 from hybrid_policy.policies.training import (
     TrainConfig, history_windows, policy_config, train_policy,
@@ -93,7 +93,8 @@ def test_bad_settings_are_refused(tiny, split):
 
 def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monkeypatch):
     from hybrid_policy import cli
-    from hybrid_policy.policies import build, distill, training
+    from hybrid_policy.policies import build, training
+    from hybrid_policy.families.adahi import distill
 
     # small settings for the default pipeline (the real components, fewer steps)
     monkeypatch.setitem(build.DEFAULT_DEMO_EPISODES, TASK, 20)

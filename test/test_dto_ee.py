@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from hybrid_policy.core.dto_ee import (
+from hybrid_policy.families.exits.dto_ee import (
     RHO_CAP, DtoEeError, Node, Problem, Samples, check_threshold, evaluate, modelled_marginal,
     modelled_wait, optimise, reoptimise, solve_for_loss,
 )
-from hybrid_policy.core.load_threshold import marginal_delay, md1_wait
+from hybrid_policy.families.adahi.load_threshold import marginal_delay, md1_wait
 
 # 8 calibration samples, stages robot / edge / cloud (the cloud answers all: loss 0)
 CONF = np.array([[0.94, 0.53], [0.13, 0.62], [0.80, 0.21], [0.56, 0.90],

@@ -5,16 +5,17 @@ and the errors for bad thresholds, placements and features."""
 import numpy as np
 import pytest
 
-from hybrid_policy.core import exit_calibration, topology
+from hybrid_policy.core import topology
+from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.early_exit import (
+from hybrid_policy.families.exits.early_exit import (
     EarlyExitMode, ExitPlanError, build_plan, confidence, serve_features,
 )
 from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
 from hybrid_policy.core.realtime import Clock
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.core.topology import TopologyError
-from hybrid_policy.policies.early_exit import ExitError, train_early_exit
+from hybrid_policy.families.exits.net import ExitError, train_early_exit
 
 TASK = "fetch_reach"
 EXITS = (1, 2, 4)
@@ -63,7 +64,7 @@ def test_every_exit_is_a_valid_policy_and_the_last_starts_as_the_target(ee, tiny
         assert 0.0 <= confidence(step) <= 1.0
         assert np.all(np.abs(step.action(step.sample(np.random.default_rng(1)))) <= 1.0)
     # an untrained net loaded from the target: its last exit is the target, exactly
-    from hybrid_policy.policies.early_exit import EarlyExitNet, EarlyExitPolicy
+    from hybrid_policy.families.exits.net import EarlyExitNet, EarlyExitPolicy
 
     fresh = EarlyExitNet(target.model.cfg, EXITS)
     fresh.load_target(target.model)
@@ -261,7 +262,7 @@ def test_dto_ee_is_solved_for_the_fleet_and_re_solved_from_the_load_it_observes(
     """The plan spreads the robots' features over the edges they reach, within the loss
     early_exit's plan has; during the run it is re-solved from the observed step rates
     (a robot slowed by its answers sends fewer steps than its control rate)."""
-    from hybrid_policy.core import exit_setup
+    from hybrid_policy.families.exits import setup as exit_setup
 
     topo = fleet_topology(n=3)
     models = exit_setup.ExitModels(ee["net"], ee["samples"], COMPUTE)

@@ -9,7 +9,7 @@ from hybrid_policy.core import evaluator, stepmetrics
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import UnknownLinkError, link_profile
-from hybrid_policy.core.modes import (
+from hybrid_policy.families.adahi.modes import (
     MODE_NAMES, Thresholds, UnknownModeError, make_mode, parse_modes,
 )
 from hybrid_policy.errors import CheckpointError, HybridPolicyError

@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from hybrid_policy.federated import clients as fl
-from hybrid_policy.federated import local, train
-from hybrid_policy.federated.clients import FederatedError
-from hybrid_policy.federated.run import read_log
-from hybrid_policy.policies.early_exit import load_early_exit
+from hybrid_policy.families.federated import clients as fl
+from hybrid_policy.families.federated import local, train
+from hybrid_policy.families.federated.clients import FederatedError
+from hybrid_policy.families.federated.run import read_log
+from hybrid_policy.families.exits.net import load_early_exit
 
 EXITS = (1, 2, 4)
 
@@ -84,7 +84,7 @@ def test_serving_weights_from_a_synthetic_serving_log_equal_a_hand_computation(t
 
 
 def test_the_server_averages_each_block_by_its_weights():
-    from hybrid_policy.federated.flower_apps import merge_states
+    from hybrid_policy.families.federated.flower_apps import merge_states
 
     fed = fl.parse(topology_doc(TWO), "t")
     a = {"heads.0.w": torch.zeros(2), "obs_proj.weight": torch.zeros(2)}
@@ -145,8 +145,8 @@ def test_two_clients_two_rounds_through_flower_lower_every_clients_loss(flower_r
 
 
 def test_the_federated_checkpoint_serves_the_early_exit_mode(flower_run):
-    from hybrid_policy.core.early_exit import EarlyExitMode
-    from hybrid_policy.core.exit_plan import build_plan
+    from hybrid_policy.families.exits.early_exit import EarlyExitMode
+    from hybrid_policy.families.exits.plan import build_plan
     from hybrid_policy.core import topology
 
     summary, fed, _ = flower_run

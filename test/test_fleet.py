@@ -13,8 +13,8 @@ from hybrid_policy.core.compute import ComputeModel, verify_requests
 from hybrid_policy.core.events import BatchServer, Clock
 from hybrid_policy.core.fleet import evaluate_fleet
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.core.modes import Thresholds, make_mode
-from hybrid_policy.core.server import serve, serve_batch
+from hybrid_policy.families.adahi.modes import Thresholds, make_mode
+from hybrid_policy.families.adahi.server import serve, serve_batch
 from hybrid_policy.policies import load_policy
 
 TASK = "fetch_reach"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hybrid_policy.core.frontier import (
+from hybrid_policy.families.adahi.frontier import (
     FrontPoint, cheapest_at, pareto, point, ratio_interval, wilson,
 )
 from hybrid_policy.errors import HybridPolicyError
@@ -83,8 +83,8 @@ def test_pareto_and_cheapest_point():
 
 def test_episode_counts_split_a_mode_s_steps_into_its_episodes():
     from hybrid_policy.core.evaluator import StepRecord
-    from hybrid_policy.core.frontier import EpisodeCounts
-    from hybrid_policy.core.modes import Plan
+    from hybrid_policy.families.adahi.frontier import EpisodeCounts
+    from hybrid_policy.families.adahi.modes import Plan
     from hybrid_policy.core.protocol import Request
 
     def rec(step, sent):

@@ -7,8 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from hybrid_policy.core import idn, idn_setup, idn_sim, topology
-from hybrid_policy.core.idn_catalogue import Catalogue, CatalogueError, Variant, load, parse
+from hybrid_policy.core import topology
+from hybrid_policy.families.idn import idn
+from hybrid_policy.families.idn import setup as idn_setup
+from hybrid_policy.families.idn import sim as idn_sim
+from hybrid_policy.families.idn.catalogue import Catalogue, CatalogueError, Variant, load, parse
 
 
 def _net(tiny_idn, **cfg):
@@ -174,7 +177,7 @@ def _feasible(ns):
 def _brute_force(net, counts):
     from itertools import product
 
-    from hybrid_policy.core import idn_place
+    from hybrid_policy.families.idn import place as idn_place
 
     demands = net.demands(counts)
     best, best_x = -np.inf, None
@@ -193,7 +196,7 @@ def _mix(access):
 
 
 def test_static_is_the_optimum_of_the_average_mix(tiny_idn):
-    from hybrid_policy.core import idn_place
+    from hybrid_policy.families.idn import place as idn_place
 
     net = _net(tiny_idn)
     mix = _mix("cell_a")
@@ -203,7 +206,7 @@ def test_static_is_the_optimum_of_the_average_mix(tiny_idn):
 
 
 def test_infida_reaches_the_optimum_and_follows_a_shift(tiny_idn):
-    from hybrid_policy.core import idn_place
+    from hybrid_policy.families.idn import place as idn_place
 
     net = _net(tiny_idn)
     placer = idn.InfidaPlacer(net, seed=0)
@@ -282,7 +285,7 @@ def test_caught_up_measures_periods_until_a_mode_leads_for_good():
 # -- serving, fallbacks and the fleet ------------------------------------------------------
 def test_an_answer_is_the_same_wherever_it_is_served_and_a_missing_variant_is_refused(
         tiny_idn):
-    from hybrid_policy.core.idn_serve import (
+    from hybrid_policy.families.idn.serve import (
         NodeStore, VariantMissing, VariantModels, serve_variants,
     )
     from hybrid_policy.core.protocol import Request
@@ -343,7 +346,7 @@ def test_cloud_only_sends_everything_up_and_robot_only_nothing(tiny_idn):
 
 
 def test_a_lost_answer_falls_back_to_the_robots_own_model_else_holds_still(tiny_idn):
-    from hybrid_policy.core.idn_serve import IdnMode, NodeStore, Placement, VariantModels
+    from hybrid_policy.families.idn.serve import IdnMode, NodeStore, Placement, VariantModels
 
     net = _net(tiny_idn)
     placement = Placement(net)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from hybrid_policy.core.idn_place import (
+from hybrid_policy.families.idn.place import (
     DEFAULT_ETA, DEFAULT_FLOOR, Demand, Infida, NodeSlots, PlacementError, demand,
     depround, depround_detail, gain, project, served, subgradient,
 )

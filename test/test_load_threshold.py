@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from hybrid_policy.cli import build_parser, main
-from hybrid_policy.core.load_threshold import (
+from hybrid_policy.families.adahi.load_threshold import (
     Calibrated, Load, LoadThresholdError, check_price, marginal_delay, md1_wait, solve,
 )
-from hybrid_policy.core.threshold import Costs, LinearFit, derive_tau, rejection_bound
+from hybrid_policy.families.adahi.threshold import Costs, LinearFit, derive_tau, rejection_bound
 
 from conftest import write_calibration
 
@@ -207,7 +207,7 @@ def test_calibrate_with_a_price_writes_the_one_robot_fixed_point(tiny):
     same calibration without a price keeps today's τ*."""
     from dataclasses import replace
 
-    from hybrid_policy.core import calibration
+    from hybrid_policy.families.adahi import calibration
     from hybrid_policy.core.compute import ComputeModel
     from hybrid_policy.core.evaluator import Setting
     from hybrid_policy.core.link import link_profile

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
-from hybrid_policy.core.speculative import rejection_prob, total_variation, verify
-from hybrid_policy.core.threshold import (
+from hybrid_policy.families.adahi.deviation import ActionDeviation, DeviationConfig
+from hybrid_policy.families.adahi.speculative import rejection_prob, total_variation, verify
+from hybrid_policy.families.adahi.threshold import (
     EPS, Costs, ThresholdError, auroc, check_tau, derive_tau, fit, rejection_bound,
 )
 
@@ -125,7 +125,7 @@ def test_threshold_recovers_a_planted_relation():
 
 
 def test_the_quality_bound_is_lifted_only_when_the_draft_alone_holds():
-    from hybrid_policy.core.calibration import Samples, draft_alone
+    from hybrid_policy.families.adahi.calibration import Samples, draft_alone
 
     def samples(hybrid, alone):
         return Samples([], [], [], [], [], [], hybrid, alone)

@@ -60,7 +60,7 @@ import ros_helpers  # noqa: E402
 from hybrid_policy.core import evaluator  # noqa: E402
 from hybrid_policy.core.compute import ComputeModel  # noqa: E402
 from hybrid_policy.core.link import link_profile  # noqa: E402
-from hybrid_policy.core.modes import make_mode  # noqa: E402
+from hybrid_policy.families.adahi.modes import make_mode  # noqa: E402
 from hybrid_policy.policies import load_policy  # noqa: E402
 from hybrid_policy.ros.readiness import READY_QOS, READY_TOPIC  # noqa: E402
 

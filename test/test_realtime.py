@@ -54,7 +54,7 @@ def test_verdict_beats_draft_of_same_state():
 
 
 def _run(models, mode_names, setting, episodes=2):
-    from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.families.adahi.modes import make_mode
 
     draft, target = models
     modes = [make_mode(n, draft, target) for n in mode_names]
@@ -90,8 +90,8 @@ def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models
     clock it is given: in real time a verification that outlasts the period costs what it
     costs there, so the quality bound is judged where the threshold will be used."""
     from hybrid_policy import cli
-    from hybrid_policy.core import calibration
-    from hybrid_policy.core.modes import make_mode
+    from hybrid_policy.families.adahi import calibration
+    from hybrid_policy.families.adahi.modes import make_mode
 
     draft, target = fetch_models
     slow = replace(PROFILES["ideal"], name="slow", delay_ms=30.0)  # 60 ms round trip > 40 ms

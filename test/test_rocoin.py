@@ -8,15 +8,15 @@ from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError
-from hybrid_policy.core.rocoin import (
+from hybrid_policy.families.rocoin.rocoin import (
     FaultConfig, Gather, Layout, RocoinMode, StudentAnswer, TargetPart, combine, layout,
     parse_config, serve_students,
 )
-from hybrid_policy.core.rocoin_assign import CostModel
-from hybrid_policy.core.rocoin_setup import StudentModels
+from hybrid_policy.families.rocoin.assign import CostModel
+from hybrid_policy.families.rocoin.setup import StudentModels
 from hybrid_policy.core.topology import TopologyError
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.students import (
+from hybrid_policy.families.rocoin.students import (
     DistilConfig, combined_joint, distil, partition_codes,
 )
 from hybrid_policy.policies.training import history_windows

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hybrid_policy.core.rocoin_assign import (
+from hybrid_policy.families.rocoin.assign import (
     Assignment,
     AssignmentError,
     CostModel,

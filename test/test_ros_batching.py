@@ -17,7 +17,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 import ros_helpers  # noqa: E402
 from hybrid_policy.core.compute import verify_requests  # noqa: E402
-from hybrid_policy.core.server import serve  # noqa: E402
+from hybrid_policy.families.adahi.server import serve  # noqa: E402
 from hybrid_policy.policies import load_policy  # noqa: E402
 from hybrid_policy.ros import messages, qos  # noqa: E402
 from hybrid_policy.ros.readiness import READY_QOS, READY_TOPIC  # noqa: E402

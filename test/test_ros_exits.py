@@ -13,8 +13,8 @@ from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.early_exit import EarlyExitMode, ExitPlan, build_plan
-from hybrid_policy.core.exit_calibration import ExitCompute
+from hybrid_policy.families.exits.early_exit import EarlyExitMode, ExitPlan, build_plan
+from hybrid_policy.families.exits.calibration import ExitCompute
 from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
 from hybrid_policy.ros.graph import GraphConfig, nodes
 

@@ -16,7 +16,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from ros_helpers import SEED, commanded, finish, robot_steps, spin_until, start_bringup
 
 from hybrid_policy.bag_analysis import read_bag
-from hybrid_policy.core import idn, idn_setup, topology
+from hybrid_policy.core import topology
+from hybrid_policy.families.idn import idn
+from hybrid_policy.families.idn import setup as idn_setup
 from hybrid_policy.ros.messages import stamp_key, status, status_values
 
 DEADLINE_MS = 3000.0
@@ -316,10 +318,10 @@ def test_holdings_load_for_their_time_drop_at_once_and_feed_the_robots_view(tiny
     at once even while the node still reports it loaded; a bad allocation changes nothing."""
     from dataclasses import replace
 
-    from hybrid_policy.core.idn_serve import NodeStore, VariantModels
+    from hybrid_policy.families.idn.serve import NodeStore, VariantModels
     from hybrid_policy.ros import messages, qos
-    from hybrid_policy.ros.idn_node import Holder, PlacementView, holdings_msg
-    from hybrid_policy.ros.placement_node import allocation_msg
+    from hybrid_policy.families.idn.idn_node import Holder, PlacementView, holdings_msg
+    from hybrid_policy.families.idn.placement_node import allocation_msg
     from hybrid_policy.ros.reporting import Reporter
 
     topo_path, _ = write_topology(tiny_idn, tmp_path, ONE_ROBOT, small_cells=False)
@@ -378,7 +380,7 @@ def test_a_link_node_loses_act_requests_as_the_fleet_does():
 
     from hybrid_policy.core.link import link_profile, packet_rng
     from hybrid_policy.core.protocol import Request
-    from hybrid_policy.ros.idn_node import act_request_msg
+    from hybrid_policy.families.idn.idn_node import act_request_msg
     from hybrid_policy.ros.link_node import LinkNode
 
     chain = [link_profile("lossy_wifi")] * 2

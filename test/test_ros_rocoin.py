@@ -14,11 +14,11 @@ from hybrid_policy.bag_analysis import read_bag
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
-from hybrid_policy.core.rocoin import Layout, RocoinMode, config_of
-from hybrid_policy.core.rocoin_assign import CostModel
-from hybrid_policy.core.rocoin_setup import StudentModels
+from hybrid_policy.families.rocoin.rocoin import Layout, RocoinMode, config_of
+from hybrid_policy.families.rocoin.assign import CostModel
+from hybrid_policy.families.rocoin.setup import StudentModels
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.students import load_students
+from hybrid_policy.families.rocoin.students import load_students
 from hybrid_policy.ros.messages import stamp_key, status_values
 
 LINK, DEADLINE_MS, ROBOT = "6g_hrllc", 5000.0, "robot_0"
@@ -144,7 +144,7 @@ def test_crashing_replicas_are_respawned_and_their_groups_still_answer(cli, tiny
 def test_the_rocoin_graph_wires_every_device(tiny, tiny_students, tmp_path, mode):
     """Without DDS: a link per device with its own packet randomness, a student node per
     device of the layout, and the robot's answers recorded per device."""
-    from hybrid_policy.core.rocoin import device_hop, layout
+    from hybrid_policy.families.rocoin.rocoin import device_hop, layout
     from hybrid_policy.ros.graph import GraphConfig, nodes
 
     fleet = write_fleet(tmp_path)

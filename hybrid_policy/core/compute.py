@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hybrid_policy.core.modes import DraftMode, SkipRule
-from hybrid_policy.core.server import serve
+from hybrid_policy.families.adahi.modes import DraftMode, SkipRule
+from hybrid_policy.families.adahi.server import serve
 from hybrid_policy.policies import Policy
 
 
@@ -120,7 +120,7 @@ def measure_batches(target: Policy, requests: list, sizes: tuple[int, ...] = (1,
     """Median wall time (ms) of one batched server operation (``serve_batch``) per batch
     size, on this machine. A larger batch can always be run as a smaller one plus padding,
     so the curve is made non-decreasing (timing noise can make it dip)."""
-    from hybrid_policy.core.server import serve_batch
+    from hybrid_policy.families.adahi.server import serve_batch
 
     out = []
     for n in sizes:

@@ -22,10 +22,10 @@ import sim_envs
 from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.link import LinkProfile, packet_rng
-from hybrid_policy.core.modes import Mode, Plan
+from hybrid_policy.families.adahi.modes import Mode, Plan
 from hybrid_policy.core.realtime import Actuator, Clock, round_trip_ms, tick_kind
 from hybrid_policy.core.protocol import Response
-from hybrid_policy.core.server import serve
+from hybrid_policy.families.adahi.server import serve
 from hybrid_policy.core.stepmetrics import ModeResult, rejected
 from hybrid_policy.policies import Policy
 

@@ -69,12 +69,12 @@ from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import StepRecord, episode_rng, record, resolve_step
 from hybrid_policy.core.events import BatchServer, Clock
-from hybrid_policy.core.early_exit import ExitPlan, feature_hop, serve_features
+from hybrid_policy.families.exits.early_exit import ExitPlan, feature_hop, serve_features
 from hybrid_policy.core.link import LinkProfile, packet_rng
-from hybrid_policy.core.modes import Mode, Plan
+from hybrid_policy.families.adahi.modes import Mode, Plan
 from hybrid_policy.core.protocol import FeatureRequest, Request, Response
 from hybrid_policy.core.realtime import Actuator, Clock as ControlClock, tick_kind
-from hybrid_policy.core.server import serve_batch
+from hybrid_policy.families.adahi.server import serve_batch
 from hybrid_policy.core.stepmetrics import ModeResult, combine
 from hybrid_policy.core.topology import Robot, Topology
 from hybrid_policy.policies import Policy
@@ -289,7 +289,7 @@ class FleetEvaluator:
     def _idn_servers(self, run: IdnRun, expired) -> None:
         """Placement modes: one queue per compute node; the first allocation now, the next
         at every period's end."""
-        from hybrid_policy.core.idn import Holdings
+        from hybrid_policy.families.idn.idn import Holdings
 
         self.servers = {
             name: BatchServer(self.clock, node.max_batch, node.batch_window_ms,
@@ -343,7 +343,7 @@ class FleetEvaluator:
         self.clock.at(self.clock.now + self.idn.network.cfg.period_ms, self._idn_period)
 
     def _shift(self, s) -> None:
-        from hybrid_policy.core.idn import Where
+        from hybrid_policy.families.idn.idn import Where
 
         for name in s.robots:
             w = self.where[name]
@@ -502,7 +502,7 @@ class FleetEvaluator:
         self.clock.at(p.sent_ms + p.robot.deadline_ms, lambda: self._deadline(p))
 
     def _work_idn(self, node: str, batch: list[_Pending]) -> list:
-        from hybrid_policy.core.idn_serve import serve_variants
+        from hybrid_policy.families.idn.serve import serve_variants
 
         for p in batch:
             p.server_op = True
@@ -518,7 +518,7 @@ class FleetEvaluator:
 
     # -- rocoin: every device gets a copy, the first answer per group counts -------------
     def _fan_out(self, r: _Robot, ref: _StepRef, plan: Plan, draft_ms: float) -> None:
-        from hybrid_policy.core.rocoin import device_hop
+        from hybrid_policy.families.rocoin.rocoin import device_hop
 
         sent = self.clock.now + draft_ms
         g = _Fanout(r, ref, plan, draft_ms, r.mode.gather(plan))
@@ -548,7 +548,7 @@ class FleetEvaluator:
         self.servers[device].arrive(p)
 
     def _work_students(self, group: int, batch: list[_Pending]) -> list:
-        from hybrid_policy.core.rocoin import serve_students
+        from hybrid_policy.families.rocoin.rocoin import serve_students
 
         lay = self.students.layout
         for p in batch:

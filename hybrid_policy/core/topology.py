@@ -118,7 +118,7 @@ def load(path: str | Path) -> Topology:
 def parse(doc: Any, where: str = "topology") -> Topology:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping with 'nodes' and 'robots'")
-    # federated: the clients' settings for federated training (``hybrid_policy.federated``);
+    # federated: the clients' settings for federated training (``hybrid_policy.families.federated``);
     # rocoin: the students, device groups and faults of the rocoin modes (``core.rocoin``);
     # idn: the inference delivery network's period, gain and workload shifts (``core.idn``)
     check_keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin", "idn"})

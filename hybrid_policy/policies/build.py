@@ -15,7 +15,7 @@ from typing import Any
 from sim_envs import dataset, task_spec
 from sim_envs.collect import collect_demos
 from sim_envs.dataset import DemoDataset
-from hybrid_policy.core.calibration_file import default_draft_path
+from hybrid_policy.families.adahi.calibration_file import default_draft_path
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
 from hybrid_policy.policies.checkpoint import (
     load_tokenizer, read_config, save_policy, save_tokenizer,
@@ -155,7 +155,7 @@ def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ..
     weights and training settings is there."""
     from hybrid_policy.policies.checkpoint import load_policy
     from hybrid_policy.policies.card import checkpoint_identity
-    from hybrid_policy.policies.early_exit import (
+    from hybrid_policy.families.exits.net import (
         DEFAULT_EXITS, DEFAULT_TRAIN, ROLE, save_early_exit, train_early_exit,
     )
 
@@ -188,7 +188,7 @@ def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
     from hybrid_policy.defaults import DEFAULT_TEMPERATURE
     from hybrid_policy.policies.card import checkpoint_identity
     from hybrid_policy.policies.checkpoint import load_policy, save_policy
-    from hybrid_policy.policies.distill import DEFAULT_DISTILL, distill_draft
+    from hybrid_policy.families.adahi.distill import DEFAULT_DISTILL, distill_draft
 
     paths, ds, record, tok = ensure_data(task, root, progress)
     _ensure_roles(paths, ds, record, tok, progress)  # the target it is distilled from

@@ -89,7 +89,8 @@ from std_srvs.srv import Trigger
 
 from sim_envs import task_spec
 from sim_envs.spec import ACTION_FIELDS
-from hybrid_policy.core import calibration_file, robot_map
+from hybrid_policy.core import robot_map
+from hybrid_policy.families.adahi import calibration_file
 from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, ROCOIN_MODES, check_mode,
 )
@@ -239,7 +240,7 @@ class DraftNode(ManagedNode):
 
     def _exit_params(self) -> None:
         """Early-exit modes: the net, the plan and this robot's name in it."""
-        from hybrid_policy.core.early_exit import ExitPlan
+        from hybrid_policy.families.exits.early_exit import ExitPlan
         from hybrid_policy.policies.card import read_config
 
         self.net_path = require(self, "early_exit", "", "early-exit net checkpoint directory")
@@ -258,8 +259,8 @@ class DraftNode(ManagedNode):
 
     def _idn_params(self) -> None:
         """Placement modes: the network (topology + catalogue), this robot and its cell."""
-        from hybrid_policy.core.idn import Where
-        from hybrid_policy.ros.placement_node import idn_network
+        from hybrid_policy.families.idn.idn import Where
+        from hybrid_policy.families.idn.placement_node import idn_network
 
         self.robot = require(self, "robot", "", "this robot's name in the topology")
         self.network = idn_network(self)
@@ -277,8 +278,8 @@ class DraftNode(ManagedNode):
         self.thresholds = {}
 
     def _idn_topics(self, readers: dict, up, down, on_response) -> None:
-        from hybrid_policy.core.idn_serve import NodeStore, VariantModels
-        from hybrid_policy.ros.idn_node import Holder, PlacementView
+        from hybrid_policy.families.idn.serve import NodeStore, VariantModels
+        from hybrid_policy.families.idn.idn_node import Holder, PlacementView
 
         path = self.network.path(self.robot, self.where.access)[1:]
         self.feature_pubs = {}  # here: the act requests to each node of the path
@@ -294,7 +295,7 @@ class DraftNode(ManagedNode):
 
     def _rocoin_params(self) -> dict:
         """Rocoin modes: the layout and this robot's name (no thresholds)."""
-        from hybrid_policy.core.rocoin import Layout, RocoinError
+        from hybrid_policy.families.rocoin.rocoin import Layout, RocoinError
 
         try:
             self.layout = Layout.load(require(self, "rocoin_layout", "", "the layout's JSON "
@@ -459,12 +460,12 @@ class DraftNode(ManagedNode):
     # -- lifecycle (ros/managed.py) --------------------------------------------------------
     def load(self) -> str:
         """The draft (early-exit modes: the net), warmed up."""
-        from hybrid_policy.core.modes import make_mode
+        from hybrid_policy.families.adahi.modes import make_mode
         from hybrid_policy.policies import load_policy
 
         if self.idn:
-            from hybrid_policy.core.idn import PLACERS
-            from hybrid_policy.core.idn_serve import IdnMode
+            from hybrid_policy.families.idn.idn import PLACERS
+            from hybrid_policy.families.idn.serve import IdnMode
 
             self.mode = IdnMode(self.mode_name, self.robot, self.where, self.view.placement,
                                 self.holder.store, PLACERS[self.mode_name].local_only)
@@ -473,8 +474,8 @@ class DraftNode(ManagedNode):
             return (f"{self.robot} in {self.where.access}, path "
                     f"{', '.join(self.view.path)}, deadline {self.deadline_s * 1e3:.0f} ms")
         if self.exits:
-            from hybrid_policy.core.early_exit import EarlyExitMode
-            from hybrid_policy.policies.early_exit import load_early_exit
+            from hybrid_policy.families.exits.early_exit import EarlyExitMode
+            from hybrid_policy.families.exits.net import load_early_exit
 
             net = load_early_exit(self.net_path, self.task.name, self.temperature)
             self.mode = EarlyExitMode(self.mode_name, self.robot, net, self.plan)
@@ -485,7 +486,7 @@ class DraftNode(ManagedNode):
         draft = load_policy(self.draft_path, role="draft", task=self.task.name,
                             temperature=self.temperature)
         if self.rocoin:
-            from hybrid_policy.core.rocoin import RocoinMode
+            from hybrid_policy.families.rocoin.rocoin import RocoinMode
 
             self.mode = RocoinMode(self.mode_name, draft, self.target_card.history, self.layout)
         else:
@@ -598,7 +599,7 @@ class DraftNode(ManagedNode):
         if self.exits:
             self.feature_pubs[plan.route_to].publish(messages.feature_msg(stamp, plan.request))
         elif self.idn:
-            from hybrid_policy.ros.idn_node import act_request_msg
+            from hybrid_policy.families.idn.idn_node import act_request_msg
 
             self.feature_pubs[plan.route_to].publish(act_request_msg(stamp, plan.request,
                                                                      plan.variant))

@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hybrid_policy.core import topology as topo_mod
-from hybrid_policy.core.exit_plan import ExitPlan
+from hybrid_policy.families.exits.plan import ExitPlan
 from hybrid_policy.core.link import LinkProfile, link_profile, link_spec
 from hybrid_policy.core.mode_names import EXIT_MODES, IDN_MODES, ROCOIN_MODES
 from hybrid_policy.core.topology import Robot, Topology
@@ -203,7 +203,7 @@ def fleet_nodes(cfg: GraphConfig) -> list[NodeSpec]:
             "upstream": f"{ns}/{b}"}, respawn=True, namespace=a, remaps=ready))
     for server in topo.servers():
         node = topo.nodes[server]
-        specs.append(NodeSpec("target_node", "hybrid_policy.ros.target_node", "target_node", {
+        specs.append(NodeSpec("target_node", "hybrid_policy.families.adahi.target_node", "target_node", {
             "task": cfg.task, "target": cfg.target_path, "temperature": cfg.temperature,
             "max_batch": node.max_batch, "batch_window_ms": node.batch_window_ms,
             "clients": [r.name for r in topo.robots_of(server)]},
@@ -378,7 +378,7 @@ def exit_nodes(cfg: GraphConfig) -> list[NodeSpec]:
     computing = serving_nodes(topo, plan)
     for name in computing:
         node = topo.nodes[name]
-        specs.append(NodeSpec("exit_node", "hybrid_policy.ros.exit_node", "exit_node", {
+        specs.append(NodeSpec("exit_node", "hybrid_policy.families.exits.exit_node", "exit_node", {
             "task": cfg.task, "early_exit": net, "temperature": cfg.temperature,
             "end": plan.ends[name], "threshold": plan.thresholds.get(name, 1.0),
             "offload": [f"{d}:{p!r}" for d, p in plan.offload.get(name, {}).items()],
@@ -420,7 +420,7 @@ def rocoin_nodes(cfg: GraphConfig) -> list[NodeSpec]:
     """The nodes of a rocoin fleet: per robot its simulator and draft node and one link node
     per device (``NS/R/link_to_D``, the copy's own packet randomness ``device_hop(i)``); per
     device of the layout its ``NS/D/student_node`` (respawned when it crashes)."""
-    from hybrid_policy.core.rocoin import Layout, config_of, device_hop
+    from hybrid_policy.families.rocoin.rocoin import Layout, config_of, device_hop
 
     topo = load(cfg)
     if not cfg.rocoin_layout:
@@ -457,7 +457,7 @@ def rocoin_nodes(cfg: GraphConfig) -> list[NodeSpec]:
                 "packet_hop": device_hop(j)}, respawn=True, namespace=r.name, remaps=ready))
     for d in layout.devices:
         node = topo.nodes[d]
-        specs.append(NodeSpec("student_node", "hybrid_policy.ros.student_node", "student_node", {
+        specs.append(NodeSpec("student_node", "hybrid_policy.families.rocoin.student_node", "student_node", {
             "task": cfg.task, "students": cfg.students_path,
             "target": cfg.target_path if cfg.mode == "rocoin_target" else "",
             "temperature": cfg.temperature, "layout": cfg.rocoin_layout, "device": d,
@@ -490,7 +490,7 @@ def idn_config(path: str, topo: Topology):
     """The topology's ``idn`` block, refused where ROS cannot run it: shifts (robots moving
     cell or switching task) run in process only, and ``placement`` names the placement
     node's namespace."""
-    from hybrid_policy.core import idn
+    from hybrid_policy.families.idn import idn
 
     cfg = idn.config_of(topo, topo_mod.read(path))
     if cfg.shifts:
@@ -506,7 +506,8 @@ def idn_config(path: str, topo: Topology):
 
 def idn_network(cfg: GraphConfig):
     """``(topology, core.idn.IdnNetwork)`` of a placement graph (``idn_config``)."""
-    from hybrid_policy.core import idn, idn_catalogue
+    from hybrid_policy.families.idn import idn
+    from hybrid_policy.families.idn import catalogue as idn_catalogue
 
     topo = load(cfg)
     if not cfg.idn_catalogue:
@@ -594,11 +595,11 @@ def idn_nodes(cfg: GraphConfig) -> list[NodeSpec]:
                 respawn=True, namespace=r.name, remaps=ready))
     for name in serving:
         node = topo.nodes[name]
-        specs.append(NodeSpec("idn_node", "hybrid_policy.ros.idn_node", "idn_node", {
+        specs.append(NodeSpec("idn_node", "hybrid_policy.families.idn.idn_node", "idn_node", {
             **common, "node": name, "inputs": [r for r, p in paths.items() if name in p],
             "max_batch": node.max_batch, "batch_window_ms": node.batch_window_ms},
             respawn=True, namespace=name, remaps=ready))
-    specs.append(NodeSpec("placement_node", "hybrid_policy.ros.placement_node",
+    specs.append(NodeSpec("placement_node", "hybrid_policy.families.idn.placement_node",
                           "placement_node", {**common, "mode": cfg.mode, "seed": cfg.seed,
                                              "start_after": f"{ns}/{MANAGER}"},
                           namespace=PLACEMENT_NS, remaps=ready))

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from hybrid_policy.core import calibration_file, robot_map
+from hybrid_policy.core import robot_map
+from hybrid_policy.families.adahi import calibration_file
 from hybrid_policy.core.mode_names import (
     EXIT_MODES, FROM_CALIBRATION, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
 )
@@ -300,7 +301,7 @@ def nodes(cfg: GraphConfig) -> list[NodeSpec]:
             specs.append(NodeSpec("link_node", "hybrid_policy.ros.link_node", "link_node", {
                 "link": cfg.link}, respawn=True))
         specs += [
-            NodeSpec("target_node", "hybrid_policy.ros.target_node", "target_node", {
+            NodeSpec("target_node", "hybrid_policy.families.adahi.target_node", "target_node", {
                 "task": cfg.task, "target": cfg.target_path, "temperature": cfg.temperature},
                 respawn=True),
         ]

@@ -41,7 +41,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 
-from hybrid_policy.core.early_exit import feature_hop
+from hybrid_policy.families.exits.early_exit import feature_hop
 from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng, parse_link_spec
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos

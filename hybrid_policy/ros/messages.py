@@ -154,7 +154,7 @@ def student_answer_msg(stamp: Time, answer) -> JointState:
 
 def parse_student_answer(msg: JointState):
     """The ``core.rocoin.StudentAnswer`` a device sent; ``MessageError`` if malformed."""
-    from hybrid_policy.core.rocoin import StudentAnswer
+    from hybrid_policy.families.rocoin.rocoin import StudentAnswer
 
     try:
         return StudentAnswer.from_vector(_single_label(msg, "student answer"),

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_policy.core import calibration_file, evaluator, load_threshold
-from hybrid_policy.core.calibration_file import VERSION, StaleCalibrationError  # noqa: F401
+from hybrid_policy.core import evaluator
+from hybrid_policy.families.adahi import calibration_file
+from hybrid_policy.families.adahi import load_threshold
+from hybrid_policy.families.adahi.calibration_file import VERSION, StaleCalibrationError  # noqa: F401
 from hybrid_policy.core.evaluator import Setting, StepRecord
-from hybrid_policy.core.modes import DraftMode, SkipRule, Thresholds, make_mode
-from hybrid_policy.core.speculative import rejection_prob
-from hybrid_policy.core.threshold import (
+from hybrid_policy.families.adahi.modes import DraftMode, SkipRule, Thresholds, make_mode
+from hybrid_policy.families.adahi.speculative import rejection_prob
+from hybrid_policy.families.adahi.threshold import (
     Costs, derive_tau, fit, rejection_bound, tradeoff_curve,
 )
 from hybrid_policy.policies import Policy

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from sim_envs.dataset import DemoDataset
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig
-from hybrid_policy.policies.students import teacher_targets, two_level_logits
+from hybrid_policy.families.rocoin.students import teacher_targets, two_level_logits
 from hybrid_policy.policies.tokenizer import ActionTokenizer
 from hybrid_policy.policies.training import history_windows
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from hybrid_policy.core.threshold import Costs, LinearFit, derive_tau, rejection_bound
+from hybrid_policy.families.adahi.threshold import Costs, LinearFit, derive_tau, rejection_bound
 from hybrid_policy.errors import HybridPolicyError
 
 if TYPE_CHECKING:  # compute imports torch; only its type is needed here

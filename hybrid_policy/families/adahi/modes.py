@@ -10,7 +10,7 @@ Every mode answers the same two calls each control step:
    zero (hold still) action for ``target_only`` which has no draft.
 
 The in-process evaluator and the ROS draft node both drive modes through these calls; the
-server side is ``hybrid_policy.core.server.serve``.
+server side is ``hybrid_policy.families.adahi.server.serve``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from sim_envs.spec import ACTION_DIM
-from hybrid_policy.core.deviation import ActionDeviation, DeviationConfig
+from hybrid_policy.families.adahi.deviation import ActionDeviation, DeviationConfig
 from hybrid_policy.core.protocol import Request, Response
 from hybrid_policy.core.mode_names import (  # noqa: F401  (re-exported)
     MODE_NAMES, NEEDS_THRESHOLDS, Thresholds, UnknownModeError, parse_modes,

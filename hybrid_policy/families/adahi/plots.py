@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hybrid_policy.core.threshold import EPS  # noqa: E402
+from hybrid_policy.families.adahi.threshold import EPS  # noqa: E402
 
 
 def deviation_vs_rejection(doc: dict[str, Any], path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybrid_policy.core.protocol import ProtocolError, Request, Response
-from hybrid_policy.core.speculative import verify
+from hybrid_policy.families.adahi.speculative import verify
 from hybrid_policy.policies import Policy
 
 

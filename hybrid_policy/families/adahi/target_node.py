@@ -108,7 +108,7 @@ class TargetNode(ManagedNode):
     def _warm_up(self, rounds: int = 5) -> None:
         """Run the model a few times before serving: the first calls of a torch model are
         several times slower, and the robot's first deadline should not pay for them."""
-        from hybrid_policy.core.server import serve
+        from hybrid_policy.families.adahi.server import serve
 
         t = self.target
         window = np.zeros((t.history, t.obs_dim), np.float32)
@@ -118,7 +118,7 @@ class TargetNode(ManagedNode):
             serve(t, Request("act", window, i))
 
     def on_request(self, msg: JointState, pub, info: dict) -> None:
-        from hybrid_policy.core.server import check_request
+        from hybrid_policy.families.adahi.server import check_request
 
         if not self.active:
             raise messages.MessageError("target_node is not active: not served")
@@ -136,7 +136,7 @@ class TargetNode(ManagedNode):
 
     def _serve_batch(self, batch: list) -> None:
         """Queued requests in one forward pass, answered in order."""
-        from hybrid_policy.core.server import serve_batch
+        from hybrid_policy.families.adahi.server import serve_batch
 
         t1 = time.perf_counter()
         answers = serve_batch(self.target, [req for _, req, _, _ in batch])
@@ -159,7 +159,7 @@ class TargetNode(ManagedNode):
                 "queue_max": self.queue.longest}
 
     def _serve_one(self, msg: JointState, pub) -> None:
-        from hybrid_policy.core.server import serve
+        from hybrid_policy.families.adahi.server import serve
 
         t0 = time.perf_counter()
         try:

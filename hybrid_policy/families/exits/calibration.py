@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from hybrid_policy.core.compute import single_thread
-from hybrid_policy.core.early_exit import answer, confidence
+from hybrid_policy.families.exits.early_exit import answer, confidence
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory
 

@@ -39,7 +39,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hybrid_policy.core.load_threshold import marginal_delay, md1_wait
+from hybrid_policy.families.adahi.load_threshold import marginal_delay, md1_wait
 from hybrid_policy.errors import HybridPolicyError
 
 RHO_CAP = 0.99  # above it the optimiser's wait is the quadratic extension (see modelled_wait)

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from sensor_msgs.msg import Image, JointState
 
-from hybrid_policy.core.early_exit import check_threshold
+from hybrid_policy.families.exits.early_exit import check_threshold
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.defaults import DEFAULT_TEMPERATURE
 from hybrid_policy.errors import HybridPolicyError
@@ -93,8 +93,8 @@ class ExitNode(ManagedNode):
                                f"{self.threshold:.4f}, offload {self.offload}: unconfigured")
 
     def load(self) -> str:
-        from hybrid_policy.core.early_exit import serve_features
-        from hybrid_policy.policies.early_exit import load_early_exit
+        from hybrid_policy.families.exits.early_exit import serve_features
+        from hybrid_policy.families.exits.net import load_early_exit
 
         self.net = load_early_exit(self.path, self.task, self.temperature)
         if self.end not in self.net.exits:
@@ -115,7 +115,7 @@ class ExitNode(ManagedNode):
         return (self.net.history, self.net.obs_dim if layer == 0 else self.net.d_model)
 
     def on_feature(self, msg: Image, robot: str, pub, info: dict) -> None:
-        from hybrid_policy.core.early_exit import check_feature
+        from hybrid_policy.families.exits.early_exit import check_feature
 
         if not self.active:
             raise messages.MessageError("exit_node is not active: not served")
@@ -127,7 +127,7 @@ class ExitNode(ManagedNode):
         self.queue.add((msg.header.stamp, feature, robot, pub, info["received_timestamp"]))
 
     def _serve_batch(self, batch: list) -> None:
-        from hybrid_policy.core.early_exit import serve_features
+        from hybrid_policy.families.exits.early_exit import serve_features
 
         outcomes = serve_features(self.net, self.end, self.threshold, self.offload,
                                   [f for _, f, *_ in batch])

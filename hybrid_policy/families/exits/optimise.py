@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hybrid_policy.core import dto_ee
-from hybrid_policy.core.early_exit import build_plan
+from hybrid_policy.families.exits import dto_ee
+from hybrid_policy.families.exits.early_exit import build_plan
 from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.protocol import FeatureRequest, Response
 
 if TYPE_CHECKING:
-    from hybrid_policy.core.exit_setup import ExitModels
+    from hybrid_policy.families.exits.setup import ExitModels
     from hybrid_policy.core.fleet import ExitRun
     from hybrid_policy.core.topology import Topology
 

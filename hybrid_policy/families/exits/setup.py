@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_policy.core import exit_calibration
+from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import sample_observations
-from hybrid_policy.core.early_exit import EarlyExitMode, ExitPlan, build_plan
-from hybrid_policy.core.exit_calibration import ExitCompute, ExitSamples
+from hybrid_policy.families.exits.early_exit import EarlyExitMode, ExitPlan, build_plan
+from hybrid_policy.families.exits.calibration import ExitCompute, ExitSamples
 from hybrid_policy.core.fleet import ExitRun
 from hybrid_policy.core.topology import Topology
 
@@ -43,7 +43,7 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
     here, or read from ``compute``: ``ExitCompute.load``)."""
     from hybrid_policy.policies.build import ensure_early_exit
     from hybrid_policy.policies.card import checkpoint_identity
-    from hybrid_policy.policies.early_exit import load_early_exit
+    from hybrid_policy.families.exits.net import load_early_exit
 
     # a bad file is refused before the net is trained or calibrated
     parts = ExitCompute.load(compute) if compute is not None else None
@@ -84,7 +84,7 @@ def exit_run(mode: str, topology: Topology, models: ExitModels, loss_budget: flo
     plan = build_plan(mode, topology, tuple(models.net.exits), thresholds, encoding)
     run = ExitRun(models.net, plan, models.compute)
     if mode == "dto_ee":
-        from hybrid_policy.core import exit_optimise
+        from hybrid_policy.families.exits import optimise as exit_optimise
 
         exit_optimise.attach(run, topology, models, loss_budget, period_ms, device_speed)
     return run

@@ -1,7 +1,7 @@
 """Flower's ClientApp and ServerApp of the federation: the same two apps run under the
 simulation engine (``train.run_federated``: one process, Ray) and the deployment engine
 (SuperLink and SuperNodes as separate processes; ``flwr run`` with the app project in
-``hybrid_policy/federated/app``; docs/federated.md).
+``hybrid_policy/families/federated/app``; docs/federated.md).
 
 A round: the server sends the global net and the round's learning rate; each client trains
 it for ``local_epochs`` on its own data, its exit losses weighted by its method's weights,
@@ -25,10 +25,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from tqdm import tqdm
 
-from hybrid_policy.federated import clients as fl
-from hybrid_policy.federated import local
-from hybrid_policy.federated.clients import FederatedError
-from hybrid_policy.federated.run import FlRun, RoundLog, client_work, failing, settle
+from hybrid_policy.families.federated import clients as fl
+from hybrid_policy.families.federated import local
+from hybrid_policy.families.federated.clients import FederatedError
+from hybrid_policy.families.federated.run import FlRun, RoundLog, client_work, failing, settle
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def serve_federation(grid: Grid, run: FlRun) -> Path:
     """The server's whole run: normalisation, ``run.rounds`` rounds, the checkpoint."""
     from sim_envs import task_spec
 
-    from hybrid_policy.federated.train import save_result
+    from hybrid_policy.families.federated.train import save_result
     from hybrid_policy.policies.checkpoint import load_tokenizer
 
     fed = run.federation()

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from sim_envs.dataset import DemoDataset
-from hybrid_policy.core.early_exit import answer
-from hybrid_policy.federated.clients import FederatedError
+from hybrid_policy.families.exits.early_exit import answer
+from hybrid_policy.families.federated.clients import FederatedError
 from hybrid_policy.policies import ObsHistory
-from hybrid_policy.policies.early_exit import (
+from hybrid_policy.families.exits.net import (
     EarlyExitNet, EarlyExitPolicy, ExitData, exit_data, fit_exits,
 )
 from hybrid_policy.policies.training import TrainConfig, policy_config
@@ -91,7 +91,7 @@ def region_seeds(task: str, region: int, regions: int, count: int, seed: int,
     """Reset seeds of evaluation scenes in a client's region (disjoint from training's)."""
     import sim_envs
     from sim_envs.collect import episode_seeds
-    from hybrid_policy.federated.clients import region as region_of
+    from hybrid_policy.families.federated.clients import region as region_of
 
     if partition != "direction":
         return episode_seeds(seed, count, split="eval").tolist()

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hybrid_policy.federated import clients as fl
-from hybrid_policy.federated.clients import FederatedError, Federation
+from hybrid_policy.families.federated import clients as fl
+from hybrid_policy.families.federated.clients import FederatedError, Federation
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ClientWork:
 
     def net(self, exits, state=None):
         """The early-exit net (its shape from the tokenizer), with ``state`` loaded."""
-        from hybrid_policy.federated import local
+        from hybrid_policy.families.federated import local
 
         net = local.new_net(self.tok, self.obs_dim, exits, 0)
         if state is not None:
@@ -117,7 +117,7 @@ def client_work(run: FlRun, fed: Federation, index: int, own_data: str = "") -> 
     whole of ``own_data`` where the node was given its own demonstrations."""
     from sim_envs import dataset
 
-    from hybrid_policy.federated import local
+    from hybrid_policy.families.federated import local
     from hybrid_policy.policies.checkpoint import load_tokenizer
     from hybrid_policy.policies.model import ROLE_SIZES
 

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybrid_policy.federated import clients as fl
-from hybrid_policy.federated import local
-from hybrid_policy.federated.clients import FederatedError, Federation
-from hybrid_policy.federated.run import FlRun, RoundLog, client_work, settle
+from hybrid_policy.families.federated import clients as fl
+from hybrid_policy.families.federated import local
+from hybrid_policy.families.federated.clients import FederatedError, Federation
+from hybrid_policy.families.federated.run import FlRun, RoundLog, client_work, settle
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _clients(fed: Federation) -> dict[str, Any]:
 
 def save_result(run: FlRun, fed: Federation, net, tok, where: str = CHECKPOINT) -> Path:
     """The trained net as an early-exit checkpoint (``eval --early-exit``, ``bringup``)."""
-    from hybrid_policy.policies.early_exit import save_early_exit
+    from hybrid_policy.families.exits.net import save_early_exit
 
     return save_early_exit(Path(run.out) / where, net, tok, fed.task, {
         "federated": {"method": run.method, "rounds": run.rounds, "seed": run.seed,
@@ -126,7 +126,7 @@ def run_federated(run: FlRun, fed: Federation, cores: int | None = None) -> Path
     os.environ.setdefault("FLWR_HOME", str(Path(run.out).resolve() / ".flwr"))
     from flwr.simulation import run_simulation
 
-    from hybrid_policy.federated.flower_apps import client_app, server_app_for
+    from hybrid_policy.families.federated.flower_apps import client_app, server_app_for
 
     cores = cores or max(1, min(len(fed.clients), os.cpu_count() or 1))
     pythonpath = os.environ.get("PYTHONPATH")  # Flower extends it for Ray's workers
@@ -206,7 +206,7 @@ def run_deployed(run: FlRun, superlink: str, timeout_s: float = 3600) -> Path:
 
 
 def _pool(parts: list) -> Any:
-    from hybrid_policy.policies.early_exit import ExitData
+    from hybrid_policy.families.exits.net import ExitData
 
     return ExitData(*(torch.cat([getattr(p, f) for p in parts])
                       for f in ("obs", "codes", "offsets")))
@@ -249,7 +249,7 @@ def evaluate(summary: dict[str, Any], fed: Federation, episodes: int, seed: int 
     """Each client's closed-loop success on ``episodes`` scenes of its own region, every step
     served by an exit drawn from its serving rates, with the net its method gives it; and the
     request-weighted mean over the clients."""
-    from hybrid_policy.policies.early_exit import load_early_exit
+    from hybrid_policy.families.exits.net import load_early_exit
 
     regions = max(c.region for c in fed.clients) + 1
     out: dict[str, Any] = {"clients": {}}

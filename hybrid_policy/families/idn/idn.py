@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_policy.core import idn_place
-from hybrid_policy.core.idn_catalogue import Catalogue, Variant
+from hybrid_policy.families.idn import place as idn_place
+from hybrid_policy.families.idn.catalogue import Catalogue, Variant
 from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.mode_names import IDN_MODES
 from hybrid_policy.core.topology import Robot, Topology, TopologyError, check_keys
@@ -224,7 +224,7 @@ class IdnNetwork:
         """Every placeable option of a request, best first, and the repository's best."""
         key = (robot, where.task, where.access)
         if key not in self._options:
-            from hybrid_policy.core.idn_serve import message_bytes
+            from hybrid_policy.families.idn.serve import message_bytes
 
             spec = self.robot_at(robot, where.access)
             opts, base = [], None

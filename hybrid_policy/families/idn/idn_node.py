@@ -52,7 +52,7 @@ from hybrid_policy.ros.batch_queue import declare_batching, serve_flows, start_b
 from hybrid_policy.ros.managed import ManagedNode
 from hybrid_policy.ros.node_main import run
 from hybrid_policy.ros.params import require, string_list
-from hybrid_policy.ros.placement_node import (
+from hybrid_policy.families.idn.placement_node import (
     ALLOCATION, LATCHED, LATCHED_READER, PERIOD, idn_network, parse_allocation, period_of,
 )
 from hybrid_policy.ros.reporting import OK, STEADY, Reporter
@@ -124,7 +124,7 @@ class Holder:
 
     def __init__(self, node: Node, net, name: str, store, report: Reporter, root: str,
                  changed: Callable[[], None] = lambda: None) -> None:
-        from hybrid_policy.core.idn import Holdings
+        from hybrid_policy.families.idn.idn import Holdings
 
         self.node, self.net, self.name, self.store = node, net, name, store
         self.report, self.changed = report, changed
@@ -214,7 +214,7 @@ class PlacementView:
 
     def __init__(self, node: Node, net, path: list[str], own: Holder, report: Reporter,
                  root: str) -> None:
-        from hybrid_policy.core.idn_serve import Placement
+        from hybrid_policy.families.idn.serve import Placement
 
         self.net, self.path, self.own = net, path, own
         self.placement = Placement(net)
@@ -260,7 +260,7 @@ class PlacementView:
 # -- the node ----------------------------------------------------------------------------------
 class IdnNode(ManagedNode):
     def __init__(self) -> None:
-        from hybrid_policy.core.idn_serve import NodeStore, VariantModels
+        from hybrid_policy.families.idn.serve import NodeStore, VariantModels
 
         super().__init__("idn_node")
         self.net = idn_network(self)
@@ -324,7 +324,7 @@ class IdnNode(ManagedNode):
         self.queue.add((msg.header.stamp, key, req, pub, info["received_timestamp"]))
 
     def _serve_batch(self, batch: list) -> None:
-        from hybrid_policy.core.idn_serve import VariantMissing, serve_variants
+        from hybrid_policy.families.idn.serve import VariantMissing, serve_variants
 
         answers = serve_variants(self.store, [(key, req) for _, key, req, *_ in batch])
         for (stamp, key, _, pub, _), answer in zip(batch, answers):

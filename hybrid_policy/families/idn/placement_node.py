@@ -62,7 +62,9 @@ PERIOD = "period "
 def idn_network(node: Node):
     """The run's ``core.idn.IdnNetwork`` from the node's ``topology`` and ``catalogue``
     parameters (the files ``bringup`` passes every node of a placement graph)."""
-    from hybrid_policy.core import idn, idn_catalogue, topology
+    from hybrid_policy.core import topology
+    from hybrid_policy.families.idn import idn
+    from hybrid_policy.families.idn import catalogue as idn_catalogue
 
     path = require(node, "topology", "", "the fleet's topology YAML (with its idn block)")
     cat = require(node, "catalogue", "", "the variants' catalogue JSON (bringup writes it)")
@@ -131,7 +133,7 @@ def held_text(net, x: np.ndarray) -> str:
 
 class PlacementNode(Node):
     def __init__(self) -> None:
-        from hybrid_policy.core import idn_setup
+        from hybrid_policy.families.idn import setup as idn_setup
         from hybrid_policy.core.mode_names import IDN_MODES
 
         super().__init__("placement_node")

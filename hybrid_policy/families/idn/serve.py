@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from sim_envs.spec import ACTION_DIM
-from hybrid_policy.core.idn import IdnNetwork, Option, Where
-from hybrid_policy.core.idn_catalogue import Variant
-from hybrid_policy.core.modes import Plan
+from hybrid_policy.families.idn.idn import IdnNetwork, Option, Where
+from hybrid_policy.families.idn.catalogue import Variant
+from hybrid_policy.families.adahi.modes import Plan
 from hybrid_policy.core.protocol import ProtocolError, Request, Response
 from hybrid_policy.policies import ObsHistory
 
@@ -56,7 +56,7 @@ class VariantModels:
         key = (v.task, kind)
         if key not in self._cache:
             from hybrid_policy.policies.checkpoint import load_policy
-            from hybrid_policy.policies.early_exit import load_early_exit
+            from hybrid_policy.families.exits.net import load_early_exit
 
             path = self.root / v.task / kind
             self._cache[key] = load_early_exit(path, task=v.task) if kind == "early_exit" \
@@ -73,7 +73,7 @@ def act_batch(model: Any, v: Variant, requests: list[Request]) -> list[Response]
                                 f"observations, got {req.label()}")
     windows = [req.window[-v.history:] for req in requests]
     if v.name.startswith("exit"):
-        from hybrid_policy.core.early_exit import answer
+        from hybrid_policy.families.exits.early_exit import answer
 
         layer = int(v.name[4:])
         tokens = model.advance(model.start(windows), 0, layer)

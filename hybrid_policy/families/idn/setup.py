@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hybrid_policy.core import idn_catalogue
+from hybrid_policy.families.idn import catalogue as idn_catalogue
 from hybrid_policy.core.compute import single_thread
-from hybrid_policy.core.idn import IdnConfig, IdnNetwork, Shift, Where, make_placer
-from hybrid_policy.core.idn_catalogue import CATALOGUE_EPISODES, Catalogue, Variant
-from hybrid_policy.core.idn_serve import VariantModels, act_batch
+from hybrid_policy.families.idn.idn import IdnConfig, IdnNetwork, Shift, Where, make_placer
+from hybrid_policy.families.idn.catalogue import CATALOGUE_EPISODES, Catalogue, Variant
+from hybrid_policy.families.idn.serve import VariantModels, act_batch
 from hybrid_policy.core.protocol import Request
 from hybrid_policy.core.realtime import Clock
 from hybrid_policy.core.topology import Topology
@@ -205,7 +205,7 @@ def fleet_run(mode: str, topology: Topology, cfg: IdnConfig, catalogue: Catalogu
     ``control``: real time or lockstep (``core.realtime``; default lockstep)."""
     from hybrid_policy.core.compute import ComputeModel
     from hybrid_policy.core.fleet import IdnRun, evaluate_fleet
-    from hybrid_policy.core.idn_serve import IdnMode, NodeStore, Placement
+    from hybrid_policy.families.idn.serve import IdnMode, NodeStore, Placement
 
     net = IdnNetwork(topology, catalogue, cfg)
     placer = placer_for(mode, net, seed, steps_per_s(topology))

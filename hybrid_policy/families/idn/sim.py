@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hybrid_policy.core.idn import Holdings, IdnNetwork, Option
-from hybrid_policy.core.idn_setup import where_at
+from hybrid_policy.families.idn.idn import Holdings, IdnNetwork, Option
+from hybrid_policy.families.idn.setup import where_at
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ import numpy as np
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.core.link import HEADER_BYTES, joint_state_bytes
 from hybrid_policy.core.mode_names import ROCOIN_MODES
-from hybrid_policy.core.modes import Plan
+from hybrid_policy.families.adahi.modes import Plan
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response, _check
-from hybrid_policy.core.rocoin_assign import (
+from hybrid_policy.families.rocoin.assign import (
     AssignmentError, CostModel, Device, integer_shares, solve,
 )
 from hybrid_policy.core.topology import Topology, TopologyError, check_keys
@@ -443,7 +443,7 @@ class TargetPart:
     def answer(self, windows: np.ndarray):
         import torch
 
-        from hybrid_policy.policies.students import teacher_targets
+        from hybrid_policy.families.rocoin.students import teacher_targets
 
         k = self.target.codebook_size
         logp0, cond, off = teacher_targets(self.target, windows)

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from hybrid_policy.core import topology as topo_mod
-from hybrid_policy.core.rocoin import (
+from hybrid_policy.families.rocoin.rocoin import (
     Layout, RocoinConfig, StudentAnswer, TargetPart, config_of, layout, plan_students, rtt_ms,
 )
 from hybrid_policy.core.protocol import FeatureRequest
-from hybrid_policy.core.rocoin_assign import CostModel
+from hybrid_policy.families.rocoin.assign import CostModel
 from hybrid_policy.core.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def time_part(model, history: int, obs_dim: int) -> float:
 def cost_model(target, cfg) -> CostModel:
     """The solver's cost of a student of share x: fixed + per share, fitted to the timing
     of untrained students of two sizes (timing does not depend on the weights)."""
-    from hybrid_policy.policies.students import StudentNet, width_for
+    from hybrid_policy.families.rocoin.students import StudentNet, width_for
 
     k = target.codebook_size
     ms = []
@@ -105,7 +105,7 @@ def prepare(task: str, topology: str | Path, models: str | Path = "models",
     ``students`` given too, the default models are neither needed nor made)."""
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
-    from hybrid_policy.policies.students import DistilConfig, load_students
+    from hybrid_policy.families.rocoin.students import DistilConfig, load_students
 
     doc = topo_mod.read(topology)
     topo = topo_mod.parse(doc, str(topology))
@@ -148,7 +148,7 @@ def ensure_students(task: str, root: Path, sizes: list[int], cfg=None,
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
     from hybrid_policy.policies.card import checkpoint_identity, read_config
-    from hybrid_policy.policies.students import (
+    from hybrid_policy.families.rocoin.students import (
         DistilConfig, distil, partition_codes, save_students,
     )
     from hybrid_policy.policies.training import history_windows

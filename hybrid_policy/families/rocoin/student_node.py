@@ -42,7 +42,7 @@ CRASH_STATUS = 70
 
 class StudentNode(ManagedNode):
     def __init__(self) -> None:
-        from hybrid_policy.core.rocoin import FaultConfig, Layout, RocoinError
+        from hybrid_policy.families.rocoin.rocoin import FaultConfig, Layout, RocoinError
 
         super().__init__("student_node")
         self.task = require(self, "task", "", "task name")
@@ -98,7 +98,7 @@ class StudentNode(ManagedNode):
                                "unconfigured")
 
     def load(self) -> str:
-        from hybrid_policy.core.rocoin import TargetPart, serve_students
+        from hybrid_policy.families.rocoin.rocoin import TargetPart, serve_students
 
         if self.layout.mode == "rocoin_target":
             from hybrid_policy.policies import load_policy
@@ -107,7 +107,7 @@ class StudentNode(ManagedNode):
                                                 task=self.task, temperature=self.temperature))
         else:
             from hybrid_policy.errors import CheckpointError
-            from hybrid_policy.policies.students import load_students
+            from hybrid_policy.families.rocoin.students import load_students
 
             try:
                 nets, _ = load_students(self.students_path, self.task)
@@ -135,7 +135,7 @@ class StudentNode(ManagedNode):
         self.activated_at = time.monotonic()
 
     def on_feature(self, msg: Image, pub, info: dict) -> None:
-        from hybrid_policy.core.rocoin import check_window
+        from hybrid_policy.families.rocoin.rocoin import check_window
 
         if not self.active:
             raise messages.MessageError("student_node is not active: not served")
@@ -165,7 +165,7 @@ class StudentNode(ManagedNode):
         os._exit(CRASH_STATUS)
 
     def _serve_batch(self, batch: list) -> None:
-        from hybrid_policy.core.rocoin import serve_students
+        from hybrid_policy.families.rocoin.rocoin import serve_students
 
         answers = serve_students(self.model, self.group, [r for _, r, *_ in batch])
         for (stamp, _, pub, late_ms, _), ans in zip(batch, answers):
