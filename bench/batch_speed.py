@@ -5,7 +5,7 @@ A batching server runs the target's trunk once for the whole batch
 This measures ms per batch for n = 1 … 64 on real verify requests of the draft, over
 ``--runs`` runs (each the median of ``--rounds`` timed batches), and prints min / median /
 max, ms per request and the throughput against batch 1. The fleet evaluator measures the
-same curve (``core.compute.measure_batches``) before it runs and takes its compute times
+same curve (``families.adahi.timing.measure_batches``) before it runs and takes its compute times
 from it.
 
     .venv/bin/python bench/batch_speed.py --task fetch_push --runs 3
@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    from hybrid_policy.core.compute import measure_batches, sample_observations, verify_requests
+    from hybrid_policy.core.compute import sample_observations
+    from hybrid_policy.families.adahi.timing import measure_batches, verify_requests
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
 

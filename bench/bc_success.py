@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 import sim_envs
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.families.adahi.modes import Plan, make_mode
+from hybrid_policy.core.plan import Plan
+from hybrid_policy.families.adahi.modes import make_mode
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models
 
@@ -64,7 +66,7 @@ def main() -> None:
         modes = [ExpertMode(task), make_mode("draft_only", draft, target),
                  make_mode("target_only", draft, target)]
         # Success only: a lossless zero-delay link and no compute time.
-        setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
+        setting = Setting(answering(target), link_profile("ideal"), ComputeModel(0.0, 0.0))
         res = evaluator.evaluate(task, modes, args.episodes, args.seed, setting)
         torch.set_num_threads(2)
         rows.append((task, res["expert"].success_rate, res["draft_only"].success_rate,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting, StepRecord
@@ -86,7 +87,7 @@ def main() -> None:
         rows["rejected"].append(float(not rec.response.accepted))
         rows["harm"].append(float(np.mean(np.abs(plan.draft_action - rec.action) / scale)))
 
-    setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
+    setting = Setting(answering(target), link_profile("ideal"), ComputeModel(0.0, 0.0))
     evaluator.evaluate(args.task, [make_mode("hybrid", draft, target)], args.episodes,
                        args.seed, setting, on_step=on_step)
     data = {k: np.asarray(v, float) for k, v in rows.items()}

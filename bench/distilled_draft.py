@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
@@ -42,7 +43,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
     target = load_policy(paths.target, role="target", task=task)
     drafts = {"demonstrations": load_policy(paths.draft, role="draft", task=task),
               "distilled": load_policy(distilled_path, role="draft", task=task)}
-    setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
+    setting = Setting(answering(target), link_profile("ideal"), ComputeModel(0.0, 0.0))
     windows: list[np.ndarray] = []
     evaluator.evaluate(task, [make_mode("hybrid", drafts["demonstrations"], target)],
                        args.agreement_episodes, args.seed + 500, setting,

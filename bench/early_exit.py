@@ -50,16 +50,16 @@ def run(mode, topo, models, budget, episodes, seed, encoding="32FC1", thresholds
     from hybrid_policy.families.exits import setup as exit_setup
     from hybrid_policy.core.compute import ComputeModel
     from hybrid_policy.families.exits.early_exit import build_plan
-    from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
+    from hybrid_policy.core.fleet import evaluate_fleet
+    from hybrid_policy.families.exits.fleet import ExitRun
 
     if thresholds is None:
         exit_run = exit_setup.exit_run(mode, topo, models, budget, encoding)
     else:
         exit_run = ExitRun(models.net, build_plan(mode, topo, tuple(models.net.exits),
                                                   thresholds, encoding), models.compute)
-    res = evaluate_fleet(topo, exit_setup.robot_mode(mode, exit_run), {},
-                         ComputeModel(1.0, 1.0), 100.0, episodes, seed, progress=False,
-                         exits=exit_run)
+    res = evaluate_fleet(topo, exit_run, ComputeModel(1.0, 1.0), 100.0, episodes, seed,
+                         progress=False)
     return res.total().summary(), res
 
 

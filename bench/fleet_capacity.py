@@ -5,7 +5,7 @@ In process (``core.fleet``): N robots of ``--task`` on ``--link`` share one edge
 this machine's speed; each runs ``--episodes`` episodes; N runs over ``--counts``, once
 per ``--clocks`` (real time: each robot ticks every control period whatever arrived;
 lockstep: the world waits, so latency costs no success). The batch curve is measured first
-(``core.compute.measure_batches``). Two capacities: by latency, the largest N whose p95
+(``families.adahi.timing.measure_batches``). Two capacities: by latency, the largest N whose p95
 step latency is within the task's control period (40 ms for Fetch); by success, the
 largest N up to which real-time success stays ≥ 0.95× lockstep's on the same episodes (the
 same reset seeds and sampling streams: what the server's queue costs the robots). Prints
@@ -63,10 +63,11 @@ def main() -> None:
 
     import sim_envs
     from hybrid_policy.core import compute, topology
+    from hybrid_policy.families.adahi import timing
     from hybrid_policy.families.adahi import calibration
     from hybrid_policy.families.adahi import load_threshold
     from hybrid_policy.families.adahi.calibration_file import default_path
-    from hybrid_policy.core.fleet import evaluate_fleet
+    from hybrid_policy.families.adahi.fleet import evaluate_fleet
     from hybrid_policy.families.adahi.modes import make_mode
     from hybrid_policy.core.realtime import clock_for
     from hybrid_policy.policies import load_policy
@@ -84,13 +85,13 @@ def main() -> None:
                              args.link, draft, target))
     observations = compute.sample_observations(args.task)
     batches = [int(b) for b in args.batch.split(",")]
-    model = compute.measure(draft, target, observations)
+    model = timing.measure(draft, target, observations)
     if args.draft_ms or args.target_ms:
         model = replace(model, draft_ms=args.draft_ms or model.draft_ms,
                         target_ms=args.target_ms or model.target_ms)
     sizes = tuple(n for n in (1, 2, 4, 8, 16, 32, 64) if n <= max(batches))
-    model = replace(model, batch_ms=compute.measure_batches(
-        target, compute.verify_requests(draft, target, observations, max(sizes)), sizes))
+    model = replace(model, batch_ms=timing.measure_batches(
+        target, timing.verify_requests(draft, target, observations, max(sizes)), sizes))
     log.info("draft %.2f ms, target %.2f ms; batch curve %s", model.draft(), model.target(),
              model.batch_ms)
     counts = [int(n) for n in args.counts.split(",")]

@@ -96,7 +96,7 @@ def phase_gains(run, cfg) -> list[float]:
     cuts = sorted({0.0, *(s.at_s for s in cfg.shifts), float("inf")})
     out = []
     for a, b in zip(cuts, cuts[1:]):
-        rows = [p for p in run.placement["periods"] if a <= p["t_s"] < b]
+        rows = [p for p in run.extra["periods"] if a <= p["t_s"] < b]
         steps = sum(p.get("steps", 0) for p in rows)
         out.append(sum(p.get("gain", 0.0) for p in rows) / steps if steps else float("nan"))
     return out

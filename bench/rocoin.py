@@ -54,9 +54,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from hybrid_policy.core import compute, topology
+    from hybrid_policy.families.adahi import timing
     from hybrid_policy.families.rocoin import setup as rocoin_setup
-    from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
-    from hybrid_policy.families.rocoin.rocoin import RocoinMode, parse_config
+    from hybrid_policy.core.fleet import evaluate_fleet
+    from hybrid_policy.families.rocoin.fleet import StudentRun
+    from hybrid_policy.families.rocoin.rocoin import parse_config
     from hybrid_policy.policies import load_policy
     from hybrid_policy.policies.build import ensure_default_models
 
@@ -69,7 +71,7 @@ def main() -> None:
     sm = replace(sm, config=cfg)  # the layouts carry --fallback
     paths = ensure_default_models(args.task, Path(args.models))
     draft = load_policy(paths.draft, role="draft", task=args.task)
-    model = compute.measure(draft, sm.target, compute.sample_observations(args.task))
+    model = timing.measure(draft, sm.target, compute.sample_observations(args.task))
     ps = [float(p) for p in args.ps.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, dict[float, list[dict]]] = {m: {p: [] for p in ps} for m in MODES}
@@ -80,9 +82,8 @@ def main() -> None:
             for mode in MODES:
                 lay = rocoin_setup.layout_for(mode, topo, sm, seed)
                 res = evaluate_fleet(
-                    topo, lambda _, m=mode, lay=lay: RocoinMode(m, draft, sm.target.history, lay),
-                    {args.task: sm.target}, model, args.deadline_ms, args.episodes, seed,
-                    progress=False, students=StudentRun(lay, sm, faults))
+                    topo, StudentRun(lay, sm, faults, draft, sm.target.history), model,
+                    args.deadline_ms, args.episodes, seed, progress=False)
                 summary = res.total().summary()
                 ops = sum(s.get("requests", 0) - s.get("expired", 0)
                           for s in res.servers.values())

@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.families.adahi.frontier import EpisodeCounts
 from hybrid_policy.core.link import link_profile
-from hybrid_policy.families.adahi.modes import DraftMode, Plan, SkipRule, entropy, make_mode
+from hybrid_policy.core.plan import Plan
+from hybrid_policy.families.adahi.modes import DraftMode, SkipRule, entropy, make_mode
 from hybrid_policy.core.protocol import Request
 from hybrid_policy.policies import load_policy
 from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
@@ -95,7 +97,7 @@ def main() -> None:
                   if args.draft_kind == "distilled" else paths.draft)
     draft = load_policy(draft_path, role="draft", task=args.task)
     target = load_policy(paths.target, role="target", task=args.task)
-    setting = Setting(target, link_profile("ideal"), ComputeModel(0.0, 0.0))
+    setting = Setting(answering(target), link_profile("ideal"), ComputeModel(0.0, 0.0))
     counts = EpisodeCounts()
     signals: dict[str, list[float]] = {"dev": [], "ent": [], "draw": []}
 

@@ -75,10 +75,11 @@ def main() -> None:
 
     import sim_envs
     from hybrid_policy.core import compute, topology
+    from hybrid_policy.families.adahi import timing
     from hybrid_policy.families.adahi import calibration
     from hybrid_policy.families.adahi import load_threshold
     from hybrid_policy.families.adahi.calibration_file import default_path
-    from hybrid_policy.core.fleet import evaluate_fleet
+    from hybrid_policy.families.adahi.fleet import evaluate_fleet
     from hybrid_policy.families.adahi.modes import make_mode
     from hybrid_policy.core.realtime import clock_for
     from hybrid_policy.policies import load_policy
@@ -94,14 +95,14 @@ def main() -> None:
         calibration.load_doc(cal_path, args.task, args.link, draft, target))
     period = sim_envs.task_spec(args.task).control_period_ms
     observations = compute.sample_observations(args.task)
-    model = compute.measure(draft, target, observations)
+    model = timing.measure(draft, target, observations)
     model = replace(model, **{k: v for k, v in (("draft_ms", args.draft_ms),
                                                 ("target_ms", args.target_ms)) if v is not None})
     if args.max_batch > 1:
         sizes = tuple(n for n in (1, 2, 4, 8, 16, 32, 64) if n < args.max_batch) + (
             args.max_batch,)
-        model = replace(model, batch_ms=compute.measure_batches(
-            target, compute.verify_requests(draft, target, observations, max(sizes)), sizes))
+        model = replace(model, batch_ms=timing.measure_batches(
+            target, timing.verify_requests(draft, target, observations, max(sizes)), sizes))
     robots = args.robots or math.ceil(args.utilisation * period / model.target())
     topo = topology.parse({
         "nodes": {"edge": {"tier": "edge", "max_batch": args.max_batch}},

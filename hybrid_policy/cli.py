@@ -8,6 +8,7 @@ import sys
 from typing import Callable, Sequence
 
 from sim_envs import SimEnvError
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.errors import HybridPolicyError
 
 log = logging.getLogger("hybrid_policy")
@@ -128,6 +129,7 @@ def _setting(args: argparse.Namespace, draft, target):
     from dataclasses import replace
 
     from hybrid_policy.core import compute
+    from hybrid_policy.families.adahi import timing
     from hybrid_policy.core.evaluator import Setting
     from hybrid_policy.core.link import link_profile
 
@@ -138,14 +140,14 @@ def _setting(args: argparse.Namespace, draft, target):
         model = compute.ComputeModel(**pins, device_speed=args.device_speed,
                                      server_speed=args.server_speed)
     else:
-        model = replace(compute.measure(draft, target, compute.sample_observations(args.task),
+        model = replace(timing.measure(draft, target, compute.sample_observations(args.task),
                                         device_speed=args.device_speed,
                                         server_speed=args.server_speed), **pins)
     log.info("compute model: draft %.3f ms, target %.3f ms a step (%s; speed factors: "
              "device %.2g, server %.2g); link %s", model.draft(), model.target(),
              "pinned" if len(pins) == 2 else "measured", args.device_speed, args.server_speed,
              link.name)
-    return Setting(target, link, model, args.deadline_ms)
+    return Setting(answering(target), link, model, args.deadline_ms)
 
 
 def _calibration_path(args: argparse.Namespace):
@@ -402,6 +404,8 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
 
     from sim_envs import task_spec
     from hybrid_policy.core import compute, fleet, stepmetrics, topology
+    from hybrid_policy.families.adahi import timing
+    from hybrid_policy.families.adahi.fleet import TargetWork
     from hybrid_policy.core.mode_names import EXIT_MODES, ROCOIN_MODES
     from hybrid_policy.families.adahi.modes import make_mode
 
@@ -422,7 +426,6 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
     students = None
     if any(n in ROCOIN_MODES for n in names):
         from hybrid_policy.families.rocoin import setup as rocoin_setup
-        from hybrid_policy.families.rocoin.rocoin import RocoinMode
 
         _, students = rocoin_setup.prepare(args.task, args.topology, args.models, args.students)
         faults = students.config.faults if args.fault_p is None else replace(
@@ -434,9 +437,9 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
                                 f" robots of other tasks: {', '.join(other)}")
     largest = max(topo.nodes[s].max_batch for s in topo.servers())
     sizes = tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n < largest) + (largest,)
-    requests = compute.verify_requests(draft, target, compute.sample_observations(args.task),
+    requests = timing.verify_requests(draft, target, compute.sample_observations(args.task),
                                        max(sizes))
-    model = replace(setting.compute, batch_ms=compute.measure_batches(target, requests, sizes))
+    model = replace(setting.compute, batch_ms=timing.measure_batches(target, requests, sizes))
     log.info("batch curve of the target (ms per batch): %s",
              ", ".join(f"{n}: {ms:.2f}" for n, ms in model.batch_ms))
     per_server = {}
@@ -449,25 +452,22 @@ def _eval_fleet(args, names, draft, target, setting, thresholds, meta) -> dict:
         def mode_for(spec, name=name):  # adahi's τ per server with --price-ms
             return make_mode(name, draft, target, per_server.get(spec.server, thresholds))
 
-        exit_run = student_run = None
+        work = TargetWork(mode_for, {args.task: target})
         if name in ROCOIN_MODES:
+            from hybrid_policy.families.rocoin.fleet import StudentRun
+
             lay = rocoin_setup.layout_for(name, topo, students, args.seed)
-            student_run = fleet.StudentRun(lay, students, faults)
+            work = StudentRun(lay, students, faults, draft, target.history)
             meta.setdefault("layouts", {})[name] = {"groups": lay.groups,
                                                     "codes": [len(c) for c in lay.codes]}
-
-            def mode_for(spec, name=name, lay=lay):
-                return RocoinMode(name, draft, target.history, lay)
         if name in EXIT_MODES:
-            exit_run = exit_setup.exit_run(name, topo, exits, args.loss_budget, args.encoding,
-                                           task_spec(args.task).control_period_ms,
-                                           model.device_speed)
-            mode_for = exit_setup.robot_mode(name, exit_run)
-            meta.setdefault("exit_plans", {})[name] = exit_run.plan.summary()
-        run = fleet.evaluate_fleet(topo, mode_for,
-                                   {args.task: target}, model, args.deadline_ms, args.episodes,
-                                   args.seed, phases=args.phases, exits=exit_run,
-                                   students=student_run, control=_control(args, args.task))
+            work = exit_setup.exit_run(name, topo, exits, args.loss_budget, args.encoding,
+                                       task_spec(args.task).control_period_ms,
+                                       model.device_speed)
+            meta.setdefault("exit_plans", {})[name] = work.plan.summary()
+        run = fleet.evaluate_fleet(topo, work, model, args.deadline_ms, args.episodes,
+                                   args.seed, phases=args.phases,
+                                   control=_control(args, args.task))
         results[name] = run.total()
         robots[name] = [{"robot": r.name, "link": r.link.name, "server": r.server,
                          **run.robots[r.name].summary()} for r in topo.robots]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rclpy
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
@@ -52,7 +53,7 @@ def in_process(tiny, mode_name, link, episodes, tau=None, deadline_ms=5000.0,
     mode = make_mode(mode_name, draft, target,
                      None if tau is None else Thresholds(tau, 0.0, 0.0))
     records = []
-    setting = Setting(target, link_profile(link), compute, deadline_ms, clock)
+    setting = Setting(answering(target), link_profile(link), compute, deadline_ms, clock)
     res = evaluator.evaluate(TASK, [mode], episodes, SEED, setting, progress=False,
                              on_step=lambda _, rec: records.append(rec))
     return records, res[mode_name]

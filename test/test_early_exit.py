@@ -9,9 +9,10 @@ from hybrid_policy.core import topology
 from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.families.exits.early_exit import (
-    EarlyExitMode, ExitPlanError, build_plan, confidence, serve_features,
+    ExitPlanError, build_plan, confidence, serve_features,
 )
-from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
+from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.exits.fleet import ExitRun
 from hybrid_policy.core.realtime import Clock
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.core.topology import TopologyError
@@ -43,9 +44,8 @@ def fleet_topology(n=2, link="5g_embb", **extra):
 def run_fleet(ee, mode, topo, thresholds, episodes=2, on_step=None, control=Clock()):
     plan = build_plan(mode, topo, EXITS, thresholds)
     run = ExitRun(ee["net"], plan, COMPUTE)
-    return evaluate_fleet(topo, lambda spec: EarlyExitMode(mode, spec.name, run.net, run.plan),
-                          {}, ComputeModel(1.0, 1.0), 100.0, episodes, 0, progress=False,
-                          on_step=on_step, exits=run, control=control), plan
+    return evaluate_fleet(topo, run, ComputeModel(1.0, 1.0), 100.0, episodes, 0,
+                          progress=False, on_step=on_step, control=control), plan
 
 
 def test_every_exit_is_a_valid_policy_and_the_last_starts_as_the_target(ee, tiny):
@@ -277,8 +277,7 @@ def test_dto_ee_is_solved_for_the_fleet_and_re_solved_from_the_load_it_observes(
     reoptimise = run.reoptimise
     run.reoptimise = lambda rates: (calls.append(rates), reoptimise(rates))
     run.reoptimise_ms = 200.0
-    evaluate_fleet(topo, exit_setup.robot_mode("dto_ee", run), {}, ComputeModel(1.0, 1.0),
-                   100.0, 2, 0, progress=False, exits=run)
+    evaluate_fleet(topo, run, ComputeModel(1.0, 1.0), 100.0, 2, 0, progress=False)
     assert calls and plan.info["reoptimised"] == len(calls)
     for rates in calls:  # steps per ms: at most one per control period
         assert set(rates) == {"r_0", "r_1", "r_2"}

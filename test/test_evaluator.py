@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator, stepmetrics
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
@@ -27,7 +28,7 @@ def pair(tiny):
 def _run(pair, seed, names=MODE_NAMES, link="5g_embb", episodes=3, target=None):
     draft, tgt = pair
     modes = [make_mode(n, draft, target or tgt, THRESHOLDS) for n in names]
-    setting = Setting(target or tgt, link_profile(link), COMPUTE)
+    setting = Setting(answering(target or tgt), link_profile(link), COMPUTE)
     return evaluator.evaluate("fetch_reach", modes, episodes, seed, setting, progress=False)
 
 
@@ -67,7 +68,7 @@ def test_adahi_skips_exactly_the_steps_below_tau(pair):
     records = []
     draft, target = pair
     mode = make_mode("adahi", draft, target, THRESHOLDS)
-    evaluator.evaluate("fetch_reach", [mode], 2, 0, Setting(target, link_profile("ideal"), COMPUTE),
+    evaluator.evaluate("fetch_reach", [mode], 2, 0, Setting(answering(target), link_profile("ideal"), COMPUTE),
                        progress=False, on_step=lambda _, rec: records.append(rec))
     assert records
     for rec in records:
@@ -79,7 +80,7 @@ def test_hybrid_with_identical_draft_and_target_accepts_every_step(pair):
     _, target = pair
     records = []
     mode = make_mode("hybrid", target, target)
-    evaluator.evaluate("fetch_reach", [mode], 2, 0, Setting(target, link_profile("ideal"), COMPUTE),
+    evaluator.evaluate("fetch_reach", [mode], 2, 0, Setting(answering(target), link_profile("ideal"), COMPUTE),
                        progress=False, on_step=lambda _, rec: records.append(rec))
     assert len(records) >= 2 * 10
     for rec in records:

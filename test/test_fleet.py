@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator, topology
-from hybrid_policy.core.compute import ComputeModel, verify_requests
+from hybrid_policy.core.compute import ComputeModel
+from hybrid_policy.families.adahi.timing import verify_requests
 from hybrid_policy.core.events import BatchServer, Clock
-from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.adahi.fleet import evaluate_fleet
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.families.adahi.modes import Thresholds, make_mode
 from hybrid_policy.families.adahi.server import serve, serve_batch
@@ -42,7 +44,7 @@ def test_one_robot_is_exactly_the_single_robot_evaluator(models, mode_name, link
     thresholds = Thresholds(0.05, 0.0, 0.0)
     single, grouped = [], []
     res = evaluator.evaluate(TASK, [make_mode(mode_name, draft, target, thresholds)], 6, 1,
-                             evaluator.Setting(target, link_profile(link), COMPUTE, 100.0),
+                             evaluator.Setting(answering(target), link_profile(link), COMPUTE, 100.0),
                              progress=False, on_step=lambda _, r: single.append(r))[mode_name]
     run = evaluate_fleet(fleet(1, link), lambda _: make_mode(mode_name, draft, target,
                                                              thresholds),
@@ -209,7 +211,7 @@ def test_one_robot_in_real_time_is_the_single_robot_evaluator_in_real_time(model
     topo = _slow(1)
     control = clock_for("realtime", sim_envs.task_spec(TASK).control_period_ms, loop=loop)
     single, grouped = [], []
-    setting = evaluator.Setting(target, topo.robots[0].link, COMPUTE, 100.0, clock=control)
+    setting = evaluator.Setting(answering(target), topo.robots[0].link, COMPUTE, 100.0, clock=control)
     res = evaluator.evaluate(TASK, [make_mode("hybrid", draft, target)], 3, 1, setting,
                              progress=False, on_step=lambda _, r: single.append(r))["hybrid"]
     run = evaluate_fleet(topo, lambda _: make_mode("hybrid", draft, target), {TASK: target},

@@ -84,7 +84,7 @@ def test_pareto_and_cheapest_point():
 def test_episode_counts_split_a_mode_s_steps_into_its_episodes():
     from hybrid_policy.core.evaluator import StepRecord
     from hybrid_policy.families.adahi.frontier import EpisodeCounts
-    from hybrid_policy.families.adahi.modes import Plan
+    from hybrid_policy.core.plan import Plan
     from hybrid_policy.core.protocol import Request
 
     def rec(step, sent):

@@ -330,9 +330,9 @@ def test_fleet_serves_each_step_where_the_placement_says(tiny_idn):
         mine = [rec.plan.route_to for r, rec in steps if r == robot]
         assert "cell_a" not in mine[mine.index("cell_b"):]
     # nothing refused (the static placement never drops a model); a wifi packet may be lost
-    assert "refused" not in run.placement
+    assert "refused" not in run.extra
     assert sum(rec.lost for _, rec in steps) <= 0.02 * len(steps)
-    periods = run.placement["periods"]
+    periods = run.extra["periods"]
     assert periods[0]["demand"] == 0 and sum(p["demand"] for p in periods[1:]) > 0
 
 
@@ -342,7 +342,7 @@ def test_cloud_only_sends_everything_up_and_robot_only_nothing(tiny_idn):
     assert cloud.total().summary()["uplink_tx_per_step"] == 1.0
     robot, steps = _fleet(tiny_idn, "idn_robot", episodes=2)
     assert all(rec.plan.request is None and rec.plan.route_to == r for r, rec in steps[2:])
-    assert robot.placement["loads"] == 2  # one draft per robot
+    assert robot.extra["loads"] == 2  # one draft per robot
 
 
 def test_a_lost_answer_falls_back_to_the_robots_own_model_else_holds_still(tiny_idn):
@@ -371,7 +371,7 @@ def test_a_robot_kept_waiting_counts_every_control_period_it_waited(tiny_idn):
     """Placement demand is time, not sent requests: on the cloud (≥ 50 ms round trip, two
     control periods of 40 ms) each step stands for two periods of demand."""
     run, steps = _fleet(tiny_idn, "idn_cloud", episodes=2)
-    demand = sum(p["demand"] for p in run.placement["periods"])
+    demand = sum(p["demand"] for p in run.extra["periods"])
     slow = sum(rec.latency_ms > 40.0 for _, rec in steps)
     assert slow > 0.9 * len(steps)
     # each step waited ceil(latency / 40 ms) periods; the last period is never placed

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.cli import build_parser, main
 from hybrid_policy.families.adahi.load_threshold import (
     Calibrated, Load, LoadThresholdError, check_price, marginal_delay, md1_wait, solve,
@@ -215,7 +216,7 @@ def test_calibrate_with_a_price_writes_the_one_robot_fixed_point(tiny):
 
     draft = load_policy(tiny["draft"], role="draft")
     target = load_policy(tiny["target"], role="target")
-    setting = Setting(target, link_profile("6g_hrllc"), ComputeModel(1.0, 2.0))
+    setting = Setting(answering(target), link_profile("6g_hrllc"), ComputeModel(1.0, 2.0))
     cfg = calibration.CalibrationConfig(episodes=3, sweep_episodes=1, sweep_points=2)
     plain = calibration.calibrate("fetch_reach", draft, target, setting, cfg, 40.0)
     priced = calibration.calibrate("fetch_reach", draft, target, setting,

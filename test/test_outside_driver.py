@@ -57,6 +57,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 # Harness only (starting the node under test, its readiness, the in-process reference):
 # the driver class below uses none of these.
 import ros_helpers  # noqa: E402
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator  # noqa: E402
 from hybrid_policy.core.compute import ComputeModel  # noqa: E402
 from hybrid_policy.core.link import link_profile  # noqa: E402
@@ -350,7 +351,7 @@ def in_process(tiny):
     and ``episodes`` ``{seed: [(success, steps) per episode]}``."""
     draft = load_policy(tiny["draft"], role="draft")
     target = load_policy(tiny["target"], role="target")
-    setting = evaluator.Setting(target, link_profile("6g_hrllc"), ComputeModel(1.0, 1.0),
+    setting = evaluator.Setting(answering(target), link_profile("6g_hrllc"), ComputeModel(1.0, 1.0),
                                 5000.0)
     rates, episodes = {}, {}
     for seed in IN_PROCESS_SEEDS:

@@ -7,6 +7,7 @@ import numpy as np
 
 import pytest
 
+from hybrid_policy.families.adahi.server import answering
 from hybrid_policy.core import evaluator
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.link import PROFILES
@@ -21,7 +22,7 @@ def fetch_models(tiny):
 
 @pytest.fixture(scope="module")
 def fetch_setting(fetch_models):
-    return evaluator.Setting(fetch_models[1], PROFILES["ideal"], ComputeModel(draft_ms=0.5,
+    return evaluator.Setting(answering(fetch_models[1]), PROFILES["ideal"], ComputeModel(draft_ms=0.5,
                                                                               target_ms=3.0))
 
 
@@ -97,7 +98,7 @@ def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models
     slow = replace(PROFILES["ideal"], name="slow", delay_ms=30.0)  # 60 ms round trip > 40 ms
     cfg = calibration.CalibrationConfig(episodes=2, sweep_episodes=1, sweep_points=2)
     for kind in ("lockstep", "realtime"):
-        setting = evaluator.Setting(target, slow, ComputeModel(0.5, 3.0),
+        setting = evaluator.Setting(answering(target), slow, ComputeModel(0.5, 3.0),
                                     clock=Clock(kind, 40.0))
         doc = calibration.calibrate(draft.task, draft, target, setting, cfg, 40.0)
         assert doc["clock"] == {"kind": kind, "period_ms": 40.0, "loop": "wait"}
@@ -111,6 +112,6 @@ def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models
         args = cli.build_parser().parse_args(
             ["calibrate", "--task", "fetch_reach", "--link", "6g_hrllc", "--calibration",
              str(tmp_path / f"{kind}.json"), "--sweep-episodes", "1", *flags])
-        lockstep = evaluator.Setting(target, PROFILES["6g_hrllc"], ComputeModel(0.5, 3.0))
+        lockstep = evaluator.Setting(answering(target), PROFILES["6g_hrllc"], ComputeModel(0.5, 3.0))
         doc, _ = cli._run_calibration(args, draft, target, lockstep, 2)
         assert doc["clock"]["kind"] == kind

@@ -6,10 +6,11 @@ import pytest
 
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
+from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.rocoin.fleet import StudentRun
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError
 from hybrid_policy.families.rocoin.rocoin import (
-    FaultConfig, Gather, Layout, RocoinMode, StudentAnswer, TargetPart, combine, layout,
+    FaultConfig, Gather, Layout, StudentAnswer, TargetPart, combine, layout,
     parse_config, serve_students,
 )
 from hybrid_policy.families.rocoin.assign import CostModel
@@ -134,9 +135,8 @@ def run(models, students, mode, faults=None, episodes=2, records=None, fallback=
     doc = fleet_doc(faults, mode=mode, fallback=fallback)
     topo, cfg, sm = setup(doc, models, students)
     lay = layout(mode, topo, cfg, sm.groups, [list(n.codes) for n in sm.nets], 8)
-    return evaluate_fleet(topo, lambda _: RocoinMode(mode, draft, target.history, lay),
-                          {TASK: target}, COMPUTE, 100.0, episodes, 0, progress=False,
-                          students=StudentRun(lay, sm, cfg.faults),
+    return evaluate_fleet(topo, StudentRun(lay, sm, cfg.faults, draft, target.history),
+                          COMPUTE, 100.0, episodes, 0, progress=False,
                           on_step=None if records is None else lambda _, r: records.append(r),
                           **({} if control is None else {"control": control}))
 

@@ -16,7 +16,7 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 import ros_helpers  # noqa: E402
-from hybrid_policy.core.compute import verify_requests  # noqa: E402
+from hybrid_policy.families.adahi.timing import verify_requests  # noqa: E402
 from hybrid_policy.families.adahi.server import serve  # noqa: E402
 from hybrid_policy.policies import load_policy  # noqa: E402
 from hybrid_policy.ros import messages, qos  # noqa: E402

@@ -13,9 +13,10 @@ from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.families.exits.early_exit import EarlyExitMode, ExitPlan, build_plan
+from hybrid_policy.families.exits.early_exit import ExitPlan, build_plan
 from hybrid_policy.families.exits.calibration import ExitCompute
-from hybrid_policy.core.fleet import ExitRun, evaluate_fleet
+from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.exits.fleet import ExitRun
 from hybrid_policy.ros.graph import GraphConfig, nodes
 
 EPISODES, LINK, DEADLINE_MS = 2, "5g_embb", 5000.0
@@ -39,9 +40,8 @@ def in_process(tiny_ee, path, plan):
     records: dict[str, list] = {}
     run = ExitRun(tiny_ee["net"], plan, COMPUTE)
     result = evaluate_fleet(
-        topology.load(path), lambda spec: EarlyExitMode(plan.mode, spec.name, run.net, plan),
-        {}, ComputeModel(1.0, 1.0), DEADLINE_MS, EPISODES, SEED, progress=False,
-        on_step=lambda robot, rec: records.setdefault(robot, []).append(rec), exits=run)
+        topology.load(path), run, ComputeModel(1.0, 1.0), DEADLINE_MS, EPISODES, SEED,
+        progress=False, on_step=lambda robot, rec: records.setdefault(robot, []).append(rec))
     return records, result
 
 

@@ -11,7 +11,7 @@ from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 from hybrid_policy.bag_analysis import analyze, read_bag
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.adahi.fleet import evaluate_fleet
 from hybrid_policy.families.adahi.modes import Thresholds, make_mode
 from hybrid_policy.core.stepmetrics import rejected
 from hybrid_policy.policies import load_policy

@@ -13,8 +13,9 @@ from ros_helpers import SEED, TASK, bringup_args, commanded, robot_steps
 from hybrid_policy.bag_analysis import read_bag
 from hybrid_policy.core import topology
 from hybrid_policy.core.compute import ComputeModel
-from hybrid_policy.core.fleet import StudentRun, evaluate_fleet
-from hybrid_policy.families.rocoin.rocoin import Layout, RocoinMode, config_of
+from hybrid_policy.core.fleet import evaluate_fleet
+from hybrid_policy.families.rocoin.fleet import StudentRun
+from hybrid_policy.families.rocoin.rocoin import Layout, config_of
 from hybrid_policy.families.rocoin.assign import CostModel
 from hybrid_policy.families.rocoin.setup import StudentModels
 from hybrid_policy.policies import load_policy
@@ -80,10 +81,9 @@ def test_a_ros_rocoin_fleet_decides_as_the_in_process_fleet(cli, tiny, tiny_stud
     sm = StudentModels(TASK, cfg, target, tiny_students["path"], nets, GROUPS,
                        CostModel(0.1, 1.0), [0.3, 0.3], 2.0)
     records: dict[str, list] = {}
-    evaluate_fleet(topo, lambda spec: RocoinMode("rocoin", draft, target.history, lay), {},
+    evaluate_fleet(topo, StudentRun(lay, sm, cfg.faults, draft, target.history),
                    ComputeModel(1.0, 1.0), DEADLINE_MS, episodes, SEED, progress=False,
-                   on_step=lambda robot, rec: records.setdefault(robot, []).append(rec),
-                   students=StudentRun(lay, sm, cfg.faults))
+                   on_step=lambda robot, rec: records.setdefault(robot, []).append(rec))
 
     info, topics = read_bag(bag)
     recs = records[ROBOT]

@@ -22,12 +22,10 @@ import sim_envs
 from sim_envs.collect import episode_seeds
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.link import LinkProfile, packet_rng
-from hybrid_policy.families.adahi.modes import Mode, Plan
+from hybrid_policy.core.plan import Mode, Plan
 from hybrid_policy.core.realtime import Actuator, Clock, round_trip_ms, tick_kind
-from hybrid_policy.core.protocol import Response
-from hybrid_policy.families.adahi.server import serve
+from hybrid_policy.core.protocol import Request, Response
 from hybrid_policy.core.stepmetrics import ModeResult, rejected
-from hybrid_policy.policies import Policy
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Setting:
-    target: Policy
+    server: Callable[[Request], Response]  # what answers a request (the family's server work)
     link: LinkProfile
     compute: ComputeModel
     deadline_ms: float = 100.0  # a response not back by then is given up: fallback
@@ -69,7 +67,7 @@ def control_step(mode: Mode, obs: np.ndarray, step: int, rng: np.random.Generato
         rtt = None
         if up is not None:  # the uplink delivered: the server works
             server_op = True
-            answer = serve(s.target, plan.request)
+            answer = s.server(plan.request)
             down = s.link.deliver(answer.payload_bytes(), False, link_rng)
             rtt = round_trip_ms(up, s.compute.target(), down, s.deadline_ms)
             response = None if rtt is None else answer

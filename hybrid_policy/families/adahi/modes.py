@@ -22,26 +22,13 @@ import numpy as np
 
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.families.adahi.deviation import ActionDeviation, DeviationConfig
+from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import Request, Response
 from hybrid_policy.core.mode_names import (  # noqa: F401  (re-exported)
     MODE_NAMES, NEEDS_THRESHOLDS, Thresholds, UnknownModeError, parse_modes,
 )
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory, Policy, PolicyCard, check_pair
-
-
-@dataclass
-class Plan:
-    draft_action: np.ndarray | None  # what the draft proposes (None: no draft in this mode)
-    request: Request | None  # what to send up (None: act locally)
-    deviation: float = float("nan")  # Δ(t) of the proposal
-    uncertainty: float = float("nan")  # entropy (nats) of the draft's codes along its path
-    codes: tuple[int, ...] = ()
-    window: np.ndarray | None = None  # the observation history the decision was made on
-    confidence: float = float("nan")  # early-exit modes: the robot's exit's confidence
-    route_to: str = ""  # early-exit modes: the node the request goes to ("" = the server)
-    copies: int = 1  # rocoin modes: the request goes to this many devices (uplink bytes x)
-    variant: str = ""  # placement modes: the variant (task/name) that serves the step
 
 
 @dataclass(frozen=True)
@@ -120,7 +107,7 @@ class TargetOnlyMode:
         return np.zeros(ACTION_DIM, np.float32) if response is None else response.action
 
 
-Mode = DraftMode | TargetOnlyMode
+DraftTargetMode = DraftMode | TargetOnlyMode
 
 
 MODE_RULES: dict[str, Callable[[Thresholds], SkipRule]] = {
@@ -131,7 +118,7 @@ MODE_RULES: dict[str, Callable[[Thresholds], SkipRule]] = {
     "random_skip": lambda t: SkipRule("random", t.random_skip),
 }
 def make_mode(name: str, draft: Policy, target: Policy | PolicyCard,
-              thresholds: Thresholds | None = None) -> Mode:
+              thresholds: Thresholds | None = None) -> DraftTargetMode:
     """The robot side of mode ``name``. It needs the target's history length and identity
     only (a ``PolicyCard`` will do: the robot never holds the target's weights)."""
     parse_modes(name)

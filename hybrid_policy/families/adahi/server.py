@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import numpy as np
 
 from hybrid_policy.core.protocol import ProtocolError, Request, Response
@@ -56,3 +59,9 @@ def _answer(target: Policy, req: Request, step) -> Response:
     verdict = verify(_SentDraft(req.codes, req.draft_probs), step, req.codes, rng)
     return Response(step.action(verdict.codes), verdict.codes, verdict.accepted,
                     verdict.accepted_levels, verdict.level_tv)
+
+
+def answering(target: Policy) -> Callable[[Request], Response]:
+    """The target as a single robot's server (``core.evaluator.Setting.server``): each
+    request served on its own, as ``target_node`` serves it."""
+    return partial(serve, target)

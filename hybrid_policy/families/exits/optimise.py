@@ -26,7 +26,7 @@ from hybrid_policy.core.protocol import FeatureRequest, Response
 
 if TYPE_CHECKING:
     from hybrid_policy.families.exits.setup import ExitModels
-    from hybrid_policy.core.fleet import ExitRun
+    from hybrid_policy.families.exits.fleet import ExitRun
     from hybrid_policy.core.topology import Topology
 
 log = logging.getLogger(__name__)

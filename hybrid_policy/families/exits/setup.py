@@ -13,9 +13,9 @@ import numpy as np
 
 from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import sample_observations
-from hybrid_policy.families.exits.early_exit import EarlyExitMode, ExitPlan, build_plan
+from hybrid_policy.families.exits.early_exit import ExitPlan, build_plan
 from hybrid_policy.families.exits.calibration import ExitCompute, ExitSamples
-from hybrid_policy.core.fleet import ExitRun
+from hybrid_policy.families.exits.fleet import ExitRun
 from hybrid_policy.core.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,4 @@ def exit_run(mode: str, topology: Topology, models: ExitModels, loss_budget: flo
     return run
 
 
-def robot_mode(mode: str, run: ExitRun):
-    """The robot side of one robot of the fleet (``fleet`` calls it per robot)."""
-    return lambda spec: EarlyExitMode(mode, spec.name, run.net, run.plan)
-
-
-__all__ = ["ExitModels", "ExitPlan", "calibration_path", "exit_run", "prepare", "robot_mode"]
+__all__ = ["ExitModels", "ExitPlan", "calibration_path", "exit_run", "prepare"]

@@ -23,7 +23,7 @@ import numpy as np
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.families.idn.idn import IdnNetwork, Option, Where
 from hybrid_policy.families.idn.catalogue import Variant
-from hybrid_policy.families.adahi.modes import Plan
+from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import ProtocolError, Request, Response
 from hybrid_policy.policies import ObsHistory
 

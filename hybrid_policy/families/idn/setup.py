@@ -204,24 +204,19 @@ def fleet_run(mode: str, topology: Topology, cfg: IdnConfig, catalogue: Catalogu
     """One placement mode on the fleet in closed loop (``core.fleet``, ``IdnRun``);
     ``control``: real time or lockstep (``core.realtime``; default lockstep)."""
     from hybrid_policy.core.compute import ComputeModel
-    from hybrid_policy.core.fleet import IdnRun, evaluate_fleet
-    from hybrid_policy.families.idn.serve import IdnMode, NodeStore, Placement
+    from hybrid_policy.core.fleet import evaluate_fleet
+    from hybrid_policy.families.idn.fleet import IdnRun
+    from hybrid_policy.families.idn.serve import NodeStore, Placement
 
     net = IdnNetwork(topology, catalogue, cfg)
     placer = placer_for(mode, net, seed, steps_per_s(topology))
     vm = VariantModels(models)
     stores = {n: NodeStore(vm) for n in [*net.robots, *topology.nodes]}
-    placement = Placement(net)
-    run = IdnRun(net, placer, stores, placement)
-
-    def mode_for(spec):
-        return IdnMode(mode, spec.name, Where(spec.task, spec.access), placement,
-                       stores[spec.name], placer.local_only)
-
+    run = IdnRun(mode, net, placer, stores, Placement(net))
     # the compute model times the draft/target modes only; placement modes time variants
     unused = ComputeModel(1.0, 1.0)
-    return evaluate_fleet(topology, mode_for, {}, unused, deadline_ms, episodes, seed,
-                          progress, on_step, phases, idn=run, control=control)
+    return evaluate_fleet(topology, run, unused, deadline_ms, episodes, seed, progress,
+                          on_step, phases, control=control)
 
 
 def config_doc(cfg: IdnConfig) -> dict:
@@ -233,7 +228,7 @@ def config_doc(cfg: IdnConfig) -> dict:
 def placement_summary(run) -> dict:
     """A placement run's counts: where steps were served, loads, refusals, mean gain per
     step, and what every node held in each period."""
-    p = dict(run.placement)
+    p = dict(run.extra)
     steps = max(p.get("steps", 0), 1)
     return {"gain_per_step": float(p.get("gain_sum", 0.0)) / steps,
             "served": {k[len("served_"):]: int(v) for k, v in p.items()
