@@ -40,7 +40,8 @@ from hybrid_policy.families.adahi.modes import make_mode
 from hybrid_policy.families.adahi.speculative import rejection_prob
 from hybrid_policy.families.adahi.threshold import auroc
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
+from hybrid_policy.families.adahi.distill import ensure_distilled_draft
+from hybrid_policy.policies.build import ensure_default_models
 from hybrid_policy.policies.runtime import DEFAULT_TEMPERATURE
 
 

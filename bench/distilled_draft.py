@@ -29,7 +29,8 @@ from hybrid_policy.families.adahi.frontier import wilson
 from hybrid_policy.core.link import link_profile
 from hybrid_policy.families.adahi.modes import make_mode
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
+from hybrid_policy.families.adahi.distill import ensure_distilled_draft
+from hybrid_policy.policies.build import ensure_default_models
 from hybrid_policy.families.adahi.distill import agreement
 
 log = logging.getLogger("distilled_draft")

@@ -35,7 +35,8 @@ from hybrid_policy.core.plan import Plan
 from hybrid_policy.families.adahi.modes import DraftMode, SkipRule, entropy, make_mode
 from hybrid_policy.core.protocol import Request
 from hybrid_policy.policies import load_policy
-from hybrid_policy.policies.build import ensure_default_models, ensure_distilled_draft
+from hybrid_policy.families.adahi.distill import ensure_distilled_draft
+from hybrid_policy.policies.build import ensure_default_models
 
 
 class DrawGapMode(DraftMode):

@@ -7,3 +7,4 @@ DEFAULT_TEMPERATURE = 0.5
 DEFAULT_LINK = "5g_embb"
 DEFAULT_DEADLINE_MS = 100.0
 DEFAULT_MODELS = "models"  # root of the default models and their calibrations
+DRAFT_DIR = "draft"  # MODELS/TASK/draft: the draft trained on the demonstrations

@@ -102,7 +102,7 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
     monkeypatch.setitem(training.ROLE_TRAINING, "target", TrainConfig(epochs=2))
     monkeypatch.setattr(distill, "DEFAULT_DISTILL",
                         DistillConfig(epochs=2, lr=2e-3, demo_weight=0.0))
-    path = build.ensure_distilled_draft(TASK, tmp_path)
+    path = distill.ensure_distilled_draft(TASK, tmp_path)
     assert path == default_draft_path(tmp_path, TASK, "distilled")
     info = json.loads((path / "config.json").read_text())
     assert info["distill"]["epochs"] == 2 and info["role"] == "draft"

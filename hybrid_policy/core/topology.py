@@ -6,6 +6,12 @@ up) and the link profile of that hop. A robot names its ``access`` node (the fir
 over its own ``link``) and its ``server``, the node that verifies its requests; the server
 must lie on the path up from the access node. Every error names the entry and what is
 valid. No ROS, no torch.
+
+A topology may carry blocks of its own for the families that run on it (the early-exit
+net's ``partitions``, ``rocoin``, ``idn``, ``federated``): they are kept as read
+(``Topology.blocks``) and each family parses and checks its own; a robot's ``mode`` is
+checked against the families' modes likewise (``hybrid_policy.families.parse_topology``
+does both, and refuses a block no family owns).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from typing import Any
 import yaml
 
 from hybrid_policy.core.link import PROFILES, LinkProfile, link_profile
-from hybrid_policy.core.mode_names import ALL_MODES
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.text_table import text_table
 
@@ -49,7 +54,7 @@ class Robot:
     access: str  # the compute node its link reaches first
     server: str  # the compute node that verifies its requests
     link: LinkProfile  # robot → access node
-    reach: tuple[str, ...] = ()  # early-exit modes: the nodes its link reaches (access first)
+    reach: tuple[str, ...] = ()  # the nodes its link reaches directly (access first)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Topology:
     path: str
     robots: tuple[Robot, ...]
     nodes: dict[str, ComputeNode]
-    partitions: dict[str, int] = field(default_factory=dict)  # early exit: tier/node -> layer
+    blocks: dict[str, Any] = field(default_factory=dict)  # the families' own, as read
 
     def nodes_on_route(self, robot: Robot) -> list[str]:
         """The compute nodes a request of ``robot`` visits: its access node … its server."""
@@ -118,10 +123,7 @@ def load(path: str | Path) -> Topology:
 def parse(doc: Any, where: str = "topology") -> Topology:
     if not isinstance(doc, dict):
         raise TopologyError(f"{where}: expected a mapping with 'nodes' and 'robots'")
-    # federated: the clients' settings for federated training (``hybrid_policy.families.federated``);
-    # rocoin: the students, device groups and faults of the rocoin modes (``core.rocoin``);
-    # idn: the inference delivery network's period, gain and workload shifts (``core.idn``)
-    check_keys(doc, where, {"nodes", "robots"}, {"partitions", "federated", "rocoin", "idn"})
+    check_keys(doc, where, {"nodes", "robots"}, set(doc) - {"nodes", "robots"})
     if not isinstance(doc["nodes"], dict) or not doc["nodes"]:
         raise TopologyError(f"{where}: 'nodes' must map node names to their settings")
     nodes = {name: _node(where, str(name), spec) for name, spec in doc["nodes"].items()}
@@ -148,26 +150,7 @@ def parse(doc: Any, where: str = "topology") -> Topology:
     if dup:
         raise TopologyError(f"{where}: robot names must be unique; repeated: {', '.join(dup)}")
     return Topology(where, tuple(robots), nodes,
-                    _partitions(where, doc.get("partitions", {}), nodes))
-
-
-def _partitions(where: str, spec: Any, nodes: dict[str, ComputeNode]) -> dict[str, int]:
-    """``partitions``: tier or node name -> the layer of the early-exit net at which that
-    node's part (and exit) ends; 0 for a node that only relays."""
-    if not isinstance(spec, dict):
-        raise TopologyError(f"{where}: partitions must map tiers or node names to the layer "
-                            "at which their part of the early-exit net ends")
-    out = {}
-    for key, layer in spec.items():
-        if key not in TIERS and key not in nodes:
-            raise TopologyError(f"{where}: partitions: {key!r} is neither a tier "
-                                f"({', '.join(TIERS)}) nor a node ({', '.join(nodes)})")
-        if key != "robot" and key in TIERS and not any(n.tier == key for n in nodes.values()):
-            raise TopologyError(f"{where}: partitions: an exit is placed on tier {key!r}, but "
-                                f"the topology has no {key} node")
-        out[str(key)] = int(_number(f"{where}: partitions.{key}", "layer", layer, 0,
-                                    integer=True))
-    return out
+                    {k: v for k, v in doc.items() if k not in ("nodes", "robots")})
 
 
 def check_keys(spec: dict, entry: str, required: set[str], optional: set[str],
@@ -182,7 +165,7 @@ def check_keys(spec: dict, entry: str, required: set[str], optional: set[str],
         raise error(f"{entry}: missing {missing[0]!r}")
 
 
-def _number(entry: str, key: str, value: Any, low: float, integer: bool = False) -> float:
+def number(entry: str, key: str, value: Any, low: float, integer: bool = False) -> float:
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low
     if integer and not bad and value != int(value):
         bad = True
@@ -204,7 +187,7 @@ def _link(entry: str, spec: Any) -> LinkProfile:
         raise TopologyError(f"{entry}: unknown link profile {spec['profile']!r}; valid: "
                             f"{', '.join(PROFILES)}")
     base = link_profile(spec["profile"])
-    overrides = {k: _number(entry, k, spec[k], 0.0) for k in
+    overrides = {k: number(entry, k, spec[k], 0.0) for k in
                  ("uplink_mbps", "downlink_mbps", "delay_ms") if k in spec}
     for k in ("uplink_mbps", "downlink_mbps"):
         if overrides.get(k) == 0:
@@ -224,20 +207,20 @@ def _node(where: str, name: str, spec: Any) -> ComputeNode:
     if bool(parent) != ("link" in spec):
         raise TopologyError(f"{entry}: a node with a parent needs the 'link' of that hop, and "
                             "a node without one has no link")
-    speed = _number(entry, "speed", spec.get("speed", 1.0), 0.0)
+    speed = number(entry, "speed", spec.get("speed", 1.0), 0.0)
     if speed == 0:
         raise TopologyError(f"{entry}: speed must be > 0")
-    max_batch = _number(entry, "max_batch", spec.get("max_batch", 1), 1, integer=True)
+    max_batch = number(entry, "max_batch", spec.get("max_batch", 1), 1, integer=True)
     return ComputeNode(name, spec["tier"], speed, int(max_batch),
-                       _number(entry, "batch_window_ms", spec.get("batch_window_ms", 0.0), 0.0),
-                       int(_number(entry, "memory_params", spec.get("memory_params", 0), 0,
+                       number(entry, "batch_window_ms", spec.get("batch_window_ms", 0.0), 0.0),
+                       int(number(entry, "memory_params", spec.get("memory_params", 0), 0,
                                    integer=True)),
                        parent, _link(entry, spec["link"]) if parent else None,
                        _offload(entry, spec.get("offload", {})))
 
 
 def _offload(entry: str, spec: Any) -> dict[str, LinkProfile]:
-    """``offload: {node: link}``: next hops besides the parent (early-exit modes)."""
+    """``offload: {node: link}``: next hops besides the parent, to nodes of a higher tier."""
     if not isinstance(spec, dict):
         raise TopologyError(f"{entry}: offload must map node names to the link of that hop")
     return {str(name): _link(f"{entry}: offload {name}", link) for name, link in spec.items()}
@@ -268,9 +251,8 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     if spec["task"] not in task_names():
         raise TopologyError(f"{entry}: unknown task {spec['task']!r}; valid: "
                             f"{', '.join(task_names())}")
-    if spec["mode"] not in ALL_MODES:
-        raise TopologyError(f"{entry}: unknown mode {spec['mode']!r}; valid: "
-                            f"{', '.join(ALL_MODES)}")
+    if not isinstance(spec["mode"], str) or not spec["mode"]:
+        raise TopologyError(f"{entry}: mode must be a mode's name, got {spec['mode']!r}")
     for key in ("access", "server"):
         if key in spec and spec[key] not in nodes:
             raise TopologyError(f"{entry}: {key} {spec[key]!r} is not a node; nodes: "
@@ -286,7 +268,7 @@ def _robots(where: str, index: int, spec: Any, nodes: dict[str, ComputeNode]) ->
     if server not in up:
         raise TopologyError(f"{entry}: no path to its server {server!r}: requests go up from "
                             f"{access} through {' -> '.join(up)}")
-    count = int(_number(entry, "count", spec.get("count", 1), 1, integer=True))
+    count = int(number(entry, "count", spec.get("count", 1), 1, integer=True))
     link = _link(entry, spec["link"])
     names = [name] if "count" not in spec else [f"{name}_{i}" for i in range(count)]
     return [Robot(n, str(spec["task"]), spec["mode"], access, server, link, reach)

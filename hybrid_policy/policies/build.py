@@ -15,7 +15,7 @@ from typing import Any
 from sim_envs import dataset, task_spec
 from sim_envs.collect import collect_demos
 from sim_envs.dataset import DemoDataset
-from hybrid_policy.families.adahi.calibration_file import default_draft_path
+from hybrid_policy.defaults import DRAFT_DIR
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
 from hybrid_policy.policies.checkpoint import (
     load_tokenizer, read_config, save_policy, save_tokenizer,
@@ -83,7 +83,7 @@ def _up_to_date(path: Path, role: str, ds_sha: str, tok: ActionTokenizer,
             and info.get("policy") == asdict(policy_config(role, obs_dim, tok)))
 
 
-def _made_from(path: Path, wanted: dict[str, Any]) -> bool:
+def made_from(path: Path, wanted: dict[str, Any]) -> bool:
     """Whether the checkpoint at ``path`` records every entry of ``wanted`` (then it is kept)."""
     try:
         info = read_config(path)
@@ -108,8 +108,7 @@ def ensure_data(task: str, root: Path = DEFAULT_ROOT, progress: bool | None = No
     """The default demonstrations of ``task`` and its tokenizer, under ``root/task``."""
     spec = task_spec(task)
     base = root / spec.name
-    paths = ModelSet(base / "demos", base / "tokenizer", default_draft_path(root, spec.name),
-                     base / "target")
+    paths = ModelSet(base / "demos", base / "tokenizer", base / DRAFT_DIR, base / "target")
     episodes = DEFAULT_DEMO_EPISODES[task]
     data_file = dataset.dataset_path(paths.data, task)
     ds = None
@@ -132,11 +131,11 @@ def ensure_default_models(task: str, root: Path = DEFAULT_ROOT,
                           progress: bool | None = None) -> ModelSet:
     """Demonstrations, tokenizer, draft and target for ``task`` under ``root/task``."""
     paths, ds, record, tok = ensure_data(task, root, progress)
-    _ensure_roles(paths, ds, record, tok, progress)
+    ensure_roles(paths, ds, record, tok, progress)
     return paths
 
 
-def _ensure_roles(paths: ModelSet, ds: DemoDataset, record: dict[str, Any],
+def ensure_roles(paths: ModelSet, ds: DemoDataset, record: dict[str, Any],
                   tok: ActionTokenizer, progress: bool | None) -> None:
     """The draft and target trained on ``ds``, kept when up to date."""
     for role, out in (("draft", paths.draft), ("target", paths.target)):
@@ -145,63 +144,3 @@ def _ensure_roles(paths: ModelSet, ds: DemoDataset, record: dict[str, Any],
             log.info("%s: up to date", out)
         else:
             train_role(out, role, ds, record, tok, train, progress)
-
-
-def ensure_early_exit(task: str, root: Path = DEFAULT_ROOT, exits: tuple[int, ...] | None = None,
-                      exit_weights: tuple[float, ...] | None = None,
-                      progress: bool | None = None) -> Path:
-    """The task's early-exit net under ``root/task/early_exit``, trained from the default
-    target (``policies.early_exit``) unless one made from the same data, target, exits,
-    weights and training settings is there."""
-    from hybrid_policy.policies.checkpoint import load_policy
-    from hybrid_policy.policies.card import checkpoint_identity
-    from hybrid_policy.families.exits.net import (
-        DEFAULT_EXITS, DEFAULT_TRAIN, ROLE, save_early_exit, train_early_exit,
-    )
-
-    exits = tuple(exits or DEFAULT_EXITS)
-    exit_weights = tuple(exit_weights or (1.0,) * len(exits))
-    paths = ensure_default_models(task, root, progress)
-    out = paths.target.parent / ROLE
-    target_id = checkpoint_identity(paths.target)
-    wanted = {"role": ROLE, "target_id": target_id, "exits": list(exits),
-              "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN)}
-    if _made_from(out, wanted):
-        return out
-    ds = dataset.load(dataset.dataset_path(paths.data, task))
-    tok, _ = load_tokenizer(paths.tokenizer)
-    target = load_policy(paths.target, role="target", task=task)
-    net, losses = train_early_exit(ds, tok, target.model, exits, exit_weights, DEFAULT_TRAIN,
-                                   progress)
-    return save_early_exit(out, net, tok, task, {
-        "data": data_record(ds, dataset.dataset_path(paths.data, task)), "target_id": target_id,
-        "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN),
-        "losses": losses})
-
-
-def ensure_distilled_draft(task: str, root: Path = DEFAULT_ROOT,
-                           progress: bool | None = None) -> Path:
-    """The task's draft distilled from its default target (``policies.distill``), under
-    ``root/task/draft_distilled``: same architecture and size as the default draft, trained
-    on the same demonstrations' windows towards the target's code distributions. Remade
-    when the data, the target, the temperature or the distillation settings change."""
-    from hybrid_policy.defaults import DEFAULT_TEMPERATURE
-    from hybrid_policy.policies.card import checkpoint_identity
-    from hybrid_policy.policies.checkpoint import load_policy, save_policy
-    from hybrid_policy.families.adahi.distill import DEFAULT_DISTILL, distill_draft
-
-    paths, ds, record, tok = ensure_data(task, root, progress)
-    _ensure_roles(paths, ds, record, tok, progress)  # the target it is distilled from
-    out = default_draft_path(root, task, "distilled")
-    target_id = checkpoint_identity(paths.target)
-    cfg = policy_config("draft", ds.observations.shape[1], tok)
-    wanted = {"role": "draft", "data": record, "distilled_from": target_id,
-              "temperature": DEFAULT_TEMPERATURE, "distill": asdict(DEFAULT_DISTILL),
-              "policy": asdict(cfg), "tokenizer_id": tok.identity()}
-    if _made_from(out, wanted):
-        return out
-    target = load_policy(paths.target, role="target", task=task, temperature=DEFAULT_TEMPERATURE)
-    model, losses = distill_draft(ds, tok, target, cfg, DEFAULT_DISTILL, progress)
-    return save_policy(out, model, tok, "draft", task, {
-        "data": record, "distilled_from": target_id, "temperature": DEFAULT_TEMPERATURE,
-        "distill": asdict(DEFAULT_DISTILL), "losses": losses})

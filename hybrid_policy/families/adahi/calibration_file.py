@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping
 
+from hybrid_policy.defaults import DRAFT_DIR
 from hybrid_policy.core.mode_names import (
     FROM_CALIBRATION, THRESHOLD_OF, ThresholdError, Thresholds, check_tau,
 )
@@ -31,7 +32,7 @@ class StaleCalibrationError(HybridPolicyError):
 
 # The default drafts: trained on the demonstrations, or distilled from the target; where
 # each lives under MODELS/TASK.
-DRAFT_DIRS = {"demonstrations": "draft", "distilled": "draft_distilled"}
+DRAFT_DIRS = {"demonstrations": DRAFT_DIR, "distilled": "draft_distilled"}
 DRAFT_KINDS = tuple(DRAFT_DIRS)
 
 

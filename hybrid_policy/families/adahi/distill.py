@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from sim_envs.dataset import DemoDataset
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies.model import BCPolicy, PolicyConfig
-from hybrid_policy.families.rocoin.students import teacher_targets, two_level_logits
+from hybrid_policy.policies.teacher import teacher_targets, two_level_logits
 from hybrid_policy.policies.tokenizer import ActionTokenizer
 from hybrid_policy.policies.training import history_windows
 
@@ -177,3 +178,32 @@ def distill_draft(ds: DemoDataset, tok: ActionTokenizer, target, cfg: PolicyConf
     log.info("distilled the %s draft (%d parameters) from the target: KL %.4f -> %.4f",
              ds.task, model.num_parameters(), history[0]["kl"], history[-1]["kl"])
     return model, history
+
+
+def ensure_distilled_draft(task: str, root: Path = Path("models"),
+                           progress: bool | None = None) -> Path:
+    """The task's draft distilled from its default target (``distill_draft``), under
+    ``root/task/draft_distilled``: same architecture and size as the default draft, trained
+    on the same demonstrations' windows towards the target's code distributions. Remade
+    when the data, the target, the temperature or the distillation settings change."""
+    from hybrid_policy.defaults import DEFAULT_TEMPERATURE
+    from hybrid_policy.families.adahi.calibration_file import default_draft_path
+    from hybrid_policy.policies.build import ensure_data, ensure_roles, made_from, policy_config
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.checkpoint import load_policy, save_policy
+
+    paths, ds, record, tok = ensure_data(task, root, progress)
+    ensure_roles(paths, ds, record, tok, progress)  # the target it is distilled from
+    out = default_draft_path(root, task, "distilled")
+    target_id = checkpoint_identity(paths.target)
+    cfg = policy_config("draft", ds.observations.shape[1], tok)
+    wanted = {"role": "draft", "data": record, "distilled_from": target_id,
+              "temperature": DEFAULT_TEMPERATURE, "distill": asdict(DEFAULT_DISTILL),
+              "policy": asdict(cfg), "tokenizer_id": tok.identity()}
+    if made_from(out, wanted):
+        return out
+    target = load_policy(paths.target, role="target", task=task, temperature=DEFAULT_TEMPERATURE)
+    model, losses = distill_draft(ds, tok, target, cfg, DEFAULT_DISTILL, progress)
+    return save_policy(out, model, tok, "draft", task, {
+        "data": record, "distilled_from": target_id, "temperature": DEFAULT_TEMPERATURE,
+        "distill": asdict(DEFAULT_DISTILL), "losses": losses})

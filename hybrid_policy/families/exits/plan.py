@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from hybrid_policy.core.mode_names import EXIT_MODES
-from hybrid_policy.core.topology import Robot, Topology
+from hybrid_policy.core.topology import TIERS, Robot, Topology, TopologyError, number
 from hybrid_policy.errors import HybridPolicyError
 
 FIXED_THRESHOLD = 0.8  # ee_fixed: one confidence threshold for every exit, not calibrated
@@ -103,6 +103,27 @@ class ExitPlan:
         return plan
 
 
+def partitions_of(topology: Topology) -> dict[str, int]:
+    """The topology's ``partitions`` block: tier or node name -> the layer of the
+    early-exit net at which that node's part (and exit) ends; 0 for a node that only
+    relays ({}: none given)."""
+    spec, where, nodes = topology.blocks.get("partitions", {}), topology.path, topology.nodes
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{where}: partitions must map tiers or node names to the layer "
+                            "at which their part of the early-exit net ends")
+    out = {}
+    for key, layer in spec.items():
+        if key not in TIERS and key not in nodes:
+            raise TopologyError(f"{where}: partitions: {key!r} is neither a tier "
+                                f"({', '.join(TIERS)}) nor a node ({', '.join(nodes)})")
+        if key != "robot" and key in TIERS and not any(n.tier == key for n in nodes.values()):
+            raise TopologyError(f"{where}: partitions: an exit is placed on tier {key!r}, but "
+                                f"the topology has no {key} node")
+        out[str(key)] = int(number(f"{where}: partitions.{key}", "layer", layer, 0,
+                                   integer=True))
+    return out
+
+
 def placement(topology: Topology, exits: tuple[int, ...], mode: str) -> dict[str, int]:
     """The part of the net each robot and node runs (``ends``), from the topology's
     ``partitions`` (tier or node name → layer; default: robot = first exit, edge = second,
@@ -115,8 +136,9 @@ def placement(topology: Topology, exits: tuple[int, ...], mode: str) -> dict[str
             top = [r.access, *_ancestors(topology, r.access)][-1]
             ends[top] = layers
         return ends
-    parts = topology.partitions or {"robot": exits[0], "edge": exits[min(1, len(exits) - 1)],
-                                    "regional": layers, "cloud": layers}
+    parts = partitions_of(topology) or {"robot": exits[0],
+                                        "edge": exits[min(1, len(exits) - 1)],
+                                        "regional": layers, "cloud": layers}
     ends = {}
     for r in topology.robots:
         ends[r.name] = parts.get(r.name, parts.get("robot", 0))

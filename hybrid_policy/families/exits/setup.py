@@ -6,7 +6,7 @@ the measured compute of its parts, and each mode's plan (``dto_ee``: optimised).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,6 @@ def prepare(task: str, models: str | Path = "models", net_path: str | Path | Non
     """The net (default: trained under ``models/task/early_exit`` if missing), its
     calibration (made if missing or made for another net) and its parts' compute (measured
     here, or read from ``compute``: ``ExitCompute.load``)."""
-    from hybrid_policy.policies.build import ensure_early_exit
     from hybrid_policy.policies.card import checkpoint_identity
     from hybrid_policy.families.exits.net import load_early_exit
 
@@ -91,3 +90,40 @@ def exit_run(mode: str, topology: Topology, models: ExitModels, loss_budget: flo
 
 
 __all__ = ["ExitModels", "ExitPlan", "calibration_path", "exit_run", "prepare"]
+
+
+def ensure_early_exit(task: str, root: Path = Path("models"), exits: tuple[int, ...] | None = None,
+                      exit_weights: tuple[float, ...] | None = None,
+                      progress: bool | None = None) -> Path:
+    """The task's early-exit net under ``root/task/early_exit``, trained from the default
+    target (``net``) unless one made from the same data, target, exits,
+    weights and training settings is there."""
+    from sim_envs import dataset
+    from hybrid_policy.policies.build import (
+        ensure_default_models, load_tokenizer, made_from,
+    )
+    from hybrid_policy.policies.card import checkpoint_identity
+    from hybrid_policy.policies.checkpoint import load_policy
+    from hybrid_policy.policies.training import data_record
+    from hybrid_policy.families.exits.net import (
+        DEFAULT_EXITS, DEFAULT_TRAIN, ROLE, save_early_exit, train_early_exit,
+    )
+
+    exits = tuple(exits or DEFAULT_EXITS)
+    exit_weights = tuple(exit_weights or (1.0,) * len(exits))
+    paths = ensure_default_models(task, root, progress)
+    out = paths.target.parent / ROLE
+    target_id = checkpoint_identity(paths.target)
+    wanted = {"role": ROLE, "target_id": target_id, "exits": list(exits),
+              "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN)}
+    if made_from(out, wanted):
+        return out
+    ds = dataset.load(dataset.dataset_path(paths.data, task))
+    tok, _ = load_tokenizer(paths.tokenizer)
+    target = load_policy(paths.target, role="target", task=task)
+    net, losses = train_early_exit(ds, tok, target.model, exits, exit_weights, DEFAULT_TRAIN,
+                                   progress)
+    return save_early_exit(out, net, tok, task, {
+        "data": data_record(ds, dataset.dataset_path(paths.data, task)), "target_id": target_id,
+        "exit_weights": list(exit_weights), "train": asdict(DEFAULT_TRAIN),
+        "losses": losses})

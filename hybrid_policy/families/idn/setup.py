@@ -117,7 +117,7 @@ def ensure_catalogue(task: str, models: str | Path = "models",
                      progress: bool | None = None) -> Catalogue:
     """The task's catalogue: cached under ``models/<task>/catalogue.json`` unless its models
     or the episode count changed; the default models are trained first if missing."""
-    from hybrid_policy.policies.build import ensure_early_exit
+    from hybrid_policy.families.exits.setup import ensure_early_exit
 
     root = Path(models)
     ensure_early_exit(task, root, progress=progress)

@@ -443,7 +443,7 @@ class TargetPart:
     def answer(self, windows: np.ndarray):
         import torch
 
-        from hybrid_policy.families.rocoin.students import teacher_targets
+        from hybrid_policy.policies.teacher import teacher_targets
 
         k = self.target.codebook_size
         logp0, cond, off = teacher_targets(self.target, windows)
