@@ -68,7 +68,7 @@ import yaml
 
 from hybrid_policy.families.adahi.frontier import wilson
 from hybrid_policy.core.link import PROFILES
-from hybrid_policy.core.mode_names import parse_modes
+from hybrid_policy.families.registry import parse_modes
 from seed_spread import spread  # bench/: run as a script
 
 log = logging.getLogger("bench.families_realtime")

@@ -122,7 +122,7 @@ GRAPH_VARIANTS = {  # name: bringup flags (BAG: a fresh bag directory)
     "link in draft, bag": ["--link-in-draft", "--bag", "BAG"],
 }
 SUMMARY = {"latency": re.compile(r"draft_node: (\d+) steps, latency ms p50 ([\d.]+) p95 ([\d.]+)"),
-           "sim": re.compile(r"sim_node: (\d+) successes in (\d+) episodes, (\d+) missed ticks")}
+           "sim": re.compile(r"sim_node: (\d+) successes in (\d+) episodes, (\d+) missed")}
 
 
 def graph_run(args, flags: list[str]) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Reads the rosbag2 (MCAP or sqlite3) with ``rosbags``, no ROS install needed. Per-step
 figures come from the draft node's ``step`` topic (a fallback is a step whose verdict did
-not come back before the deadline), server operations from the server's responses,
+not come back before the deadline), server operations from the server's responses (in a
+fleet, the mode's family counts them: ``Family.server_ops``),
 successes and real-time missed ticks from the simulator's episode events, and the counts
 of rejected messages and link losses from ``events``. A fleet's bag (``bringup
 --topology``) gives the same per robot (its topics under ``NS/<robot>/``) and per server
@@ -25,6 +26,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from hybrid_policy.core.stepmetrics import BATCH_FIELDS, FIELDS, ModeResult, combine, report
 from hybrid_policy.errors import HybridPolicyError
+from hybrid_policy.families import registry
+from hybrid_policy.ros.graph import NAMESPACE_DEFAULT
 
 INFO_PREFIX = "hybrid_policy."
 
@@ -43,7 +46,7 @@ def read_bag(path: str | Path) -> tuple[dict[str, str], dict[str, list[tuple[int
     info = {k[len(INFO_PREFIX):]: v for k, v in custom.items() if k.startswith(INFO_PREFIX)}
     try:
         with Reader(path) as reader:
-            ns = f"/{info.get('namespace', 'hybrid').strip('/')}/"
+            ns = f"/{info.get('namespace', NAMESPACE_DEFAULT).strip('/')}/"
             topics: dict[str, list[tuple[int, Any]]] = {}
             for conn, t, raw in reader.messages():
                 name = conn.topic[len(ns):] if conn.topic.startswith(ns) else conn.topic
@@ -67,23 +70,14 @@ def analyze(path: str | Path) -> dict[str, Any]:
     mode = info["mode"]
     robots = _fleet_robots(info)
     if not robots:
-        res, counts = _robot_result(path, topics, "", [topics.get("server/response", [])])
+        res, counts = _robot_result(path, topics, "", len(topics.get("server/response", [])))
         res.mode = mode
         results = {mode: res}
     else:
-        per_robot = {}
-        first = dict(e.split("=", 1) for e in info.get("first_nodes", "").split(";") if e)
-        paths = dict(e.split("=", 1) for e in info.get("paths", "").split(";") if e)
-        for name, server, _ in robots:
-            if name in first:  # early exit: a feature reaching its first node is computed
-                ops = [topics.get(f"{d}/exit/{name}/{name}/feature", [])
-                       for d in first[name].split("|") if d]
-            elif name in paths:  # placement: a request reaching a node of its path is served
-                ops = [topics.get(f"{d}/exit/{name}/{name}/request", [])
-                       for d in paths[name].split("|") if d]
-            else:
-                ops = [topics.get(f"{server}/server/{name}/response", [])]
-            per_robot[name] = _robot_result(path, topics, f"{name}/", ops)
+        family = registry.family_of(mode)
+        per_robot = {name: _robot_result(path, topics, f"{name}/",
+                                         family.server_ops(info, topics, name))
+                     for name, _, _ in robots}
         results = {mode: combine(mode, [r for r, _ in per_robot.values()])}
         counts = {k: sum(c[k] for _, c in per_robot.values()) for k in _SUMMED}
         counts["events"] = dict(sum((Counter(c["events"]) for _, c in per_robot.values()),
@@ -113,9 +107,10 @@ def _fleet_robots(info: dict[str, str]) -> list[tuple[str, str, str]]:
     return [tuple(entry.split(":")) for entry in info.get("robots", "").split(",") if entry]
 
 
-def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResult, dict]:
+def _robot_result(path, topics, prefix: str, server_ops: int) -> tuple[ModeResult, dict]:
     """One robot's steps, episodes and counts from its topics (``prefix``: its namespace
-    under the graph's, "" for a single-robot graph)."""
+    under the graph's, "" for a single-robot graph) and the server operations its steps
+    caused (its family counts them)."""
     res = ModeResult(prefix.rstrip("/"))
     for _, msg in topics.get(f"{prefix}step", []):
         if list(msg.name) != list(FIELDS):
@@ -126,8 +121,8 @@ def _robot_result(path, topics, prefix: str, responses: list) -> tuple[ModeResul
                      None if not v["verdict"] or np.isnan(v["accepted"]) else not v["accepted"],
                      bool(v["fallback"]))
         if not np.isnan(v["exit_layer"]):  # early-exit modes: the exit that acted
-            res.exits[int(v["exit_layer"])] += 1
-    res.server_ops = sum(len(r) for r in responses)
+            res.answered_at[int(v["exit_layer"])] += 1
+    res.server_ops = server_ops
     overruns = 0
     for _, msg in topics.get(f"{prefix}episode", []):
         values = _values(msg)

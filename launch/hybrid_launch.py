@@ -6,13 +6,13 @@
 
 Settings come from ``config`` (default: the package's config/hybrid.yaml); any launch
 argument given overrides the file. Nodes and their parameters come from
-``hybrid_policy.ros.graph.launch_nodes`` — the same description ``hybrid-policy bringup``
+``hybrid_policy.ros.fleet_graph.launch_nodes`` — the same description ``hybrid-policy bringup``
 uses, tested for every link without launch_ros. A skipping mode takes the calibration of
 the chosen link, or refuses to start with the command that makes it. The lifecycle manager
 configures and activates the managed draft and target nodes. The launch ends when the
 simulator has run its episodes. With ``topology:=config/fleet.yaml`` every robot of the
 fleet runs ``mode`` under its own namespace, with one target node per server
-(``hybrid_policy.ros.fleet_graph``); the launch ends when every robot's simulator is done.
+(the mode's family builds it); the launch ends when every robot's simulator is done.
 """
 
 from pathlib import Path
@@ -25,7 +25,8 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from hybrid_policy.ros.graph import PACKAGE, launch_nodes
+from hybrid_policy.ros.fleet_graph import launch_nodes
+from hybrid_policy.ros.graph import PACKAGE
 
 # Launch arguments that override config/hybrid.yaml ("" = keep the file's value).
 ARGUMENTS = {

@@ -14,10 +14,11 @@ from sensor_msgs.msg import JointState
 
 from hybrid_policy.families.adahi.calibration_file import thresholds_for
 from hybrid_policy.core.link import PROFILES
-from hybrid_policy.core.mode_names import Thresholds
+from hybrid_policy.families.adahi.names import Thresholds
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages
-from hybrid_policy.ros.graph import MANAGER, launch_nodes, load_config
+from hybrid_policy.ros.fleet_graph import launch_nodes
+from hybrid_policy.ros.graph import MANAGER, load_config
 from sim_envs import task_spec
 
 from conftest import REPO
@@ -175,7 +176,7 @@ def test_checkpoint_identity_from_files_equals_the_loaded_policy(tiny):
     "import hybrid_policy.ros.graph",
     "from hybrid_policy.cli import build_parser; build_parser().parse_args(['eval', '--task', "
     "'fetch_push'])",
-    "from hybrid_policy.ros.graph import launch_nodes; launch_nodes('config/hybrid.yaml', "
+    "from hybrid_policy.ros.fleet_graph import launch_nodes; launch_nodes('config/hybrid.yaml', "
     "{'mode': 'hybrid'})",
 ])
 def test_graph_launch_and_argument_parsing_do_not_import_torch(code):
@@ -186,7 +187,7 @@ def test_graph_launch_and_argument_parsing_do_not_import_torch(code):
 
 
 def test_every_launch_argument_is_a_graph_setting():
-    """The launch file maps its arguments onto `graph.launch_nodes` (read without importing
+    """The launch file maps its arguments onto `fleet_graph.launch_nodes` (read without importing
     `launch`, which the pip wheels lack): each one must be a setting `load_config` knows."""
     import ast
     from dataclasses import fields

@@ -94,7 +94,7 @@ def test_bad_settings_are_refused(tiny, split):
 def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monkeypatch):
     from hybrid_policy import cli
     from hybrid_policy.policies import build, training
-    from hybrid_policy.families.adahi import distill
+    from hybrid_policy.families.adahi import distill, setup
 
     # small settings for the default pipeline (the real components, fewer steps)
     monkeypatch.setitem(build.DEFAULT_DEMO_EPISODES, TASK, 20)
@@ -107,7 +107,7 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
     info = json.loads((path / "config.json").read_text())
     assert info["distill"]["epochs"] == 2 and info["role"] == "draft"
     stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert build.ensure_distilled_draft(TASK, tmp_path) == path  # up to date: kept
+    assert distill.ensure_distilled_draft(TASK, tmp_path) == path  # up to date: kept
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
     draft = load_policy(path, role="draft", task=TASK)
     demo = load_policy(tmp_path / TASK / "draft", role="draft", task=TASK)
@@ -122,8 +122,8 @@ def test_default_distilled_draft_is_made_once_and_used_by_the_cli(tmp_path, monk
     assert doc["draft"].endswith(default_draft_path(tmp_path, TASK, "distilled").name)
     args = cli.build_parser().parse_args(["calibrate", "--task", TASK, "--models",
                                           str(tmp_path), "--draft-kind", "distilled"])
-    assert cli._calibration_path(args) == default_path(tmp_path, TASK, "5g_embb", "distilled")
-    assert cli._models(args)[0].identity() == draft.identity()
+    assert setup.calibration_path(args) == default_path(tmp_path, TASK, "5g_embb", "distilled")
+    assert setup.models(args)[0].identity() == draft.identity()
     assert default_path(tmp_path, TASK, "5g_embb", "distilled") == \
         tmp_path / TASK / "calibration" / "distilled" / "5g_embb.json"
     with pytest.raises(HybridPolicyError, match="unknown draft kind"):

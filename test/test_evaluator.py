@@ -10,9 +10,8 @@ from hybrid_policy.core import evaluator, stepmetrics
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.core.evaluator import Setting
 from hybrid_policy.core.link import UnknownLinkError, link_profile
-from hybrid_policy.families.adahi.modes import (
-    MODE_NAMES, Thresholds, UnknownModeError, make_mode, parse_modes,
-)
+from hybrid_policy.families.adahi.modes import MODE_NAMES, Thresholds, make_mode
+from hybrid_policy.families.registry import UnknownModeError, parse_modes
 from hybrid_policy.errors import CheckpointError, HybridPolicyError
 from hybrid_policy.policies import load_policy
 

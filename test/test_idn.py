@@ -398,12 +398,14 @@ def test_placement_in_real_time_ticks_every_period_while_the_cloud_answers_late(
 def test_eval_refuses_placement_modes_without_a_topology_or_mixed_with_others(cli, tiny_idn):
     import subprocess
 
-    for extra in ([], ["--topology", str(tiny_idn["topology"]), "--modes", "idn,hybrid"]):
+    for extra, says in (([], "give them alone, with --topology"),
+                        (["--topology", str(tiny_idn["topology"]), "--modes", "idn,hybrid"],
+                         "belong to different families (adahi, idn)")):
         args = [*cli, "eval", "--models", str(tiny_idn["root"]), "--episodes", "1",
                 *(extra or ["--modes", "placement"])]
         out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-        assert out.returncode != 0
-        assert "give them alone, with --topology" in out.stderr, out.stderr
+        assert out.returncode == 2
+        assert says in out.stderr, out.stderr
 
 
 def test_eval_runs_every_placement_mode_from_the_command_line(cli, tiny_idn, tmp_path):

@@ -91,6 +91,7 @@ def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models
     clock it is given: in real time a verification that outlasts the period costs what it
     costs there, so the quality bound is judged where the threshold will be used."""
     from hybrid_policy import cli
+    from hybrid_policy.families.adahi import setup
     from hybrid_policy.families.adahi import calibration
     from hybrid_policy.families.adahi.modes import make_mode
 
@@ -113,5 +114,5 @@ def test_calibration_checks_the_draft_alone_on_the_evaluation_clock(fetch_models
             ["calibrate", "--task", "fetch_reach", "--link", "6g_hrllc", "--calibration",
              str(tmp_path / f"{kind}.json"), "--sweep-episodes", "1", *flags])
         lockstep = evaluator.Setting(answering(target), PROFILES["6g_hrllc"], ComputeModel(0.5, 3.0))
-        doc, _ = cli._run_calibration(args, draft, target, lockstep, 2)
+        doc, _ = setup.run_calibration(args, draft, target, lockstep, 2)
         assert doc["clock"]["kind"] == kind

@@ -17,7 +17,8 @@ from hybrid_policy.families.exits.early_exit import ExitPlan, build_plan
 from hybrid_policy.families.exits.calibration import ExitCompute
 from hybrid_policy.core.fleet import evaluate_fleet
 from hybrid_policy.families.exits.fleet import ExitRun
-from hybrid_policy.ros.graph import GraphConfig, nodes
+from hybrid_policy.ros.fleet_graph import graph_nodes as nodes
+from hybrid_policy.ros.graph import GraphConfig
 
 EPISODES, LINK, DEADLINE_MS = 2, "5g_embb", 5000.0
 COMPUTE = ExitCompute(((1, 0.2), (8, 0.5)), 0.05, 0.6)

@@ -15,7 +15,8 @@ from hybrid_policy.families.adahi.fleet import evaluate_fleet
 from hybrid_policy.families.adahi.modes import Thresholds, make_mode
 from hybrid_policy.core.stepmetrics import rejected
 from hybrid_policy.policies import load_policy
-from hybrid_policy.ros.graph import GraphConfig, nodes
+from hybrid_policy.ros.fleet_graph import graph_nodes as nodes
+from hybrid_policy.ros.graph import GraphConfig
 
 EPISODES, LINK, DEADLINE_MS = 2, "6g_hrllc", 5000.0
 

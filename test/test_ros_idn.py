@@ -268,7 +268,8 @@ def test_a_bad_allocation_is_reported_and_ignored_while_greedy_moves_the_steps(
 # -- the graph, without DDS ----------------------------------------------------------------------
 def test_the_placement_graph_wires_every_path(tiny_idn, tmp_path):
     from hybrid_policy.core.link import link_spec
-    from hybrid_policy.ros.graph import GraphConfig, nodes
+    from hybrid_policy.ros.fleet_graph import graph_nodes as nodes
+    from hybrid_policy.ros.graph import GraphConfig
 
     topo_path, catalogue = write_topology(tiny_idn, tmp_path, TWO_CELLS, small_cells=True)
     specs = {s.key: s for s in nodes(GraphConfig(
@@ -303,7 +304,8 @@ def test_the_placement_graph_wires_every_path(tiny_idn, tmp_path):
 
 def test_shifts_are_refused_over_ros(tiny_idn, tmp_path):
     from hybrid_policy.errors import HybridPolicyError
-    from hybrid_policy.ros.graph import GraphConfig, nodes
+    from hybrid_policy.ros.fleet_graph import graph_nodes as nodes
+    from hybrid_policy.ros.graph import GraphConfig
 
     catalogue = tiny_idn["catalogue"].save(tmp_path / "catalogue.json")
     with pytest.raises(HybridPolicyError, match="shifts .* run in process only"):

@@ -145,7 +145,8 @@ def test_the_rocoin_graph_wires_every_device(tiny, tiny_students, tmp_path, mode
     """Without DDS: a link per device with its own packet randomness, a student node per
     device of the layout, and the robot's answers recorded per device."""
     from hybrid_policy.families.rocoin.rocoin import device_hop, layout
-    from hybrid_policy.ros.graph import GraphConfig, nodes
+    from hybrid_policy.ros.fleet_graph import graph_nodes as nodes
+    from hybrid_policy.ros.graph import GraphConfig
 
     fleet = write_fleet(tmp_path)
     doc = topology.read(fleet)

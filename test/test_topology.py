@@ -64,10 +64,14 @@ def _broken(edit):
     (lambda d: d["robots"].append(dict(d["robots"][0])), "repeated: r_0, r_1, r_2"),
     (lambda d: d["nodes"]["edge"].update(speed=0), "node edge: speed must be > 0"),
     (lambda d: d["robots"][0].update(colour="red"), "robots[0]: unknown key 'colour'"),
+    (lambda d: d.update(weather={}), "unknown key 'weather'; valid: nodes, robots, federated"),
 ])
 def test_a_bad_topology_is_refused_naming_the_entry(edit, message):
+    """As every command reads one: the core's checks, then the families' (modes, blocks)."""
+    from hybrid_policy.families.registry import parse_topology
+
     with pytest.raises(TopologyError) as err:
-        topology.parse(_broken(edit), "fleet.yaml")
+        parse_topology(_broken(edit), "fleet.yaml")
     assert message in str(err.value) and str(err.value).startswith("fleet.yaml: ")
 
 

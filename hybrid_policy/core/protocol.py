@@ -178,6 +178,14 @@ class FeatureRequest:
                            * ENCODINGS[self.encoding].itemsize)
 
 
+def feature_hop(layer: int, link: int) -> int:
+    """The packet-randomness index (``link.packet_rng(seed, hop)``) of the ``link``-th link
+    of the transfer that carries a feature after ``layer``: layers rise along a journey, so
+    every link a step's messages cross draws its own stream, whichever way they went (the
+    in-process fleet and the ROS link node of that transfer draw the same)."""
+    return 1000 + 16 * layer + link
+
+
 def image_bytes(frame_id: str, encoding: str, data_bytes: int) -> int:
     """CDR size of a ``sensor_msgs/Image`` (as ``link.joint_state_bytes`` for JointState):
     header, height, width, encoding, is_bigendian, step, data; a ROS-side test compares it

@@ -47,7 +47,8 @@ class ModeResult:
     fallbacks: int = 0
     latencies: list[float] = field(default_factory=list)
     episode_success: list[bool] = field(default_factory=list)
-    exits: Counter = field(default_factory=Counter)  # early-exit modes: steps per exit layer
+    # modes that answer from part of a model: steps by the layer whose answer acted
+    answered_at: Counter = field(default_factory=Counter)
     missed_ticks: int = 0  # real time: ticks with no new command (the hold rule acted)
     stale_ticks: int = 0  # real time: ticks that applied an older state's late command
 
@@ -89,8 +90,9 @@ class ModeResult:
                 "latency_ms_p95": float(np.percentile(lat, 95)),
                 "missed_ticks_per_step": self.missed_ticks / steps,
                 "stale_ticks_per_step": self.stale_ticks / steps,
-                **({"exit_shares": {str(k): v / steps for k, v in sorted(self.exits.items())}}
-                   if self.exits else {})}
+                **({"exit_shares": {str(k): v / steps
+                                    for k, v in sorted(self.answered_at.items())}}
+                   if self.answered_at else {})}
 
 
 def combine(name: str, results: list[ModeResult]) -> ModeResult:
@@ -107,7 +109,7 @@ def combine(name: str, results: list[ModeResult]) -> ModeResult:
         out.fallbacks += r.fallbacks
         out.latencies += r.latencies
         out.episode_success += r.episode_success
-        out.exits += r.exits
+        out.answered_at += r.answered_at
         out.missed_ticks += r.missed_ticks
         out.stale_ticks += r.stale_ticks
     return out

@@ -120,10 +120,10 @@ def parse_topology(doc: Any, where: str = "topology") -> Topology:
     every extra block belongs to a family, and each family checks its blocks."""
     topo = topology_mod.parse(doc, where)
     valid = all_modes()
-    for r in topo.robots:
-        if r.mode not in valid:
-            raise TopologyError(f"{where}: robot {r.name}: unknown mode {r.mode!r}; valid: "
-                                f"{', '.join(valid)}")
+    for spec in doc["robots"]:  # named as the file names them (before ``count``)
+        if spec["mode"] not in valid:
+            raise TopologyError(f"{where}: robot {spec['name']}: unknown mode "
+                                f"{spec['mode']!r}; valid: {', '.join(valid)}")
     owned = {b: f for f in families() for b in f.blocks}
     unknown = sorted(set(topo.blocks) - set(owned))
     if unknown:

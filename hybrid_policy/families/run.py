@@ -47,7 +47,7 @@ def clock_meta(args: argparse.Namespace) -> dict[str, Any]:
 def need_topology(args: argparse.Namespace, names: list[str], summary: str, example: str) -> None:
     """Refuse fleet-only modes without ``--topology``."""
     if not args.topology:
-        raise HybridPolicyError(f"{', '.join(names)}: {summary}: give the fleet with "
+        raise HybridPolicyError(f"{', '.join(names)}: {summary}: give the nodes with "
                                 f"--topology (e.g. {example})")
 
 

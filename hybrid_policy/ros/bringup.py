@@ -1,7 +1,7 @@
 """``hybrid-policy bringup``: the graph's nodes as separate OS processes, without
 ``ros2 launch`` (the pip install has none).
 
-Nodes and parameters come from ``graph.nodes`` (the launch file uses the same). Each node
+Nodes and parameters come from ``fleet_graph.graph_nodes`` (the launch file uses the same). Each node
 gets its own parameter file and runs as ``python -m <module> --ros-args ...`` in its own
 session, so a Ctrl-C reaches only this supervisor, which then stops every node in order.
 The run ends when the simulators (one per robot of a fleet) finish their episodes;
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from hybrid_policy.ros.graph import GraphConfig, NodeSpec, nodes
+from hybrid_policy.ros.fleet_graph import graph_nodes
+from hybrid_policy.ros.graph import GraphConfig, NodeSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _stoppable() -> None:
 def bringup(cfg: GraphConfig, timeout_s: float = 3600.0) -> int:
     """Run ``cfg``'s graph to the end of its episodes. Returns 0 on a clean run."""
     _stoppable()
-    specs = nodes(cfg)
+    specs = graph_nodes(cfg)
     with tempfile.TemporaryDirectory(prefix="hybrid_bringup_") as tmp:
         sup = Supervisor(specs, cfg.namespace, Path(tmp))
         log.info("started %s", ", ".join(f"{n} (pid {p.pid})" for n, p in sup.procs.items()))

@@ -21,9 +21,8 @@ import yaml
 
 from hybrid_policy.core import robot_map
 from hybrid_policy.families.adahi import calibration_file
-from hybrid_policy.core.mode_names import (
-    EXIT_MODES, FROM_CALIBRATION, IDN_MODES, NEEDS_THRESHOLDS, ROCOIN_MODES, check_mode,
-)
+from hybrid_policy.families import registry
+from hybrid_policy.families.adahi.names import FROM_CALIBRATION, NEEDS_THRESHOLDS
 from hybrid_policy.core.realtime import Clock
 from hybrid_policy.defaults import (
     DEFAULT_DEADLINE_MS, DEFAULT_LINK, DEFAULT_MODELS, DEFAULT_TEMPERATURE,
@@ -148,16 +147,10 @@ class GraphConfig:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides
 
     def __post_init__(self) -> None:
-        check_mode(self.mode)
-        if self.mode in EXIT_MODES and not self.topology:
-            raise HybridPolicyError(f"mode {self.mode} splits the net across robot, edge and "
-                                    "cloud: it runs on a topology (topology:=FILE)")
-        if self.mode in ROCOIN_MODES and not self.topology:
-            raise HybridPolicyError(f"mode {self.mode} runs students on edge devices: it runs "
-                                    "on a topology (topology:=FILE)")
-        if self.mode in IDN_MODES and not self.topology:
-            raise HybridPolicyError(f"mode {self.mode} places policy variants on the nodes of "
-                                    "a fleet: it runs on a topology (topology:=FILE)")
+        family = registry.family_of(registry.check_mode(self.mode))
+        if family.fleet_only and not self.topology:
+            raise HybridPolicyError(f"mode {self.mode} ({family.summary}) runs on a topology "
+                                    "(topology:=FILE)")
         if not 0 <= self.recorder_nice <= 19:
             raise HybridPolicyError(f"recorder_nice must be in 0..19, got {self.recorder_nice}")
         if self.link_in_draft and self.topology:
@@ -266,33 +259,41 @@ def uses_server(mode: str) -> bool:
     return mode != "draft_only"
 
 
-def nodes(cfg: GraphConfig) -> list[NodeSpec]:
-    """The nodes of ``cfg``'s graph and their parameters."""
-    if cfg.topology:
-        from hybrid_policy.ros.fleet_graph import fleet_nodes
-
-        return fleet_nodes(cfg)
+def robot_specs(cfg: GraphConfig, wait_for: list[str]) -> list[NodeSpec]:
+    """A robot's simulator (starting its first episode once the nodes of ``wait_for`` are
+    ready) and its draft node, with what every family's robot takes; a family adds its own
+    parameters to the draft node's."""
     common = {"task": cfg.task, "seed": cfg.seed}
-    realtime = cfg.clock == "realtime"
-    modelled = ({"step_time": "modelled", "draft_ms": cfg.draft_ms, "target_ms": cfg.target_ms}
-                if cfg.clock == "sim_time" else {})
-    specs = [
+    return [
         NodeSpec("sim_node", "hybrid_policy.ros.sim_node", "sim_node", {
             **common, "episodes": cfg.episodes, "clock": cfg.clock, "rate_hz": cfg.rate_hz,
-            "interface": cfg.interface,
-            "wait_for": [n for n in running_nodes(cfg.mode, cfg.link_in_draft)
-                         if n != "sim_node" and n not in MANAGED_NODES]}),
+            "interface": cfg.interface, "wait_for": wait_for}),
         NodeSpec("draft_node", "hybrid_policy.ros.draft_node", "draft_node", {
-            **common, "mode": cfg.mode, "draft": cfg.draft_path, "link": cfg.link,
-            "interface": cfg.interface,
+            **common, "mode": cfg.mode, "interface": cfg.interface,
             **({"robot_map": cfg.robot_map_path, "max_age_ms": cfg.max_age_ms}
                if cfg.interface == "standard" else {}),
-            "target": cfg.target_path if uses_server(cfg.mode) else "",
-            "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
-            **cfg.thresholds_given, "temperature": cfg.temperature,
-            "deadline_ms": cfg.step_deadline_ms,
-            "control_deadline_ms": 2 * cfg.period_ms if realtime else 0.0, **modelled,
-            **({"link_in_node": True} if cfg.link_in_draft and uses_server(cfg.mode) else {})}),
+            "temperature": cfg.temperature, "deadline_ms": cfg.step_deadline_ms,
+            "control_deadline_ms": 2 * cfg.period_ms if cfg.clock == "realtime" else 0.0}),
+    ]
+
+
+def nodes(cfg: GraphConfig) -> list[NodeSpec]:
+    """The nodes of one draft/target robot's graph and their parameters (a fleet's graph is
+    its family's: ``fleet_graph.graph_nodes``)."""
+    if cfg.topology:
+        raise HybridPolicyError("a fleet's graph is its family's (ros.fleet_graph.graph_nodes)")
+    sim, draft = robot_specs(cfg, [n for n in running_nodes(cfg.mode, cfg.link_in_draft)
+                                   if n != "sim_node" and n not in MANAGED_NODES])
+    draft.parameters.update({
+        "draft": cfg.draft_path, "link": cfg.link,
+        "target": cfg.target_path if uses_server(cfg.mode) else "",
+        "calibration": cfg.calibration_path if cfg.mode in NEEDS_THRESHOLDS else "",
+        **cfg.thresholds_given,
+        **({"step_time": "modelled", "draft_ms": cfg.draft_ms, "target_ms": cfg.target_ms}
+           if cfg.clock == "sim_time" else {}),
+        **({"link_in_node": True} if cfg.link_in_draft and uses_server(cfg.mode) else {})})
+    specs = [
+        sim, draft,
         NodeSpec("lifecycle_manager", "hybrid_policy.ros.lifecycle_manager", MANAGER, {
             "node_names": list(managed_nodes(cfg.mode))}),
     ]
@@ -439,13 +440,6 @@ def resolve(cfg: GraphConfig) -> GraphConfig:
         calibration_file.calibrate_command(cfg.task, cfg.link, cfg.models, cfg.draft_kind))
     return replace(cfg, tau=t.tau, uncertainty_tau=t.uncertainty_tau,
                    random_skip=t.random_skip)
-
-
-def launch_nodes(config: str | Path, overrides: dict[str, Any] | None = None
-                 ) -> tuple[GraphConfig, list[NodeSpec]]:
-    """What ``launch/hybrid_launch.py`` starts for ``config`` and its launch arguments."""
-    cfg = load_config(config, overrides)
-    return cfg, nodes(cfg)
 
 
 def run_info(cfg: GraphConfig) -> list[str]:

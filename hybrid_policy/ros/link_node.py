@@ -20,7 +20,7 @@ the features ``ROOT/sender/out/dest/robot/feature`` (``sensor_msgs/Image``) to
 ``ROOT/dest/exit/robot/sender/feature`` and the answers back from ``…/answer``; ``links``
 is the chain of links between the two (``profile`` or ``profile:up_mbps:down_mbps:delay_ms``,
 -1 = the profile's), crossed one after the other, the ``i``-th drawing
-``packet_rng(seed, early_exit.feature_hop(layer, i))`` as ``core.fleet`` does; rocoin
+``packet_rng(seed, protocol.feature_hop(layer, i))`` as ``core.fleet`` does; rocoin
 fleets set ``packet_hop`` (``core.rocoin.device_hop`` of the device): every link then draws
 ``packet_rng(seed, packet_hop)``, both ways, as ``core.fleet`` does for a copy.
 
@@ -41,8 +41,8 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, JointState
 
-from hybrid_policy.families.exits.early_exit import feature_hop
 from hybrid_policy.core.link import LinkProfile, link_profile, packet_rng, parse_link_spec
+from hybrid_policy.core.protocol import feature_hop
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.ros import messages, qos
 from hybrid_policy.ros.delay_line import DelayLine

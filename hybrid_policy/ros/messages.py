@@ -147,17 +147,16 @@ def status_values(msg: DiagnosticStatus) -> dict[str, str]:
     return {kv.key: kv.value for kv in msg.values}
 
 
-def student_answer_msg(stamp: Time, answer) -> JointState:
-    """A rocoin device's answer (``core.rocoin.StudentAnswer``) with the window's stamp."""
-    return joint_state(stamp, [answer.label()], answer.to_vector())
+def labelled_msg(stamp: Time, item) -> JointState:
+    """Any wire item with ``label()`` and ``to_vector()`` (a family's answer, say) with the
+    stamp of the step it belongs to."""
+    return joint_state(stamp, [item.label()], item.to_vector())
 
 
-def parse_student_answer(msg: JointState):
-    """The ``core.rocoin.StudentAnswer`` a device sent; ``MessageError`` if malformed."""
-    from hybrid_policy.families.rocoin.rocoin import StudentAnswer
-
+def parse_labelled(msg: JointState, cls, what: str):
+    """The ``cls.from_vector(label, vector)`` item ``msg`` carries; ``MessageError`` if
+    malformed (``what`` names it)."""
     try:
-        return StudentAnswer.from_vector(_single_label(msg, "student answer"),
-                                         np.asarray(msg.position))
+        return cls.from_vector(_single_label(msg, what), np.asarray(msg.position))
     except ProtocolError as exc:
         raise MessageError(str(exc)) from None

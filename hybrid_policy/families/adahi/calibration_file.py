@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from hybrid_policy.defaults import DRAFT_DIR
-from hybrid_policy.core.mode_names import (
+from hybrid_policy.families.adahi.names import (
     FROM_CALIBRATION, THRESHOLD_OF, ThresholdError, Thresholds, check_tau,
 )
 from hybrid_policy.defaults import DEFAULT_MODELS

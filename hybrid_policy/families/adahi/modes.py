@@ -24,8 +24,8 @@ from sim_envs.spec import ACTION_DIM
 from hybrid_policy.families.adahi.deviation import ActionDeviation, DeviationConfig
 from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import Request, Response
-from hybrid_policy.core.mode_names import (  # noqa: F401  (re-exported)
-    MODE_NAMES, NEEDS_THRESHOLDS, Thresholds, UnknownModeError, parse_modes,
+from hybrid_policy.families.adahi.names import (  # noqa: F401  (re-exported)
+    MODE_NAMES, NEEDS_THRESHOLDS, Thresholds,
 )
 from hybrid_policy.errors import HybridPolicyError
 from hybrid_policy.policies import ObsHistory, Policy, PolicyCard, check_pair
@@ -121,7 +121,11 @@ def make_mode(name: str, draft: Policy, target: Policy | PolicyCard,
               thresholds: Thresholds | None = None) -> DraftTargetMode:
     """The robot side of mode ``name``. It needs the target's history length and identity
     only (a ``PolicyCard`` will do: the robot never holds the target's weights)."""
-    parse_modes(name)
+    if name not in MODE_NAMES:
+        from hybrid_policy.families.registry import UnknownModeError, all_modes
+
+        raise UnknownModeError(f"unknown mode {name!r} for a draft and a target; valid modes: "
+                               f"{', '.join(MODE_NAMES)} (the others: {', '.join(all_modes())})")
     check_pair(draft, target)
     if name == "target_only":
         return TargetOnlyMode(target.history, target.obs_dim)

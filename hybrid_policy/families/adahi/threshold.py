@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from hybrid_policy.core.mode_names import ThresholdError, check_tau  # noqa: F401  (re-exported)
+from hybrid_policy.families.adahi.names import ThresholdError, check_tau  # noqa: F401  (re-exported)
 
 
 EPS = 1e-3  # ε: keeps ln(Δ + ε) finite at Δ = 0

@@ -215,3 +215,12 @@ def measure_compute(net, windows: np.ndarray, sizes: tuple[int, ...] = (1, 2, 4,
     step_exit = timed(one_exit)
     return ExitCompute(tuple(zip(sizes, np.maximum.accumulate(layer).tolist())), embed,
                        step_exit)
+
+
+@dataclass
+class ExitModels:
+    """What an early-exit run uses: the net, its exits' calibration, its parts' times."""
+
+    net: object  # net.EarlyExitPolicy
+    samples: ExitSamples
+    compute: ExitCompute

@@ -30,7 +30,7 @@ from sim_envs.spec import ACTION_DIM
 from hybrid_policy.families.exits.plan import (  # noqa: F401  (re-exported)
     FIXED_THRESHOLD, ExitPlan, ExitPlanError, build_plan, check_threshold, choose, feature_hop,
 )
-from hybrid_policy.core.mode_names import EXIT_MODES
+from hybrid_policy.families.exits.names import MODES as EXIT_MODES
 from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response
 from hybrid_policy.policies import ObsHistory

@@ -92,7 +92,7 @@ class ExitRun(FleetWork):
     def resolved(self, fleet: FleetEvaluator, r: FleetRobot, plan: Plan,
                  response: Response | None, latency_ms: float) -> None:
         """Which exit acted: the answer's, else the robot's own."""
-        r.result.exits[response.exit_layer if response is not None
+        r.result.answered_at[response.exit_layer if response is not None
                        else self.plan.ends[r.spec.name]] += 1
 
     def _reoptimise(self, fleet: FleetEvaluator) -> None:

@@ -25,7 +25,7 @@ from hybrid_policy.core.link import expected_ms
 from hybrid_policy.core.protocol import FeatureRequest, Response
 
 if TYPE_CHECKING:
-    from hybrid_policy.families.exits.setup import ExitModels
+    from hybrid_policy.families.exits.calibration import ExitModels
     from hybrid_policy.families.exits.fleet import ExitRun
     from hybrid_policy.core.topology import Topology
 

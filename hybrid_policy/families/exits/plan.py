@@ -15,7 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from hybrid_policy.core.mode_names import EXIT_MODES
+from hybrid_policy.families.exits.names import MODES as EXIT_MODES
+from hybrid_policy.core.protocol import feature_hop  # noqa: F401  (re-exported)
 from hybrid_policy.core.topology import TIERS, Robot, Topology, TopologyError, number
 from hybrid_policy.errors import HybridPolicyError
 
@@ -33,14 +34,6 @@ def check_threshold(value: float, where: str = "threshold") -> float:
         raise ExitPlanError(f"{where}: a confidence threshold must be a number in [0, 1], got "
                             f"{value!r}")
     return float(value)
-
-
-def feature_hop(layer: int, link: int) -> int:
-    """The packet-randomness index (``link.packet_rng(seed, hop)``) of the ``link``-th link
-    of the transfer that carries a feature after ``layer``: layers rise along a journey, so
-    every link a step's messages cross draws its own stream, whichever way they went (the
-    in-process fleet and the ROS link node of that transfer draw the same)."""
-    return 1000 + 16 * layer + link
 
 
 def choose(probs: Mapping[str, float], seed: int, layer: int) -> str:

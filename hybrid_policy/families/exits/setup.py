@@ -6,7 +6,7 @@ the measured compute of its parts, and each mode's plan (``dto_ee``: optimised).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import sample_observations
 from hybrid_policy.families.exits.early_exit import ExitPlan, build_plan
-from hybrid_policy.families.exits.calibration import ExitCompute, ExitSamples
+from hybrid_policy.families.exits.calibration import ExitCompute, ExitModels  # noqa: F401
 from hybrid_policy.families.exits.fleet import ExitRun
 from hybrid_policy.core.topology import Topology
 
@@ -22,13 +22,6 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_EPISODES = 50
 CALIBRATION_SEED = 1000  # calibration episodes differ from the default evaluation (seed 0)
-
-
-@dataclass
-class ExitModels:
-    net: object  # policies.early_exit.EarlyExitPolicy
-    samples: ExitSamples
-    compute: ExitCompute
 
 
 def calibration_path(models: str | Path, task: str) -> Path:

@@ -107,8 +107,13 @@ def parse(doc: Any, where: str) -> Federation:
     """The ``federated`` block of a topology document (its robots already validated)."""
     from hybrid_policy.core import topology
 
-    topo = topology.parse(doc, where)
-    spec = doc.get("federated")
+    return parse_block(topology.parse(doc, where))
+
+
+def parse_block(topo) -> Federation:
+    """The ``federated`` block of a parsed topology."""
+    where = topo.path
+    spec = topo.blocks.get("federated")
     if not isinstance(spec, dict) or not spec.get("clients"):
         raise FederatedError(f"{where}: no clients: federated training needs a 'federated' "
                              "block whose 'clients' maps robot names to their data share and "

@@ -28,7 +28,9 @@ from tqdm import tqdm
 from hybrid_policy.families.federated import clients as fl
 from hybrid_policy.families.federated import local
 from hybrid_policy.families.federated.clients import FederatedError
-from hybrid_policy.families.federated.run import FlRun, RoundLog, client_work, failing, settle
+from hybrid_policy.families.federated.run import (
+    FlRun, RoundLog, client_work, failing, save_result, settle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,6 @@ def serve_federation(grid: Grid, run: FlRun) -> Path:
     """The server's whole run: normalisation, ``run.rounds`` rounds, the checkpoint."""
     from sim_envs import task_spec
 
-    from hybrid_policy.families.federated.train import save_result
     from hybrid_policy.policies.checkpoint import load_tokenizer
 
     fed = run.federation()

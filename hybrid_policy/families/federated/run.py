@@ -173,3 +173,22 @@ class RoundLog:
 def read_log(out: str | Path) -> list[dict[str, Any]]:
     path = Path(out) / "rounds.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+CHECKPOINT = "early_exit"  # where a run's net is written under its out directory
+
+
+def client_summary(fed: Federation) -> dict[str, Any]:
+    alpha = fl.objective_weights(fed)
+    return {c.name: {"data_share": c.data_share, "requests": c.requests, "region": c.region,
+                     "serving_rates": list(c.serving_rates), "alpha": alpha[i].tolist()}
+            for i, c in enumerate(fed.clients)}
+
+
+def save_result(run: FlRun, fed: Federation, net, tok, where: str = CHECKPOINT) -> Path:
+    """The trained net as an early-exit checkpoint (``eval --early-exit``, ``bringup``)."""
+    from hybrid_policy.families.exits.net import save_early_exit
+
+    return save_early_exit(Path(run.out) / where, net, tok, fed.task, {
+        "federated": {"method": run.method, "rounds": run.rounds, "seed": run.seed,
+                      "topology": run.topology, "data": run.data, "clients": client_summary(fed)}})

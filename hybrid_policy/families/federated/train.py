@@ -21,11 +21,12 @@ import torch
 from hybrid_policy.families.federated import clients as fl
 from hybrid_policy.families.federated import local
 from hybrid_policy.families.federated.clients import FederatedError, Federation
-from hybrid_policy.families.federated.run import FlRun, RoundLog, client_work, settle
+from hybrid_policy.families.federated.run import (
+    CHECKPOINT, FlRun, RoundLog, client_summary, client_work, save_result, settle,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "early_exit"
 
 
 def quiet_flower() -> None:
@@ -90,25 +91,9 @@ def fl_train(run: FlRun, superlink: str | None = None, cores: int | None = None
         checkpoints = run_pooled(run, fed)
     summary = {"method": run.method, "rounds": run.rounds, "seed": run.seed,
                "topology": run.topology, "seconds": round(time.monotonic() - start, 1),
-               "checkpoints": checkpoints, "clients": _clients(fed)}
+               "checkpoints": checkpoints, "clients": client_summary(fed)}
     (Path(run.out) / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _clients(fed: Federation) -> dict[str, Any]:
-    alpha = fl.objective_weights(fed)
-    return {c.name: {"data_share": c.data_share, "requests": c.requests, "region": c.region,
-                     "serving_rates": list(c.serving_rates), "alpha": alpha[i].tolist()}
-            for i, c in enumerate(fed.clients)}
-
-
-def save_result(run: FlRun, fed: Federation, net, tok, where: str = CHECKPOINT) -> Path:
-    """The trained net as an early-exit checkpoint (``eval --early-exit``, ``bringup``)."""
-    from hybrid_policy.families.exits.net import save_early_exit
-
-    return save_early_exit(Path(run.out) / where, net, tok, fed.task, {
-        "federated": {"method": run.method, "rounds": run.rounds, "seed": run.seed,
-                      "topology": run.topology, "data": run.data, "clients": _clients(fed)}})
 
 
 def _checkpoint(run: FlRun, where: str) -> Path:

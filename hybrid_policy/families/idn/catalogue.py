@@ -23,6 +23,7 @@ from hybrid_policy.errors import HybridPolicyError
 
 VERSION = 1
 CATALOGUE_EPISODES = 20  # episodes that measure a variant's success by default
+LEVELS = 2  # code levels of an answer, for its size in the gain's latency estimate
 _NAME = re.compile(r"^(draft|target|exit\d+)$")
 
 
@@ -136,3 +137,16 @@ def load(path: str | Path) -> Catalogue:
     except json.JSONDecodeError as exc:
         raise CatalogueError(f"{path}: not valid JSON ({exc})") from None
     return parse(doc, str(path))
+
+
+def message_bytes(v: Variant) -> tuple[int, int]:
+    """Bytes of one request (the task's observation window) and one answer on the wire."""
+    import numpy as np
+
+    import sim_envs
+    from hybrid_policy.core.protocol import Request, Response
+    from sim_envs.spec import ACTION_DIM
+
+    window = np.zeros((v.history, sim_envs.task_spec(v.task).obs_dim), np.float32)
+    answer = Response(np.zeros(ACTION_DIM, np.float32), (0,) * LEVELS, True, LEVELS, ())
+    return Request("act", window, 0).payload_bytes(), answer.payload_bytes()

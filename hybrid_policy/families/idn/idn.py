@@ -46,7 +46,7 @@ import numpy as np
 from hybrid_policy.families.idn import place as idn_place
 from hybrid_policy.families.idn.catalogue import Catalogue, Variant
 from hybrid_policy.core.link import expected_ms
-from hybrid_policy.core.mode_names import IDN_MODES
+from hybrid_policy.families.idn.names import MODES as IDN_MODES
 from hybrid_policy.core.topology import Robot, Topology, TopologyError, check_keys
 
 # A period's observed requests: (robot, task, access node) -> how many.
@@ -224,7 +224,7 @@ class IdnNetwork:
         """Every placeable option of a request, best first, and the repository's best."""
         key = (robot, where.task, where.access)
         if key not in self._options:
-            from hybrid_policy.families.idn.serve import message_bytes
+            from hybrid_policy.families.idn.catalogue import message_bytes
 
             spec = self.robot_at(robot, where.access)
             opts, base = [], None

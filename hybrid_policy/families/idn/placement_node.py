@@ -134,7 +134,7 @@ def held_text(net, x: np.ndarray) -> str:
 class PlacementNode(Node):
     def __init__(self) -> None:
         from hybrid_policy.families.idn import setup as idn_setup
-        from hybrid_policy.core.mode_names import IDN_MODES
+        from hybrid_policy.families.idn.names import MODES as IDN_MODES
 
         super().__init__("placement_node")
         self.mode = require(self, "mode", "", f"placement mode: {', '.join(IDN_MODES)}")

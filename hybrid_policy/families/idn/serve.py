@@ -22,25 +22,15 @@ import numpy as np
 
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.families.idn.idn import IdnNetwork, Option, Where
-from hybrid_policy.families.idn.catalogue import Variant
+from hybrid_policy.families.idn.catalogue import Variant, message_bytes  # noqa: F401
 from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import ProtocolError, Request, Response
 from hybrid_policy.policies import ObsHistory
 
-LEVELS = 2  # code levels of an answer, for its size in the gain's latency estimate
 
 
 class VariantMissing(ProtocolError):
     """A request for a variant the node does not hold (or has not loaded yet)."""
-
-
-def message_bytes(v: Variant) -> tuple[int, int]:
-    """Bytes of one request (the task's observation window) and one answer on the wire."""
-    import sim_envs
-
-    window = np.zeros((v.history, sim_envs.task_spec(v.task).obs_dim), np.float32)
-    answer = Response(np.zeros(ACTION_DIM, np.float32), (0,) * LEVELS, True, LEVELS, ())
-    return Request("act", window, 0).payload_bytes(), answer.payload_bytes()
 
 
 class VariantModels:

@@ -33,7 +33,7 @@ import numpy as np
 
 from sim_envs.spec import ACTION_DIM
 from hybrid_policy.core.link import HEADER_BYTES, joint_state_bytes
-from hybrid_policy.core.mode_names import ROCOIN_MODES
+from hybrid_policy.families.rocoin.names import MODES as ROCOIN_MODES
 from hybrid_policy.core.plan import Plan
 from hybrid_policy.core.protocol import FeatureRequest, ProtocolError, Response, _check
 from hybrid_policy.families.rocoin.assign import (

@@ -169,7 +169,7 @@ class StudentNode(ManagedNode):
 
         answers = serve_students(self.model, self.group, [r for _, r, *_ in batch])
         for (stamp, _, pub, late_ms, _), ans in zip(batch, answers):
-            out = messages.student_answer_msg(stamp, ans)
+            out = messages.labelled_msg(stamp, ans)
             if late_ms > 0:
                 self.delay.schedule(late_ms, lambda p=pub, m=out: p.publish(m))
             else:
