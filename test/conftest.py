@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,36 @@ def cli() -> list[str]:
     if not exe.exists():
         pytest.fail(f"{exe} is missing: install the package (make setup)")
     return [str(exe)]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``hybrid-policy ARGS`` in this process (``cli.main``): its exit status, what it printed
+    and what it logged, as ``subprocess.run`` would give them, without paying a new
+    interpreter's imports per call (the console script itself: ``test_cli.py``)."""
+    import contextlib
+    import io
+    import logging
+
+    from hybrid_policy import cli as cli_module
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("hybrid_policy")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # as main's basicConfig sets it in a process of its own
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_module.main(list(args))
+            except SystemExit as exc:  # argparse refused the command line
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return subprocess.CompletedProcess(["hybrid-policy", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 @pytest.fixture(scope="session", autouse=True)

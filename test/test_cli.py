@@ -3,6 +3,8 @@
 import json
 import subprocess
 
+from conftest import run_cli
+
 import numpy as np
 import yaml
 
@@ -12,11 +14,13 @@ from sim_envs import dataset
 
 
 def run(cli, *args):
-    return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=300)
+    """The command in this process (``conftest.run_cli``); the console script itself runs as a
+    process in ``test_tasks_lists_all_tasks``."""
+    return run_cli(*args)
 
 
 def test_tasks_lists_all_tasks(cli):
-    out = run(cli, "tasks")
+    out = subprocess.run([*cli, "tasks"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     for name in sim_envs.task_names():
         spec = sim_envs.task_spec(name)

@@ -2,10 +2,10 @@
 answer or forward, the wire format of features, the fleet carrying features node to node,
 and the errors for bad thresholds, placements and features."""
 
+from conftest import run_cli
 import numpy as np
 import pytest
 
-from hybrid_policy.core import topology
 from hybrid_policy.families.exits import calibration as exit_calibration
 from hybrid_policy.core.compute import ComputeModel
 from hybrid_policy.families.exits.early_exit import (
@@ -216,7 +216,6 @@ def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
     every mode's answers come from the exits its plan allows. The parts' times are given
     (``--exit-compute``), so the plans do not move with this machine's load."""
     import json
-    import subprocess
 
     import yaml
 
@@ -234,12 +233,10 @@ def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
                        "access": "edge_a", "reach": ["edge_a", "edge_b"], "link": "5g_embb"}]}
     topo.write_text(yaml.safe_dump(doc))
     out = tmp_path / "e.json"
-    res = subprocess.run(
-        [*cli, "eval", "--task", TASK, "--draft", str(tiny["draft"]), "--target",
+    res = run_cli("eval", "--task", TASK, "--draft", str(tiny["draft"]), "--target",
          str(tiny["target"]), "--models", str(tiny["root"]), "--early-exit", str(ee["path"]),
          "--topology", str(topo), "--modes", "early_exit,dto_ee,ee_fixed,ee_random,cloud_only",
-         "--episodes", "1", "--exit-compute", str(parts), "--json", str(out)],
-        capture_output=True, text=True, timeout=600)
+         "--episodes", "1", "--exit-compute", str(parts), "--json", str(out))
     assert res.returncode == 0, res.stderr
     result = json.loads(out.read_text())
     assert result["early_exit"]["compute"] == json.loads(parts.read_text())
@@ -254,8 +251,8 @@ def test_eval_runs_the_whole_family_on_a_topology(cli, tiny, ee, tmp_path):
         assert m["episodes"] == 3 and "servers" in m, mode
     assert "edge_a" in res.stdout and "dto_ee" in res.stdout
     # an early-exit mode without a topology is refused with the reason
-    res = subprocess.run([*cli, "eval", "--task", TASK, "--modes", "dto_ee", "--models",
-                          str(tmp_path / "none")], capture_output=True, text=True)
+    res = run_cli("eval", "--task", TASK, "--modes", "dto_ee", "--models",
+                          str(tmp_path / "none"))
     assert res.returncode == 2 and "give the nodes with --topology" in res.stderr
 
 

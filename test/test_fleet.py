@@ -1,8 +1,8 @@
 """The in-process fleet: one robot is eval exactly, runs are deterministic, the queue
 behaves as queueing theory says, batches answer as single requests do."""
 
+from conftest import run_cli
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -163,10 +163,10 @@ def test_eval_topology_writes_robots_and_servers(cli, tiny, tmp_path):
         "nodes": {"edge": {"tier": "edge", "max_batch": 4}},
         "robots": [{"name": "r", "count": 3, "task": TASK, "mode": "hybrid", "access": "edge",
                     "link": "5g_embb"}]}))
-    out = subprocess.run([*cli, "eval", "--task", TASK, "--draft", str(tiny["draft"]),
+    out = run_cli("eval", "--task", TASK, "--draft", str(tiny["draft"]),
                           "--target", str(tiny["target"]), "--modes", "draft_only,hybrid",
                           "--episodes", "2", "--topology", str(path), "--json",
-                          str(tmp_path / "f.json")], capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "f.json"))
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads((tmp_path / "f.json").read_text())
     hybrid = doc["modes"]["hybrid"]

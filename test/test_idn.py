@@ -1,6 +1,7 @@
 """The inference delivery network: catalogue, network and serving rule, placement policies,
 loading, the trace simulator and the placement modes in the in-process fleet."""
 
+from conftest import run_cli
 from collections import Counter
 from dataclasses import replace
 
@@ -396,27 +397,22 @@ def test_placement_in_real_time_ticks_every_period_while_the_cloud_answers_late(
 
 
 def test_eval_refuses_placement_modes_without_a_topology_or_mixed_with_others(cli, tiny_idn):
-    import subprocess
-
     for extra, says in (([], "give them alone, with --topology"),
                         (["--topology", str(tiny_idn["topology"]), "--modes", "idn,hybrid"],
                          "belong to different families (adahi, idn)")):
-        args = [*cli, "eval", "--models", str(tiny_idn["root"]), "--episodes", "1",
-                *(extra or ["--modes", "placement"])]
-        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        out = run_cli("eval", "--models", str(tiny_idn["root"]), "--episodes", "1",
+                      *(extra or ["--modes", "placement"]))
         assert out.returncode == 2
         assert says in out.stderr, out.stderr
 
 
 def test_eval_runs_every_placement_mode_from_the_command_line(cli, tiny_idn, tmp_path):
     import json
-    import subprocess
 
     (tiny_idn["root"] / "fetch_reach" / "catalogue.json").unlink(missing_ok=True)
-    out = subprocess.run([*cli, "eval", "--topology", str(tiny_idn["topology"]), "--modes",
+    out = run_cli("eval", "--topology", str(tiny_idn["topology"]), "--modes",
                           "placement", "--models", str(tiny_idn["root"]), "--episodes", "1",
-                          "--catalogue-episodes", "1", "--json", str(tmp_path / "idn.json")],
-                         capture_output=True, text=True, timeout=600)
+                          "--catalogue-episodes", "1", "--json", str(tmp_path / "idn.json"))
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "idn.json").read_text())
     assert sorted(doc["modes"]) == sorted(idn.PLACERS)

@@ -3,6 +3,7 @@ robots' parts on their draft nodes, one exit node per computing node, features a
 sensor_msgs/Image through link nodes, one bag; in lockstep every robot sends, is answered
 by the exit and acts as the in-process fleet with the same plan says."""
 
+from conftest import run_cli
 import json
 import subprocess
 
@@ -59,12 +60,10 @@ def make_plan(cli, tiny, tiny_ee, path, mode, tmp_path):
         return plan, out
     parts = tmp_path / "compute.json"
     parts.write_text(json.dumps(COMPUTE.as_dict()))
-    res = subprocess.run(
-        [*cli, "exit-plan", "--exit-compute", str(parts), "--task", TASK, "--draft",
+    res = run_cli("exit-plan", "--exit-compute", str(parts), "--task", TASK, "--draft",
          str(tiny["draft"]), "--target", str(tiny["target"]), "--models", str(tiny["root"]),
          "--early-exit", str(tiny_ee["path"]), "--topology", str(path), "--mode", mode,
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+         "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     return ExitPlan.load(out), out
 

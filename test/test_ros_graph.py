@@ -1,8 +1,8 @@
 """The ROS 2 graph for real: nodes in separate processes over DDS, bags, analyze, shutdown."""
 
+from conftest import run_cli
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -66,15 +66,13 @@ def test_ros_graph_makes_the_same_decisions_as_in_process(cli, tiny, tmp_path, m
 def test_analyze_cli_writes_eval_schema(cli, tiny, tmp_path):
     bag = tmp_path / "bag"
     assert run_bringup(cli, tiny, bag, "draft_only", LINK, EPISODES).returncode == 0
-    res = subprocess.run([*cli, "analyze", str(bag), "--json", str(tmp_path / "a.json")],
-                         capture_output=True, text=True, timeout=120)
+    res = run_cli("analyze", str(bag), "--json", str(tmp_path / "a.json"))
     assert res.returncode == 0, res.stderr
     assert "draft_only" in res.stdout and (tmp_path / "a.json").exists()
     doc = analyze(bag)
     m = doc["modes"]["draft_only"]
     assert m["uplink_tx_per_step"] == 0 and m["server_ops_per_step"] == 0
-    bad = subprocess.run([*cli, "analyze", str(tmp_path)], capture_output=True, text=True,
-                         timeout=60)
+    bad = run_cli("analyze", str(tmp_path))
     assert bad.returncode == 2 and "not a rosbag2 directory" in bad.stderr
     again = run_bringup(cli, tiny, bag, "draft_only", LINK, EPISODES)  # never overwrite a bag
     assert again.returncode == 2 and "already exists; give a new directory" in again.stderr

@@ -1,7 +1,7 @@
 """Fleet topology files: the shipped fleet, routes, and clear errors for bad ones."""
 
+from conftest import run_cli
 import copy
-import subprocess
 
 import pytest
 import yaml
@@ -78,12 +78,10 @@ def test_a_bad_topology_is_refused_naming_the_entry(edit, message):
 def test_topology_show_prints_nodes_and_routes(cli, tmp_path):
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    out = subprocess.run([*cli, "topology", "show", str(path)], capture_output=True, text=True,
-                         timeout=60)
+    out = run_cli("topology", "show", str(path))
     assert out.returncode == 0, out.stderr
     assert "r_2" in out.stdout and "r_2 -> edge -> cloud" in out.stdout
     assert "wifi (3 ms, 500/200 Mb/s)" in out.stdout
     path.write_text(yaml.safe_dump(_broken(lambda d: d["nodes"]["edge"].update(max_batch=0))))
-    bad = subprocess.run([*cli, "topology", "show", str(path)], capture_output=True, text=True,
-                         timeout=60)
+    bad = run_cli("topology", "show", str(path))
     assert bad.returncode == 2 and "max_batch must be a whole number >= 1" in bad.stderr
