@@ -71,7 +71,7 @@ def test_lossy_link_counts_every_loss_and_fallback(cli, tiny, tmp_path):
     losses as the in-process evaluator for the same requests, so the bag's counts match it
     exactly, and every lost request or response became a fallback to the draft."""
     bag = tmp_path / "bag"
-    episodes = 4
+    episodes = 2  # 100 steps: 11 requests lost on the way up, 10 answers on the way down
     out = run_bringup(cli, tiny, bag, "hybrid", "lossy_wifi", episodes, "--deadline-ms", "1000")
     assert out.returncode == 0, out.stderr[-3000:]
     records, expected = in_process(tiny, "hybrid", "lossy_wifi", episodes, deadline_ms=1000.0)

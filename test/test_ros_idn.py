@@ -199,15 +199,16 @@ def test_infida_placements_change_while_running_and_nodes_follow_them(cli, tiny_
         changes += sum(1 for kind, _, p in seen if p > 0)
     assert changes >= 2  # nodes loaded and unloaded while the robot ran
     every_step_acted(topics, "robot_0", episodes)
-    served = Counter()
     for name, msgs in topics.items():
         if name.startswith("robot_0/out/") and name.endswith("/request"):
             node = name.split("/")[2]
             for t, m in msgs:  # the repository (cloud) holds every variant
                 assert node == "cloud" or any(m.header.frame_id in p.get(node, ())
                                               for p in in_force(placed, times, t)), (node, t)
-                served[node] += 1
-    assert len(served) >= 2, served  # the steps moved with the placement
+    # the steps moved with the placement: served by two places or more, the robot's own
+    # draft among them (which of them the timing of the periods decides)
+    _, where = steps_of(topics, "robot_0")
+    assert len(set(where)) >= 2, Counter(where)
 
 
 # -- a bad allocation ----------------------------------------------------------------------------
