@@ -184,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
     if args.episodes < 300:
-        log.warning("%d episodes a point: the README's fronts use >= 300", args.episodes)
+        log.warning("%d episodes a point: docs/results.md's fronts use >= 300", args.episodes)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     docs = []

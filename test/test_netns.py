@@ -3,7 +3,7 @@ traffic (forced onto UDP) crosses a real kernel network path that ``tc`` can sha
 
 The server namespace runs the real ``target_node``; the robot namespace runs a probe that
 sends real protocol requests of two sizes and times the responses (``bench/netns_link.py``,
-which also prints the figures for the README). Skipped with the reason where namespaces
+which also prints the figures for docs/results.md). Skipped with the reason where namespaces
 cannot be made (not root, no iproute2).
 """
 

@@ -5,5 +5,5 @@ each client's exit losses weighted by how its requests are served (arXiv 2405.04
 the objective. ``local``: a client's training and the served closed-loop evaluation.
 ``run``: one run's settings, a client's data, the per-round log. ``flower_apps``: Flower's
 ClientApp and ServerApp. ``train``: ``hybrid-policy fl-train`` (both Flower engines and the
-non-federated baselines). docs/federated.md.
+non-federated baselines). docs/families/federated.md.
 """

@@ -1,7 +1,7 @@
 """The federation: its clients (the topology's robots), their data and serving rates, and
 the weights of the training objective. Torch-free.
 
-Objective (docs/federated.md): the expected loss of the requests as they are served,
+Objective (docs/families/federated.md): the expected loss of the requests as they are served,
 
     F(θ) = Σ_i Σ_k α_ik F_ik(θ),   α_ik = λ_i ρ_ik / Σ_j λ_j,
 

@@ -38,7 +38,7 @@ class Federated(Family):
                            "engine, or the baselines central (pooled data) and local (each client "
                            "alone). Writes OUT/early_exit (for eval --early-exit), "
                            "OUT/rounds.jsonl (loss per exit per client per round) and "
-                           "OUT/summary.json; docs/federated.md.")
+                           "OUT/summary.json; docs/families/federated.md.")
         p.add_argument("--topology", required=True, help="topology with a federated block "
                        "(config/federated.yaml)")
         p.add_argument("--method", required=True, choices=("serving_rate", "fedavg", "central",

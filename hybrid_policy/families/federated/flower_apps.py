@@ -1,7 +1,7 @@
 """Flower's ClientApp and ServerApp of the federation: the same two apps run under the
 simulation engine (``train.run_federated``: one process, Ray) and the deployment engine
 (SuperLink and SuperNodes as separate processes; ``flwr run`` with the app project in
-``hybrid_policy/families/federated/app``; docs/federated.md).
+``hybrid_policy/families/federated/app``; docs/families/federated.md).
 
 A round: the server sends the global net and the round's learning rate; each client trains
 it for ``local_epochs`` on its own data, its exit losses weighted by its method's weights,
